@@ -1,0 +1,1 @@
+"""Pure science layer: numpy/astropy only. Nothing in this package imports Dagster."""
