@@ -1,0 +1,106 @@
+"""One code path for a local directory or an ``s3://`` prefix (fsspec).
+
+Writers never expose a half-written object: local files are written to a hidden
+temporary name in the same directory and renamed into place; S3 objects become
+visible only when their single PUT completes, which is atomic by the S3 contract.
+Relative paths are checked so nothing can escape the store's root.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import uuid
+from typing import IO, Iterator
+
+import fsspec
+
+
+class UnsafePath(ValueError):
+    """A relative path that would leave the store's root."""
+
+
+def _check_rel(rel: str) -> str:
+    if not isinstance(rel, str) or rel.startswith("/") or "\\" in rel or "://" in rel:
+        raise UnsafePath(f"unsafe relative path {rel!r}")
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts) or any("?" in p or "#" in p for p in parts):
+        raise UnsafePath(f"unsafe relative path {rel!r}")
+    return rel
+
+
+class Store:
+    """A root (local dir or ``s3://bucket/prefix``) plus atomic, root-confined I/O."""
+
+    def __init__(self, root: str, storage_options: dict | None = None):
+        root = str(root)
+        self.protocol = root.split("://", 1)[0] if "://" in root else "file"
+        self.storage_options = dict(storage_options or {})
+        self.fs = fsspec.filesystem(self.protocol, **self.storage_options)
+        if self.protocol == "file":
+            root = os.path.abspath(root)
+        self.root = root.rstrip("/")
+
+    def __repr__(self) -> str:  # never include storage_options: they may hold credentials
+        return f"Store({self.root!r})"
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol == "file"
+
+    def url(self, rel: str = "") -> str:
+        return self.root if not rel else f"{self.root}/{_check_rel(rel)}"
+
+    def child(self, rel: str) -> "Store":
+        s = Store.__new__(Store)
+        s.protocol, s.storage_options, s.fs = self.protocol, self.storage_options, self.fs
+        s.root = self.url(rel)
+        return s
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.url(rel))
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self.url(rel)))
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.url(rel))
+
+    def open_read(self, rel: str) -> IO[bytes]:
+        return self.fs.open(self.url(rel), "rb")
+
+    def ls(self, rel: str = "") -> list[str]:
+        """Names (not paths) directly below ``rel``; empty if it does not exist."""
+        try:
+            entries = self.fs.ls(self.url(rel), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+
+    def rm(self, rel: str, recursive: bool = False) -> None:
+        if self.fs.exists(self.url(rel)):
+            self.fs.rm(self.url(rel), recursive=recursive)
+
+    @contextlib.contextmanager
+    def open_write_atomic(self, rel: str) -> Iterator[IO[bytes]]:
+        """A writable file that appears at ``rel`` only if the block exits without error."""
+        final = self.url(rel)
+        if self.is_local:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex}.tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    yield f
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            with self.fs.open(final, "wb") as f:
+                yield f
+
+    def write_bytes_atomic(self, rel: str, data: bytes) -> None:
+        with self.open_write_atomic(rel) as f:
+            f.write(data)
