@@ -48,7 +48,9 @@ MANIFEST = pa.schema([
     ("task_id", pa.string()), ("task_seed", pa.int64()),
     ("experiment_id", pa.string()), ("tier", pa.string()), ("stamp_size", pa.int32()),
     ("bandset", pa.string()), ("grid_name", pa.string()),
-    ("selection_set_id", pa.string()), ("ranking_mode", pa.string()),
+    # selection_set_id is "union" under the union_dedup policy; selection_sets and
+    # ranking_modes list (comma-joined, sorted) every set / mode that picked the region.
+    ("selection_set_id", pa.string()), ("selection_sets", pa.string()), ("ranking_modes", pa.string()),
     ("region_id", pa.int64()), ("region_split", pa.string()),
     ("brickname", pa.string()), ("objid", pa.int64()), ("ra", pa.float64()), ("dec", pa.float64()),
     ("gmag", pa.float32()), ("rmag", pa.float32()), ("zmag", pa.float32()), ("rz", pa.float32()),
@@ -58,7 +60,8 @@ MANIFEST = pa.schema([
     ("ebv", pa.float32()),
     ("psf_bin", pa.int8()), ("depth_bin", pa.int8()), ("ebv_bin", pa.int8()), ("mag_bin", pa.int8()),
     ("is_control", pa.bool_()), ("config_id", pa.int32()), ("replicate", pa.int16()),
-    ("theta_e_arcsec", pa.float32()), ("src_dmag", pa.float32()), ("src_reff_arcsec", pa.float32()),
+    ("theta_e_arcsec", pa.float32()), ("src_dmag", pa.float32()), ("src_flux_ratio", pa.float32()),
+    ("src_reff_arcsec", pa.float32()),
     ("src_e", pa.float32()), ("shear", pa.float32()), ("src_type", pa.string()), ("src_sersic_n", pa.float32()),
 ])
 
