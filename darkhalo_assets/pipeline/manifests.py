@@ -1,0 +1,318 @@
+"""Stage 4a: injection task manifests, one per experiment, from the frozen Phase 3 tables.
+
+Vectorised end to end (numpy + Arrow, no per-row Python) so all three tiers of a 20M-LRG
+parent build on one machine in minutes. Fixes the seed's defects: sample sizes are linear
+in the grid (each sampled galaxy gets exactly one config), controls are flagged, seeds and
+ids come from stable hashes, and idempotency is per experiment, not per output prefix.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import schemas
+from ..science.hashing import hex128, mix_keys, stable_hash64, stable_hash64_many, to_int63, uniform01
+from .phase4_config import Phase4Config
+
+log = logging.getLogger(__name__)
+
+PARENT_REQUIRED = ("objid", "brickname", "ra", "dec", "region_id", "region_split", "gmag", "rmag", "zmag",
+                   "rz", "type")
+BRICK_COLUMNS = ("psfsize_g", "psfsize_r", "psfsize_z", "psfdepth_g", "psfdepth_r", "psfdepth_z", "ebv")
+_SALT_ORDER, _SALT_CONTROL, _SALT_ID_HI, _SALT_ID_LO, _SALT_SEED = 1, 2, 3, 4, 5
+
+
+class GuardrailExceeded(RuntimeError):
+    """The build would create more tasks than ``max_total_tasks_soft`` allows."""
+
+
+@dataclass
+class Candidates:
+    """Parent rows eligible for sampling, as columns, plus why the others were dropped."""
+    cols: dict[str, np.ndarray]
+    dropped: dict[str, int]
+    strata_edges: dict[str, list[float]]
+    group_names: list[tuple[str, str]]       # (selection_set_id, region_split) per group code
+    n_parent: int
+
+    @property
+    def n(self) -> int:
+        return len(self.cols["objid"])
+
+
+@dataclass
+class TierSample:
+    tier: str
+    index: np.ndarray          # into Candidates
+    config_id: np.ndarray      # -1 for controls
+    is_control: np.ndarray
+    per_group: dict[str, int] = field(default_factory=dict)
+    per_stratum: dict[str, int] = field(default_factory=dict)
+
+
+def _np(table: pa.Table, name: str, dtype=None) -> np.ndarray:
+    col = table.column(name)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_dictionary(col.type):
+        return np.asarray(col.to_pandas(), dtype=object)
+    a = col.to_numpy()
+    return a.astype(dtype) if dtype is not None else a
+
+
+def _require(table: pa.Table, cols, what: str) -> None:
+    missing = [c for c in cols if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{what} is missing required columns: {', '.join(missing)}")
+
+
+def prepare_candidates(parent: pa.Table, bricks: pa.Table, selections: pa.Table, cfg: Phase4Config) -> Candidates:
+    """Filter, join and stratify the parent. Every dropped row is counted with its reason."""
+    _require(parent, PARENT_REQUIRED + (cfg.lrg_flag,), "parent_catalog")
+    _require(bricks, ("brickname",) + BRICK_COLUMNS, "bricks_with_region")
+    _require(selections, ("selection_set_id", "ranking_mode", "region_id", "region_split"), "region_selections")
+    dropped: dict[str, int] = {}
+    n_parent = parent.num_rows
+
+    def drop(mask: pa.ChunkedArray | np.ndarray, reason: str, t: pa.Table) -> pa.Table:
+        mask = np.asarray(mask, dtype=bool)
+        dropped[reason] = dropped.get(reason, 0) + int((~mask).sum())
+        return t.filter(pa.array(mask))
+
+    t = parent.select(list(dict.fromkeys(PARENT_REQUIRED + (cfg.lrg_flag,))))
+    t = drop(pc.fill_null(t.column(cfg.lrg_flag), False).to_numpy(zero_copy_only=False), "not_lrg_variant", t)
+    valid_name = pc.fill_null(pc.match_substring_regex(t.column("brickname"), r"^[0-9]{4}[pm][0-9]{3}$"), False)
+    n_bad_names = int(len(valid_name) - pc.sum(valid_name).as_py() if len(valid_name) else 0)
+    if n_bad_names:
+        bad = pc.filter(t.column("brickname"), pc.invert(valid_name)).to_pylist()[:5]
+        log.warning("rejecting %d rows with invalid brick names, e.g. %r", n_bad_names, bad)
+    t = drop(valid_name.to_numpy(zero_copy_only=False), "invalid_brickname", t)
+    finite = np.ones(t.num_rows, dtype=bool)
+    for c in ("ra", "dec", "rmag", "zmag"):
+        finite &= np.isfinite(_np(t, c, np.float64))
+    t = drop(finite, "nan_photometry", t)
+
+    # Holdout discipline: a region must sit in exactly one split everywhere.
+    region = _np(t, "region_id", np.int64)
+    split = _np(t, "region_split")
+    _check_one_split_per_region(region, split, "parent_catalog")
+    _check_one_split_per_region(_np(selections, "region_id", np.int64), _np(selections, "region_split"),
+                                "region_selections")
+
+    # Brick conditions.
+    bnames = _np(bricks, "brickname")
+    bidx = {n: i for i, n in enumerate(bnames)}
+    cand_bricks = _np(t, "brickname")
+    uniq, inv = np.unique(cand_bricks.astype(str), return_inverse=True)
+    ub = np.array([bidx.get(u, -1) for u in uniq], dtype=np.int64)
+    row_b = ub[inv]
+    t = drop(row_b >= 0, "no_brick_conditions", t)
+    row_b = row_b[row_b >= 0]
+    bcols = {c: _np(bricks, c, np.float32) for c in BRICK_COLUMNS}
+    ok = np.isfinite(bcols["psfsize_r"][row_b]) & np.isfinite(bcols["psfdepth_r"][row_b])
+    t = drop(ok, "null_psfsize_or_depth", t)
+    row_b = row_b[ok]
+
+    # Region selections -> groups.
+    policy = cfg.raw.get("selection_policy", "union_dedup")
+    sel = selections.to_pandas()
+    if policy == "one_set":
+        sid = cfg.raw["selection_set_id"]
+        if sid not in set(sel["selection_set_id"]):
+            raise ValueError(f"selection_set_id {sid!r} not in region_selections "
+                             f"(have: {sorted(set(sel['selection_set_id']))})")
+        sel = sel[sel["selection_set_id"] == sid]
+    by_region = sel.groupby("region_id").agg(
+        sets=("selection_set_id", lambda s: ",".join(sorted(set(s)))),
+        modes=("ranking_mode", lambda s: ",".join(sorted(set(s)))))
+    region = _np(t, "region_id", np.int64)
+    in_sel = np.isin(region, by_region.index.to_numpy())
+    t = drop(in_sel, "region_not_selected", t)
+    row_b = row_b[in_sel]
+    region = region[in_sel]
+
+    cols = {c: _np(t, c) for c in PARENT_REQUIRED}
+    for c in ("ra", "dec"):
+        cols[c] = cols[c].astype(np.float64)
+    for c in ("gmag", "rmag", "zmag", "rz"):
+        cols[c] = cols[c].astype(np.float32)
+    cols["objid"] = cols["objid"].astype(np.int64)
+    cols["region_id"] = region
+    for c in BRICK_COLUMNS:
+        cols[c] = bcols[c][row_b]
+    reg_sets = by_region["sets"].reindex(region).to_numpy(dtype=object)
+    reg_modes = by_region["modes"].reindex(region).to_numpy(dtype=object)
+    cols["selection_sets"] = reg_sets
+    cols["ranking_modes"] = reg_modes
+    set_id = np.full(len(region), "union", dtype=object) if policy == "union_dedup" else reg_sets
+    cols["selection_set_id"] = set_id
+
+    # Stable per-object keys: brick hash once per distinct brick, then vectorised mixing.
+    ub, binv = np.unique(cols["brickname"].astype(str), return_inverse=True)
+    cols["brick_hash"] = stable_hash64_many(ub)[binv]
+    # union_dedup: objects are already unique per (brickname, objid) in the parent; a
+    # duplicated parent row would be a catalog defect, so drop and count it.
+    key = mix_keys(cols["brick_hash"], cols["objid"])
+    _, first = np.unique(key, return_index=True)
+    keep = np.zeros(len(key), dtype=bool)
+    keep[first] = True
+    if not keep.all():
+        dropped["duplicate_object"] = dropped.get("duplicate_object", 0) + int((~keep).sum())
+        cols = {k: v[keep] for k, v in cols.items()}
+
+    edges = _strata(cols, bricks, cfg)
+    groups = np.char.add(np.char.add(cols["selection_set_id"].astype(str), "|"), cols["region_split"].astype(str))
+    gnames, gcode = np.unique(groups, return_inverse=True)
+    cols["group"] = gcode.astype(np.int32)
+    return Candidates(cols, dropped, edges, [tuple(g.split("|")) for g in gnames], n_parent)
+
+
+def _check_one_split_per_region(region: np.ndarray, split: np.ndarray, what: str) -> None:
+    if len(region) == 0:
+        return
+    pairs = np.unique(np.stack([region.astype(str), split.astype(str)], axis=1), axis=0)
+    r, counts = np.unique(pairs[:, 0], return_counts=True)
+    bad = r[counts > 1]
+    if len(bad):
+        raise ValueError(f"{what}: regions in more than one split (holdout leak): {', '.join(bad[:10])}")
+
+
+def _strata(cols: dict, bricks: pa.Table, cfg: Phase4Config) -> dict[str, list[float]]:
+    edges = {}
+    for s in cfg.strata:
+        col, q = s["column"], int(s["quantiles"])
+        src = _np(bricks, col, np.float64) if s["over"] == "bricks" else cols[col].astype(np.float64)
+        src = src[np.isfinite(src)]
+        inner = np.quantile(src, np.arange(1, q) / q).tolist() if len(src) and q > 1 else []
+        edges[s["name"]] = inner
+        cols[s["name"]] = np.searchsorted(np.asarray(inner), cols[col].astype(np.float64), side="right").astype(np.int8)
+    return edges
+
+
+def _rank_within(keys_sorted: np.ndarray) -> np.ndarray:
+    """0-based rank of each element within its run of equal keys (input sorted by key)."""
+    n = len(keys_sorted)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.r_[True, keys_sorted[1:] != keys_sorted[:-1]]
+    start_idx = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    return np.arange(n) - start_idx
+
+
+def sample_tier(cand: Candidates, cfg: Phase4Config, tier_name: str) -> TierSample:
+    """Stratified, hash-ordered sample of galaxies for one tier, each with one config."""
+    tier = cfg.tier(tier_name)
+    grid = cfg.grid(tier.grid)
+    n_cfg = grid.n_configs
+    target = tier.n_per_config * n_cfg if tier.sampling == "per_config" else tier.n_per_split
+    strata_names = [s["name"] for s in cfg.strata]
+    sizes = [len(cand.strata_edges[n]) + 1 for n in strata_names]
+    n_cells = math.prod(sizes)
+    cell = np.zeros(cand.n, dtype=np.int64)
+    for name, size in zip(strata_names, sizes):
+        cell = cell * size + cand.cols[name].astype(np.int64)
+    order_h = mix_keys(cand.cols["brick_hash"], cand.cols["objid"], salt=cfg.split_seed * 1000 + _SALT_ORDER)
+    group = cand.cols["group"].astype(np.int64)
+
+    # Up to ceil(target / cells) per (group, stratum), lowest hash first ...
+    o = np.lexsort((order_h, cell, group))
+    gc = group[o] * n_cells + cell[o]
+    keep = o[_rank_within(gc) < math.ceil(target / n_cells)]
+    # ... then capped at target per group, again lowest hash first.
+    o2 = keep[np.lexsort((order_h[keep], group[keep]))]
+    rank = _rank_within(group[o2])
+    sel = o2[rank < target]
+    rank = rank[rank < target]
+    config_id = (rank % n_cfg).astype(np.int32)
+    u = uniform01(mix_keys(cand.cols["brick_hash"][sel], cand.cols["objid"][sel],
+                           salt=cfg.split_seed * 1000 + _SALT_CONTROL + 7919 * len(tier_name)))
+    is_control = u < tier.control_frac
+    config_id = np.where(is_control, -1, config_id).astype(np.int32)
+    per_group = {f"{s}|{sp}": int(c) for (s, sp), c in
+                 zip(cand.group_names, np.bincount(group[sel], minlength=len(cand.group_names)))}
+    cells, counts = np.unique(cell[sel], return_counts=True)
+    per_stratum = {}
+    for c, k in zip(cells, counts):
+        idx, rem = [], int(c)
+        for size in reversed(sizes):
+            idx.append(rem % size)
+            rem //= size
+        per_stratum["/".join(f"{n}={i}" for n, i in zip(strata_names, reversed(idx)))] = int(k)
+    return TierSample(tier_name, sel, config_id, is_control, per_group, per_stratum)
+
+
+def count_tasks(sample: TierSample, cfg: Phase4Config) -> int:
+    return len(sample.index) * cfg.replicates * len(cfg.experiments(sample.tier))
+
+
+def check_guardrail(n_tasks: int, cfg: Phase4Config) -> None:
+    if n_tasks > cfg.max_total_tasks_soft:
+        raise GuardrailExceeded(f"refusing to build {n_tasks:,} tasks: more than max_total_tasks_soft = "
+                                f"{cfg.max_total_tasks_soft:,}. Raise it in run config if this is intended.")
+
+
+def _strings(values: np.ndarray, idx: np.ndarray) -> pa.Array:
+    """Gather strings through a dictionary so Arrow, not Python, builds the big column."""
+    uniq, inv = np.unique(values.astype(str), return_inverse=True)
+    return pa.DictionaryArray.from_arrays(pa.array(inv[idx].astype(np.int32)), pa.array(uniq)).cast(pa.string())
+
+
+def iter_manifest_chunks(cand: Candidates, sample: TierSample, cfg: Phase4Config, experiment: tuple[str, int, str],
+                         chunk_rows: int = 1_000_000):
+    """Yield MANIFEST-shaped Arrow tables for one experiment, ``chunk_rows`` rows at a time."""
+    exp_id, stamp, bandset = experiment
+    grid = cfg.grid(cfg.tier(sample.tier).grid)
+    gc = grid.configs()
+    exp_h = np.uint64(stable_hash64(exp_id))
+    set_codes, set_inv = np.unique(cand.cols["selection_set_id"].astype(str), return_inverse=True)
+    set_h = stable_hash64_many(set_codes)[set_inv]
+    split_code = np.searchsorted(np.array(["test", "train", "val"]), cand.cols["region_split"].astype(str))
+    split_h = stable_hash64_many(["test", "train", "val"])[split_code]
+    R = cfg.replicates
+    n = len(sample.index)
+    # Row order: galaxy-major, replicate-minor; deterministic whatever the chunking.
+    for start in range(0, n * R, chunk_rows):
+        rows = np.arange(start, min(n * R, start + chunk_rows))
+        g = rows // R
+        rep = (rows % R).astype(np.int16)
+        ci = sample.index[g]
+        cfg_id = sample.config_id[g]
+        ctrl = sample.is_control[g]
+        keys = (exp_h, set_h[ci], split_h[ci], cand.cols["brick_hash"][ci], cand.cols["objid"][ci],
+                cfg_id.astype(np.int64), rep.astype(np.int64))
+        tid = hex128(mix_keys(*keys, salt=_SALT_ID_HI), mix_keys(*keys, salt=_SALT_ID_LO))
+        seed = to_int63(mix_keys(*keys, salt=_SALT_SEED))
+        cidx = np.where(ctrl, 0, cfg_id)
+
+        def per_config(axis, dtype=np.float32, control_value=0.0):
+            v = gc[axis][cidx].astype(dtype) if dtype is not object else gc[axis][cidx]
+            return np.where(ctrl, control_value, v)
+
+        cols = {
+            "task_id": tid, "task_seed": pa.array(seed),
+            "experiment_id": pa.array(np.full(len(rows), exp_id)), "tier": pa.array(np.full(len(rows), sample.tier)),
+            "stamp_size": pa.array(np.full(len(rows), stamp, dtype=np.int32)),
+            "bandset": pa.array(np.full(len(rows), bandset)), "grid_name": pa.array(np.full(len(rows), grid.name)),
+            "selection_set_id": _strings(cand.cols["selection_set_id"], ci),
+            "selection_sets": _strings(cand.cols["selection_sets"], ci),
+            "ranking_modes": _strings(cand.cols["ranking_modes"], ci),
+            "region_id": pa.array(cand.cols["region_id"][ci]),
+            "region_split": _strings(cand.cols["region_split"], ci),
+            "brickname": _strings(cand.cols["brickname"], ci),
+            "type": _strings(cand.cols["type"], ci),
+            **{c: pa.array(cand.cols[c][ci]) for c in ("objid", "ra", "dec", "gmag", "rmag", "zmag", "rz")},
+            **{c: pa.array(cand.cols[c][ci]) for c in BRICK_COLUMNS},
+            **{s["name"]: pa.array(cand.cols[s["name"]][ci]) for s in cfg.strata},
+            "is_control": pa.array(ctrl), "config_id": pa.array(cfg_id), "replicate": pa.array(rep),
+            "theta_e_arcsec": pa.array(per_config("theta_e_arcsec")),
+            "src_dmag": pa.array(per_config("src_dmag", control_value=np.nan)),
+            "src_flux_ratio": pa.array(per_config("src_flux_ratio")),
+            "src_reff_arcsec": pa.array(per_config("src_reff_arcsec")),
+            "src_e": pa.array(per_config("src_e")), "shear": pa.array(per_config("shear")),
+            "src_type": pa.array(np.where(ctrl, "none", gc["src_type"][cidx]).astype(str)),
+            "src_sersic_n": pa.array(per_config("src_sersic_n")),
+        }
+        yield pa.table(cols).select(schemas.MANIFEST.names).cast(schemas.MANIFEST)
