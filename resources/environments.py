@@ -1,0 +1,46 @@
+"""Resource sets per environment, chosen by ``DARKHALO_ENV`` (local | aws).
+
+local: outputs and cache under ``DARKHALO_DATA_DIR`` (default ./data), a synthetic survey
+       served on 127.0.0.1, the local engine.
+aws:   outputs and cache on S3 (``DARKHALO_S3_ROOT``), NERSC's DR10 tree, Phase 3 from S3.
+"""
+from __future__ import annotations
+
+import os
+
+from .phase3 import Phase3SourceResource
+from .storage import DataStoreResource
+from .survey import NERSC_DR10_URL, SurveyResource
+
+ENVIRONMENTS = ("local", "aws")
+
+
+def resources_for_env(env: str | None = None) -> dict:
+    env = env or os.environ.get("DARKHALO_ENV", "local")
+    if env == "local":
+        data = os.path.abspath(os.environ.get("DARKHALO_DATA_DIR", "data"))
+        phase3 = Phase3SourceResource(mode="synthetic", survey_root=f"{data}/synthetic_survey")
+        return {
+            "data_store": DataStoreResource(root=f"{data}/outputs", cache_root=f"{data}/coadd_cache",
+                                            allowed_cache_prefix=data),
+            "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=phase3.brick_pixels,
+                                     backoff_base_s=0.2),
+            "phase3": phase3,
+        }
+    if env == "aws":
+        root = os.environ.get("DARKHALO_S3_ROOT", "s3://darkhaloscope/darkhalo")
+        p3 = os.environ.get("DARKHALO_PHASE3_ROOT", "s3://darkhaloscope/phase3_pipeline")
+        return {
+            "data_store": DataStoreResource(root=f"{root}/outputs",
+                                            cache_root=os.environ.get("DARKHALO_CACHE_ROOT",
+                                                                      "s3://darkhaloscope/dr10/coadd_cache"),
+                                            allowed_cache_prefix=os.environ.get("DARKHALO_CACHE_PREFIX")),
+            "survey": SurveyResource(base_url=os.environ.get("DARKHALO_SURVEY_URL", NERSC_DR10_URL)),
+            "phase3": Phase3SourceResource(
+                mode="parquet",
+                parent_uri=f"{p3}/phase3p5/v3_color_relaxed/parent_compact/",
+                bricks_uri=f"{p3}/phase3a/v3_color_relaxed/bricks_with_region/",
+                selections_uri=f"{p3}/phase3b/v3_color_relaxed/region_selections/",
+                metrics_uri=f"{p3}/phase3a/v3_color_relaxed/region_metrics/"),
+        }
+    raise ValueError(f"DARKHALO_ENV must be one of {ENVIRONMENTS}, got {env!r}")

@@ -1,0 +1,48 @@
+"""Survey resource: the DR10 coadd tree over HTTP, real (NERSC) or synthetic (127.0.0.1).
+
+In the synthetic mode the resource starts a file server over the generated survey when a
+run starts and stops it when the run ends, so stage 4b uses exactly the HTTP code path it
+uses against NERSC.
+"""
+from __future__ import annotations
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
+
+NERSC_DR10_URL = "https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr10/"
+
+
+class SurveyResource(ConfigurableResource):
+    """Where DR10 coadds come from, and how hard to try."""
+
+    base_url: str = Field(default=NERSC_DR10_URL, description="DR10 root URL (ends with /dr10/)")
+    synthetic_root: str | None = Field(
+        default=None, description="Serve this synthetic survey dir on 127.0.0.1 instead of base_url")
+    brick_pixels: int = Field(default=3600, description="Expected coadd size (px per side) for verification")
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    concurrency: int = Field(default=8, description="Concurrent brick downloads inside one run")
+
+    _server: object = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        if self.synthetic_root:
+            from darkhalo_assets.synthetic.server import SurveyServer
+            self._server = SurveyServer(self.synthetic_root)
+            self._server.start()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        if self._server is not None:
+            return self._server.base_url
+        if self.synthetic_root:
+            raise RuntimeError("synthetic survey server is not running (resource not set up for execution)")
+        return self.base_url
