@@ -91,15 +91,21 @@ def missing_columns(table_schema: pa.Schema, contract: pa.Schema) -> list[str]:
     return [f.name for f in contract if f.name not in names]
 
 
+def _same_kind(actual: pa.DataType, expected: pa.DataType) -> bool:
+    for test in (pa.types.is_floating, pa.types.is_integer, pa.types.is_boolean):
+        if test(expected):
+            return test(actual)
+    if pa.types.is_string(expected):
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual) or (
+            pa.types.is_dictionary(actual) and pa.types.is_string(actual.value_type))
+    return actual == expected
+
+
 def check_columns(table_schema: pa.Schema, contract: pa.Schema, what: str) -> None:
-    """Raise ValueError naming every missing column and every column of the wrong type."""
+    """Raise ValueError naming every missing column and every column of the wrong kind of type."""
     problems = [f"missing column {c!r}" for c in missing_columns(table_schema, contract)]
     for f in contract:
-        if f.name in table_schema.names:
-            t = table_schema.field(f.name).type
-            if t != f.type and not (pa.types.is_floating(t) and pa.types.is_floating(f.type)) \
-                    and not (pa.types.is_integer(t) and pa.types.is_integer(f.type)) \
-                    and not (pa.types.is_string(t) or pa.types.is_large_string(t)) == pa.types.is_string(f.type):
-                problems.append(f"column {f.name!r} has type {t}, expected {f.type}")
+        if f.name in table_schema.names and not _same_kind(table_schema.field(f.name).type, f.type):
+            problems.append(f"column {f.name!r} has type {table_schema.field(f.name).type}, expected {f.type}")
     if problems:
         raise ValueError(f"{what} is malformed ({len(problems)} problems): " + "; ".join(problems))

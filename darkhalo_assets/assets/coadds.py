@@ -1,0 +1,125 @@
+"""Stage 4b assets: ``coadd_cache`` [brick] and ``brick_blacklist``.
+
+Many bricks per run (BackfillPolicy.multi_run) with concurrent downloads inside the run,
+so a 180k-brick backfill is a few hundred runs. A 404 upstream is data: the brick is
+recorded missing (URL, status, time) and the partition succeeds.
+"""
+
+import json
+import time
+
+import pyarrow as pa
+from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext,
+                     BackfillPolicy, Failure, MaterializeResult, MetadataValue, asset)
+
+from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fetch_bricks, summarize_fill
+from darkhalo_assets.pipeline.datasets import write_table
+from darkhalo_assets.pipeline.storage import Store
+from resources.storage import DataStoreResource
+from resources.survey import SurveyResource
+
+from .metadata import json_md
+from .partitions import brick_partitions
+from .phase4_run_config import Phase4RunConfig
+
+MISSING_DIR = "phase4b/missing"
+BRICKS_PER_RUN = 200
+
+
+def missing_rel(brick: str) -> str:
+    return f"{MISSING_DIR}/{brick}.json"
+
+
+def make_fetcher(survey: SurveyResource, data_store: DataStoreResource, force: bool) -> CoaddFetcher:
+    return CoaddFetcher(
+        survey.url, data_store.cache_store(), connect_timeout=survey.connect_timeout_s,
+        read_timeout=survey.read_timeout_s, concurrency=survey.concurrency, force=force,
+        retry=RetryPolicy(survey.max_attempts, survey.backoff_base_s, survey.backoff_cap_s),
+        expected_shape=(survey.brick_pixels, survey.brick_pixels))
+
+
+@asset(
+    partitions_def=brick_partitions, group_name="coadds", kinds={"fits", "s3"}, owners=["team:darkhalo"],
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=BRICKS_PER_RUN), pool="downloads",
+    code_version="4b-1",
+    deps=["bricks_manifest"],
+    check_specs=[AssetCheckSpec("files_verified", asset="coadd_cache", blocking=True,
+                                description="Every brick cached in this run has all required files with "
+                                            "sizes and sha256 matching its _SUCCESS record")],
+)
+def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
+                data_store: DataStoreResource) -> MaterializeResult:
+    """The 10 DR10 coadd files of each brick (image/invvar/psfsize g,r,z + maskbits) in the cache.
+
+    Streaming download to a temporary name, FITS/WCS verification, atomic commit, then a
+    `_SUCCESS` record with sizes and sha256. Verified bricks are skipped unless `force`.
+    """
+    bricks = list(context.partition_keys)
+    store = data_store.store()
+    t0 = time.monotonic()
+    results = []
+    last_log = [0.0]
+
+    def progress(result, done, total):
+        if time.monotonic() - last_log[0] > 5 or done == total:
+            last_log[0] = time.monotonic()
+            context.log.info(f"coadd_cache: {done}/{total} bricks ({result.brickname}: {result.status})")
+
+    with make_fetcher(survey, data_store, config.force) as fetcher:
+        for r in fetch_bricks(fetcher, bricks, progress=progress):
+            results.append(r)
+            if r.status == "missing":
+                store.write_bytes_atomic(missing_rel(r.brickname), json.dumps(r.to_record(), sort_keys=True).encode())
+            elif r.status in ("cached", "skipped"):
+                store.rm(missing_rel(r.brickname))
+        verified = [fetcher.verify_brick(r.brickname, deep=True) for r in results if r.status == "cached"]
+    summary = summarize_fill(results, time.monotonic() - t0)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise Failure(
+            description=f"{len(failed)} of {len(bricks)} bricks failed; re-run to resume (verified files are kept)",
+            metadata={"failed": json_md({r.brickname: r.error for r in failed[:50]}), **summary.as_metadata()})
+    bad = [v for v in verified if not v.ok]
+    return MaterializeResult(
+        metadata={**summary.as_metadata(),
+                  "missing_upstream": json_md([r.brickname for r in results if r.status == "missing"]),
+                  "cache_root": MetadataValue.path(data_store.cache_store().root)},
+        check_results=[AssetCheckResult(check_name="files_verified", passed=not bad, metadata={
+            "bricks_checked": len(verified), "problems": json_md({v.brickname: v.problems for v in bad})})],
+    )
+
+
+@asset(
+    group_name="coadds", kinds={"json", "parquet"}, owners=["team:darkhalo"], code_version="4b-blacklist-1",
+    deps=[AssetDep("coadd_cache", partition_mapping=AllPartitionMapping())],
+)
+def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResource) -> MaterializeResult:
+    """Every brick recorded missing upstream (HTTP 404), with its evidence.
+
+    Written as a table and as the seed's `brick_blacklist.json` (a JSON list of names).
+    """
+    store = data_store.store()
+    records = [json.loads(store.read_bytes(f"{MISSING_DIR}/{name}")) for name in store.ls(MISSING_DIR)
+               if name.endswith(".json")]
+    records.sort(key=lambda r: r["brickname"])
+    table = pa.table({
+        "brickname": pa.array([r["brickname"] for r in records], pa.string()),
+        "url": pa.array([r["missing"]["url"] for r in records], pa.string()),
+        "status": pa.array([r["missing"]["status"] for r in records], pa.int32()),
+        "time": pa.array([r["missing"]["time"] for r in records], pa.string()),
+        "file": pa.array([r["missing"]["file"] for r in records], pa.string()),
+    })
+    write_table(store, "phase4b/brick_blacklist.parquet", table)
+    names = table.column("brickname").to_pylist()
+    store.write_bytes_atomic("phase4b/brick_blacklist.json", json.dumps(names, indent=1).encode())
+    return MaterializeResult(metadata={
+        "dagster/row_count": len(names), "bricks": json_md(names),
+        "evidence": MetadataValue.md("| brick | status | url | time |\n|---|---|---|---|\n" + "\n".join(
+            f"| {r['brickname']} | {r['missing']['status']} | {r['missing']['url']} | {r['missing']['time']} |"
+            for r in records[:50]))})
+
+
+def load_blacklist(store: Store) -> set[str]:
+    if not store.exists("phase4b/brick_blacklist.json"):
+        return set()
+    return set(json.loads(store.read_bytes("phase4b/brick_blacklist.json")))

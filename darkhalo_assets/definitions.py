@@ -1,0 +1,21 @@
+"""The darkhalo code location: every asset, check, job and resource in one Definitions."""
+from __future__ import annotations
+
+from dagster import Definitions, define_asset_job
+
+from resources import resources_for_env
+
+from .assets import coadds, manifests, phase3, tasks
+
+ALL_ASSETS = [phase3.phase3_tables, manifests.injection_manifests, manifests.bricks_manifest,
+              coadds.coadd_cache, coadds.brick_blacklist, tasks.injection_tasks]
+
+phase3_job = define_asset_job("phase3_job", selection=["parent_catalog", "bricks_with_region",
+                                                       "region_selections", "region_metrics"],
+                              description="Generate (local) or validate (aws) the frozen Phase 3 inputs")
+
+defs = Definitions(
+    assets=ALL_ASSETS,
+    jobs=[phase3_job],
+    resources=resources_for_env(),
+)
