@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 PARENT_REQUIRED = ("objid", "brickname", "ra", "dec", "region_id", "region_split", "gmag", "rmag", "zmag",
                    "rz", "type")
 BRICK_COLUMNS = ("psfsize_g", "psfsize_r", "psfsize_z", "psfdepth_g", "psfdepth_r", "psfdepth_z", "ebv")
+STRATUM_COLUMNS = ("psf_bin", "depth_bin", "ebv_bin", "mag_bin")
 _SALT_ORDER, _SALT_CONTROL, _SALT_ID_HI, _SALT_ID_LO, _SALT_SEED = 1, 2, 3, 4, 5
 
 
@@ -315,4 +316,6 @@ def iter_manifest_chunks(cand: Candidates, sample: TierSample, cfg: Phase4Config
             "src_type": pa.array(np.where(ctrl, "none", gc["src_type"][cidx]).astype(str)),
             "src_sersic_n": pa.array(per_config("src_sersic_n")),
         }
+        for name in STRATUM_COLUMNS:   # a stratum the config does not use is -1, not absent
+            cols.setdefault(name, pa.array(np.full(len(rows), -1, dtype=np.int8)))
         yield pa.table(cols).select(schemas.MANIFEST.names).cast(schemas.MANIFEST)

@@ -1,0 +1,31 @@
+"""The end-of-run summary the README's main command prints: completeness and plot paths."""
+import json
+import os
+
+from resources import resources_for_env
+
+
+
+def print_tier_report(tier: str) -> None:
+    res = resources_for_env()
+    store = res["data_store"].store()
+    print(f"\n=== darkhalo Phase 4 — tier {tier} ===")
+    cfg_rel = f"phase4a/_stage_config_{tier}.json"
+    if store.exists(cfg_rel):
+        s = json.loads(store.read_bytes(cfg_rel))
+        print(f"manifests: {s['n_tasks']:,} tasks, {s['n_galaxies']:,} galaxies on {s['n_bricks']} bricks "
+              f"(grid {s['grid']}, {s['n_configs']} configs); dropped: {s['dropped_rows']}")
+    if store.exists("phase4b/brick_blacklist.json"):
+        bl = json.loads(store.read_bytes("phase4b/brick_blacklist.json"))
+        print(f"brick_blacklist: {len(bl)} bricks missing upstream {bl}")
+    summary_rel = f"phase4d/{tier}/summary.txt"
+    if store.exists(summary_rel):
+        print(store.read_bytes(summary_rel).decode())
+    plots = f"phase4d/{tier}/plots"
+    names = store.ls(plots)
+    if names:
+        print("plots:")
+        for n in names:
+            print(f"  {store.url(f'{plots}/{n}')}")
+    print(f"outputs: {store.root}")
+    print(f"Dagster UI: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} .venv/bin/dagster dev -w workspace.yaml")
