@@ -1,0 +1,131 @@
+"""Stage 4c on the local engine: shards of whole bricks, a process pool, atomic commits.
+
+A shard is a run of consecutive bricks (tasks sorted by brick, then task_id) holding at
+least ``shard_tasks`` tasks; its name carries a hash of its task ids, so a finished shard is
+recognised on re-run and skipped, a killed run resumes where it stopped, and a change of
+inputs re-does only the shards whose tasks changed. The stamps file of a shard is written
+before its metrics file, and the metrics file's presence is the shard's commit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .. import schemas
+from .datasets import SUCCESS
+from .inject import STAMP_SCHEMA, InjectionSettings, inject_brick
+from .storage import Store
+
+
+def injection_rel(tier: str) -> str:
+    return f"phase4c/{tier}"
+
+
+def plan_shards(tasks: pa.Table, shard_tasks: int) -> list[tuple[str, pa.Table]]:
+    """Deterministic shards of whole bricks: [(shard_name, tasks)]."""
+    if tasks.num_rows == 0:
+        return []
+    tasks = tasks.sort_by([("brickname", "ascending"), ("task_id", "ascending")])
+    bricks = np.asarray(tasks.column("brickname").to_pylist(), dtype=object)
+    starts = np.flatnonzero(np.r_[True, bricks[1:] != bricks[:-1]])
+    bounds, begin = [], 0
+    for s in list(starts[1:]) + [len(bricks)]:
+        if s - begin >= shard_tasks:
+            bounds.append((begin, s))
+            begin = s
+    if begin < len(bricks):
+        bounds.append((begin, len(bricks)))
+    shards = []
+    for i, (a, b) in enumerate(bounds):
+        t = tasks.slice(a, b - a)
+        h = hashlib.sha256("\n".join(t.column("task_id").to_pylist()).encode()).hexdigest()[:12]
+        shards.append((f"shard-{i:05d}-{h}", t))
+    return shards
+
+
+def _run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, out_root: str,
+               out_options: dict, settings: InjectionSettings) -> dict:
+    cache, out = Store(cache_root, cache_options), Store(out_root, out_options)
+    t0 = time.time()
+    metrics, stamps = [], []
+    bricks = tasks.column("brickname")
+    for brick in pc.unique(bricks).to_pylist():
+        m, s = inject_brick(tasks.filter(pc.equal(bricks, brick)), cache, settings)
+        metrics.append(m)
+        stamps.append(s)
+    mt, st = pa.concat_tables(metrics), pa.concat_tables(stamps)
+    with out.open_write_atomic(f"stamps/{name}.parquet") as fh:
+        pq.write_table(st, fh, compression="zstd", row_group_size=512)
+    with out.open_write_atomic(f"metrics/{name}.parquet") as fh:
+        pq.write_table(mt, fh, compression="zstd")
+    reasons = dict(zip(*np.unique(np.asarray(mt.column("cutout_reason").to_pylist(), dtype=str),
+                                  return_counts=True)))
+    return {"shard": name, "tasks": mt.num_rows, "stamps": st.num_rows, "seconds": time.time() - t0,
+            "reasons": {k: int(v) for k, v in reasons.items()}}
+
+
+def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int = 2000, workers: int = 1,
+                  force: bool = False, settings: InjectionSettings = InjectionSettings(),
+                  progress: Callable[[str], None] = lambda msg: None) -> dict:
+    """Inject every task; return counts by outcome and per-shard timings."""
+    shards = plan_shards(tasks, shard_tasks)
+    names = {n for n, _ in shards}
+    out.rm(SUCCESS)
+    for sub in ("metrics", "stamps"):
+        for f in out.ls(sub):   # shards of another plan (inputs changed) are not ours any more
+            if f.removesuffix(".parquet") not in names or f.startswith("."):
+                out.rm(f"{sub}/{f}")
+    todo = [(n, t) for n, t in shards if force or not out.exists(f"metrics/{n}.parquet")]
+    progress(f"{len(shards)} shards, {len(shards) - len(todo)} already committed, {len(todo)} to run")
+    done, results = len(shards) - len(todo), []
+    t0 = time.time()
+    args = (cache.root, cache.storage_options, out.root, out.storage_options, settings)
+    if workers <= 1:
+        for n, t in todo:
+            results.append(_run_shard(n, t, *args))
+            done += 1
+            progress(f"shard {done}/{len(shards)}: {results[-1]['tasks']} tasks in {results[-1]['seconds']:.1f}s")
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            futs = [pool.submit(_run_shard, n, t, *args) for n, t in todo]
+            for f in as_completed(futs):
+                results.append(f.result())
+                done += 1
+                progress(f"shard {done}/{len(shards)}: {results[-1]['tasks']} tasks in {results[-1]['seconds']:.1f}s")
+    seconds = time.time() - t0
+    record = {"shards": sorted(names), "tasks": tasks.num_rows, "settings": asdict(settings)}
+    out.write_bytes_atomic(SUCCESS, json.dumps(record, indent=1).encode())
+    n_run = sum(r["tasks"] for r in results)
+    return {"shards": len(shards), "shards_run": len(results), "tasks": tasks.num_rows, "tasks_run": n_run,
+            "seconds": round(seconds, 2), "tasks_per_s": round(n_run / seconds, 1) if seconds > 0 else None}
+
+
+def read_metrics(out: Store, columns: list[str] | None = None) -> pa.Table:
+    """All committed metrics shards of one tier's injection."""
+    rec = json.loads(out.read_bytes(SUCCESS))
+    tables = []
+    for n in rec["shards"]:
+        with out.open_read(f"metrics/{n}.parquet") as fh:
+            tables.append(pq.read_table(fh, columns=columns))
+    if not tables:
+        return schemas.INJECTION_METRICS.empty_table() if columns is None else \
+            schemas.INJECTION_METRICS.empty_table().select(columns)
+    return pa.concat_tables(tables)
+
+
+def stamp_files(out: Store) -> list[str]:
+    rec = json.loads(out.read_bytes(SUCCESS))
+    return [out.url(f"stamps/{n}.parquet") for n in rec["shards"]]
+
+
+__all__ = ["STAMP_SCHEMA", "InjectionSettings", "injection_rel", "plan_shards", "read_metrics", "run_injection",
+           "stamp_files"]
