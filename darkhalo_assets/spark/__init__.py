@@ -1,0 +1,17 @@
+"""Heavy steps on Spark (local ``spark-submit`` or AWS EMR), launched through Dagster Pipes.
+
+Job side (runs under spark-submit; imports dagster_pipes, never dagster):
+  ``manifests_job`` entry point -> ``manifests_spark`` (driver + executor functions)
+  -> ``manifest_parts`` (engine-agnostic part build/commit) -> ``darkhalo_assets.pipeline``.
+  ``pipes_io`` holds the Pipes wiring every entry point shares.
+Orchestrator side (imports dagster): ``dispatch`` builds a stage's Pipes extras and runs it
+through ``resources.compute.ComputeResource``; ``emr_packaging`` stages code on S3.
+
+A new stage plugs in with an entry point module registered in ``SPARK_JOBS`` and a
+``run_<stage>`` function in ``dispatch``.
+"""
+
+# Entry point module of each stage's Spark job (stage name -> module).
+SPARK_JOBS = {
+    "manifests": "darkhalo_assets.spark.manifests_job",
+}

@@ -1,0 +1,134 @@
+"""Stage 4a split into independent Parquet parts, so any engine can write them in parallel.
+
+A part is a fixed row range of one experiment's manifest: part ``k`` holds rows
+``[k * part_rows, (k + 1) * part_rows)`` in the order ``iter_manifest_chunks`` yields them.
+With ``part_rows`` equal to ``datasets.write_dataset``'s file size the parts are the very
+files the local engine writes (same names, rows and bytes), and the ``_SUCCESS`` record
+written by ``commit_experiment`` is the one ``write_dataset`` writes. No Spark and no
+Dagster here: the Spark job calls these functions inside its executors.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import schemas
+from ..pipeline.datasets import SUCCESS
+from ..pipeline.manifests import Candidates, TierSample, iter_manifest_chunks
+from ..pipeline.phase4_config import Phase4Config
+from ..pipeline.storage import Store
+
+# Must equal write_dataset's max_rows_per_file and iter_manifest_chunks' chunk_rows
+# (both 1M) for the parts to be byte-identical to the local engine's files.
+PART_ROWS = 1_000_000
+ROW_GROUP_ROWS = 256_000
+
+
+def input_fingerprint(parent: pa.Table, bricks: pa.Table, selections: pa.Table) -> str:
+    """The Phase 3 input fingerprint the injection_manifests asset puts into ``_SUCCESS``."""
+    return f"{parent.num_rows}:{bricks.num_rows}:{selections.num_rows}"
+
+
+@dataclass
+class TierPayload:
+    """The sampled galaxies of one tier, compacted: all an executor needs to build parts."""
+    cand: Candidates
+    sample: TierSample
+    config: dict
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> "TierPayload":
+        return pickle.loads(data)
+
+    @property
+    def n_galaxies(self) -> int:
+        return len(self.sample.index)
+
+
+def compact_payload(cand: Candidates, sample: TierSample, cfg: Phase4Config) -> TierPayload:
+    """Keep only the sampled rows of the candidates (a few 100k, not 20M).
+
+    Manifest rows depend on a galaxy's own columns only (strings are hashed or
+    dictionary-encoded by value), so building from the compacted table gives the same rows.
+    """
+    idx = sample.index
+    cols = {k: v[idx] for k, v in cand.cols.items()}
+    small_cand = Candidates(cols, dict(cand.dropped), cand.strata_edges, cand.group_names, cand.n_parent)
+    small_sample = TierSample(sample.tier, np.arange(len(idx), dtype=np.int64), sample.config_id.copy(),
+                              sample.is_control.copy(), dict(sample.per_group), dict(sample.per_stratum))
+    return TierPayload(small_cand, small_sample, cfg.raw)
+
+
+def n_parts(n_rows: int, part_rows: int = PART_ROWS) -> int:
+    return math.ceil(n_rows / part_rows) if n_rows else 0
+
+
+def part_name(k: int) -> str:
+    return f"part-{k:05d}.parquet"
+
+
+def build_part(payload: TierPayload, experiment: tuple[str, int, str], k: int,
+               part_rows: int = PART_ROWS) -> pa.Table:
+    """Rows ``[k*part_rows, (k+1)*part_rows)`` of an experiment's manifest."""
+    cfg = Phase4Config(payload.config)
+    R = cfg.replicates
+    s = payload.sample
+    n_rows = len(s.index) * R
+    start, stop = k * part_rows, min(n_rows, (k + 1) * part_rows)
+    if not 0 <= start < stop:
+        raise ValueError(f"part {k} is outside {experiment[0]} ({n_rows} rows, {part_rows} per part)")
+    # Rows are galaxy-major, replicate-minor: cover the galaxies of the range, then trim.
+    g0, g1 = start // R, math.ceil(stop / R)
+    sub = TierSample(s.tier, s.index[g0:g1], s.config_id[g0:g1], s.is_control[g0:g1])
+    table = pa.concat_tables(list(iter_manifest_chunks(payload.cand, sub, cfg, experiment,
+                                                       chunk_rows=(g1 - g0) * R)))
+    return table.slice(start - g0 * R, stop - start).combine_chunks()
+
+
+def write_part(store: Store, rel: str, table: pa.Table) -> int:
+    """Write one part exactly as ``write_dataset`` does (zstd, 256k-row groups); return bytes."""
+    table = table.select(schemas.MANIFEST.names).cast(schemas.MANIFEST)
+    with store.open_write_atomic(rel) as fh:
+        writer = pq.ParquetWriter(fh, table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=min(PART_ROWS, ROW_GROUP_ROWS))
+        writer.close()
+    return store.size(rel)
+
+
+def write_empty_part(store: Store, rel: str) -> None:
+    # An empty dataset keeps one empty part so its schema stays readable (as write_dataset).
+    with store.open_write_atomic(rel) as fh:
+        pq.write_table(schemas.MANIFEST.empty_table(), fh, compression="zstd")
+
+
+def uncommit(store: Store, rel: str) -> None:
+    """Drop the commit marker first, then every file it vouched for (or not)."""
+    store.rm(f"{rel}/{SUCCESS}")
+    for name in store.ls(rel):
+        store.rm(f"{rel}/{name}", recursive=True)
+
+
+def commit_experiment(store: Store, rel: str, parts: list[dict], *, fingerprint: str, experiment_id: str,
+                      controls: int) -> dict:
+    """Write ``_SUCCESS`` (last) for parts that all exist; the same record write_dataset writes."""
+    parts = sorted(parts, key=lambda p: p["file"])
+    missing = [p["file"] for p in parts if not store.exists(f"{rel}/{p['file']}")]
+    if missing:
+        raise RuntimeError(f"refusing to commit {store.url(rel)}: parts missing: {', '.join(missing)}")
+    if not parts:
+        write_empty_part(store, f"{rel}/{part_name(0)}")
+        parts = [{"file": part_name(0), "rows": 0}]
+    record = {"parts": [{"file": p["file"], "rows": int(p["rows"])} for p in parts],
+              "rows": int(sum(p["rows"] for p in parts)), "fingerprint": fingerprint,
+              "controls": int(controls), "experiment_id": experiment_id}
+    store.write_bytes_atomic(f"{rel}/{SUCCESS}", json.dumps(record, indent=1, sort_keys=True).encode())
+    return record
