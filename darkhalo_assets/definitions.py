@@ -5,10 +5,11 @@ from dagster import Definitions, define_asset_job
 
 from resources import resources_for_env
 
-from .assets import coadds, manifests, phase3, tasks
+from .assets import coadds, completeness, injection, manifests, phase3, tasks
 
 ALL_ASSETS = [phase3.phase3_tables, manifests.injection_manifests, manifests.bricks_manifest,
-              coadds.coadd_cache, coadds.brick_blacklist, tasks.injection_tasks]
+              coadds.coadd_cache, coadds.brick_blacklist, tasks.injection_tasks, injection.injected_cutouts,
+              completeness.completeness_surfaces, completeness.seeing_wall_plots, completeness.ranking_mode_ablation]
 
 phase3_job = define_asset_job("phase3_job", selection=["parent_catalog", "bricks_with_region",
                                                        "region_selections", "region_metrics"],

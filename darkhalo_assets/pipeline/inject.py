@@ -79,9 +79,8 @@ def inject_task(cut: Cutout, task: dict, bands: str, settings: InjectionSettings
         m.update(arc_snr=0.0, magnification=math.nan)
     else:
         p = draw_task_params(task)
-        flux = [p.band_flux[b] for b in bands]
         psfs = [PSFSpec(f, settings.psf_model, settings.moffat_beta) for f in fwhm]
-        r = render_arc(cut.image.shape[1:], cut.host_xy, p.lens, p.source, flux, psfs,
+        r = render_arc(cut.image.shape[1:], cut.host_xy, p.lens(), p.source(), p.band_flux(bands), psfs,
                        pixel_scale=PIXEL_SCALE_ARCSEC, supersample=settings.supersample)
         arc = r.image
         injected = cut.image + arc
@@ -89,11 +88,11 @@ def inject_task(cut: Cutout, task: dict, bands: str, settings: InjectionSettings
         m["arc_snr"] = float(np.sqrt(np.sum(np.where(good, arc.astype(np.float64) ** 2 * cut.invvar, 0.0))))
         m["magnification"] = float(r.magnification)
         for b in "grz":
-            m[f"src_flux_{b}"] = float(p.band_flux.get(b, math.nan))
+            m[f"src_flux_{b}"] = float(getattr(p, f"src_flux_{b}"))
             m[f"injected_flux_{b}"] = float(r.injected_flux[bands.index(b)]) if b in bands else math.nan
-        m.update(src_x_arcsec=p.source.x, src_y_arcsec=p.source.y, lens_q=p.lens.q, lens_pa_deg=p.lens.pa_deg,
-                 shear_g1=p.lens.gamma1, shear_g2=p.lens.gamma2, src_q=p.source.q, src_pa_deg=p.source.pa_deg,
-                 src_gr=p.colors["g-r"], src_rz=p.colors["r-z"])
+        m.update(src_x_arcsec=p.src_x, src_y_arcsec=p.src_y, lens_q=p.lens_q, lens_pa_deg=p.lens_pa_deg,
+                 shear_g1=p.shear_g1, shear_g2=p.shear_g2, src_q=p.src_q, src_pa_deg=p.src_pa_deg,
+                 src_gr=p.src_gr, src_rz=p.src_rz)
     m["blind_resid_snr"] = float(blind_residual_snr(injected, cut.invvar, cut.maskbits))
     return m, (injected, arc)
 

@@ -1,0 +1,154 @@
+"""Stage 4d assets: ``completeness_surfaces``, ``seeing_wall_plots``, ``ranking_mode_ablation`` [tier]."""
+import io
+
+import pandas as pd
+import pyarrow as pa
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from darkhalo_assets.pipeline.completeness import compute_surfaces, seeing_wall
+from darkhalo_assets.pipeline.completeness import ranking_mode_ablation as compute_ranking_mode_ablation
+from darkhalo_assets.pipeline.datasets import read_table, write_table
+from darkhalo_assets.pipeline.injection_run import injection_rel, read_metrics
+from darkhalo_assets.science import plots
+from darkhalo_assets.science.recovery import BlindResidual, LensPopDetectable, SeedSnrResolved
+from resources.storage import DataStoreResource
+
+from .metadata import json_md, png_markdown
+from .partitions import tier_partitions
+from .phase4_run_config import Phase4RunConfig
+
+
+class CompletenessRunConfig(Phase4RunConfig):
+    interval: str = Field(default="wilson", description="wilson | jeffreys | clopper_pearson")
+    level: float = 0.95
+    final_evaluation: bool = Field(default=False, description="Use the test split (final evaluation only)")
+    wall_threshold: float = Field(default=0.5, description="Completeness below which the seeing wall sits")
+    clean_max_bad_pixel_frac: float = 0.2
+    blind_target_fpr: float = Field(default=0.01, description="Blind detector threshold set to this FPR on controls")
+    blind_threshold_without_controls: float = Field(
+        default=5.0, description="Blind detector threshold when the tier has no controls (debug has none)")
+
+
+def criteria_for(metrics: pd.DataFrame, config: "CompletenessRunConfig", log) -> tuple:
+    """The default criteria; the blind detector is calibrated on controls when there are any."""
+    if bool(metrics["is_control"].any()):
+        blind = BlindResidual(target_fpr=config.blind_target_fpr)
+    else:
+        log.warning("no controls in this tier: blind_resid uses the fixed threshold "
+                    f"{config.blind_threshold_without_controls} (its false-positive rate is not measured)")
+        blind = BlindResidual(threshold=config.blind_threshold_without_controls, target_fpr=None)
+    return (SeedSnrResolved(), LensPopDetectable(), blind)
+
+
+def out_rel(tier: str, name: str = "") -> str:
+    return f"phase4d/{tier}" + (f"/{name}" if name else "")
+
+
+def explode_ranking_modes(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, ranking mode that picked its region), for per-mode groupings."""
+    m = metrics.assign(ranking_mode=metrics["ranking_modes"].str.split(","))
+    return m.explode("ranking_mode", ignore_index=True)
+
+
+def _load_metrics(store, tier) -> pd.DataFrame:
+    return read_metrics(store.child(injection_rel(tier))).to_pandas()
+
+
+def _save_png(store, rel: str, fig_writer, *args) -> str:
+    buf = io.BytesIO()
+    fig_writer(*args, buf)
+    store.write_bytes_atomic(rel, buf.getvalue())
+    return rel
+
+
+@asset(
+    partitions_def=tier_partitions, group_name="completeness", kinds={"parquet", "python"}, owners=["team:darkhalo"],
+    code_version="4d-1", deps=["injected_cutouts"], pool="compute",
+    check_specs=[AssetCheckSpec("holdout_splits_used", asset="completeness_surfaces",
+                                description="Records which splits were used; fails if test was used without "
+                                            "final_evaluation")],
+)
+def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRunConfig,
+                          data_store: DataStoreResource) -> MaterializeResult:
+    """Recovered fraction k/n with binomial intervals over theta_E, PSF FWHM, resolution,
+    depth, EBV, source magnitude and their 2-D combinations; per split, selection set,
+    ranking mode and region; all data and a clean subset; for every recovery criterion."""
+    tier = context.partition_key
+    store = data_store.store()
+    # Not exploded by ranking mode: a task counts once in every grouping here.
+    metrics = _load_metrics(store, tier)
+    res = compute_surfaces(metrics, criteria=criteria_for(metrics, config, context.log), group_bys=("all", "region_split", "selection_set_id", "region_id"), interval=config.interval, level=config.level,
+                           clean_max_bad_pixel_frac=config.clean_max_bad_pixel_frac,
+                           final_evaluation=config.final_evaluation)
+    for name, df in res.items():
+        write_table(store, out_rel(tier, f"{name}.parquet"), pa.Table.from_pandas(df, preserve_index=False))
+    s = res["surfaces"]
+    overall = s[(s["axis1"] == "overall") & (s["group_by"] == "all") & (s["subset"] == "all")]
+    theta = s[(s["axis1"] == "theta_e") & (s["axis2"] == "") & (s["group_by"] == "all") & (s["subset"] == "all")]
+    summary = _summary_text(tier, overall, theta, res)
+    store.write_bytes_atomic(out_rel(tier, "summary.txt"), summary.encode())
+    splits = res["splits"]
+    used = splits[splits["used"]]["region_split"].tolist() if "used" in splits else []
+    ok = "test" not in used or config.final_evaluation
+    return MaterializeResult(
+        metadata={"dagster/row_count": len(s), "summary": MetadataValue.md(f"```\n{summary}\n```"),
+                  "splits_used": json_md(used), "path": MetadataValue.path(store.url(out_rel(tier)))},
+        check_results=[AssetCheckResult(check_name="holdout_splits_used", passed=ok,
+                                        metadata={"splits_used": json_md(used),
+                                                  "final_evaluation": config.final_evaluation})])
+
+
+def _summary_text(tier, overall, theta, res) -> str:
+    lines = [f"completeness (tier {tier}, splits used: "
+             f"{', '.join(res['splits'].loc[res['splits']['used'], 'region_split']) if 'used' in res['splits'] else '?'})"]
+    lines.append(f"{'criterion':<22} {'experiment':<40} {'theta_E':>7} {'k':>6} {'n':>6} {'C':>6}  95% interval")
+    for _, r in pd.concat([overall, theta]).sort_values(["criterion", "experiment_id", "bin1_lo"]).iterrows():
+        te = "all" if r["axis1"] == "overall" else f"{r['bin1_lo']:.2f}"
+        frac = "  n/a" if r["n"] == 0 else f"{r['fraction']:.3f}"
+        iv = "" if r["n"] == 0 else f"[{r['lo']:.3f}, {r['hi']:.3f}]"
+        lines.append(f"{r['criterion']:<22} {r['experiment_id']:<40} {te:>7} {int(r['k']):>6} {int(r['n']):>6} {frac:>6}  {iv}")
+    return "\n".join(lines)
+
+
+@asset(
+    partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
+    code_version="4d-wall-1", deps=["completeness_surfaces"],
+)
+def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunConfig,
+                      data_store: DataStoreResource) -> MaterializeResult:
+    """Completeness vs PSF FWHM per theta_E with interval bands and the wall (where completeness
+    falls below the threshold) with its uncertainty; theta_E x PSF heat maps; vs depth and EBV."""
+    tier = context.partition_key
+    store = data_store.store()
+    surfaces = read_table(store, out_rel(tier, "surfaces.parquet")).to_pandas()
+    wall = seeing_wall(surfaces, threshold=config.wall_threshold)
+    write_table(store, out_rel(tier, "seeing_wall.parquet"), pa.Table.from_pandas(wall, preserve_index=False))
+    md = {"wall": MetadataValue.md(wall.to_markdown(index=False) if len(wall) else "no wall found")}
+    for name, fn, args in (("seeing_wall.png", plots.plot_seeing_wall, (surfaces, wall)),
+                           ("theta_psf_heatmap.png", plots.plot_theta_psf_heatmap, (surfaces,)),
+                           ("depth_ebv.png", plots.plot_vs_depth_ebv, (surfaces,))):
+        rel = out_rel(tier, f"plots/{name}")
+        _save_png(store, rel, fn, *args)
+        md[name.removesuffix(".png")] = png_markdown(store, rel, name)
+    return MaterializeResult(metadata=md)
+
+
+@asset(
+    partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
+    code_version="4d-ablation-1", deps=["injected_cutouts"],
+)
+def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRunConfig,
+                          data_store: DataStoreResource) -> MaterializeResult:
+    """density vs psf_weighted vs n_lrg vs area_weighted region selections: completeness and
+    wall position side by side with intervals, and the difference to density with its uncertainty."""
+    tier = context.partition_key
+    store = data_store.store()
+    metrics = explode_ranking_modes(_load_metrics(store, tier))
+    table = compute_ranking_mode_ablation(metrics, criteria=criteria_for(metrics, config, context.log), interval=config.interval, level=config.level,
+                                  final_evaluation=config.final_evaluation)
+    write_table(store, out_rel(tier, "ranking_mode_ablation.parquet"), pa.Table.from_pandas(table, preserve_index=False))
+    rel = out_rel(tier, "plots/ranking_mode_ablation.png")
+    _save_png(store, rel, plots.plot_ranking_ablation, table)
+    return MaterializeResult(metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
+                                       "table": MetadataValue.md(table.head(40).to_markdown(index=False))})
