@@ -1,0 +1,52 @@
+"""Orchestrator side of the Spark stages: build a stage's Pipes extras, run it, read its summary.
+
+The Dagster-layer half of ``darkhalo_assets.spark`` (the job-side modules never import
+Dagster). An asset calls ``run_manifests`` when ``compute.engine != "local"`` and turns
+the returned summary into the same metadata the local engine gives.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from darkhalo_assets.pipeline.manifest_build import stage_config_rel
+
+PHASE3_INPUTS = ("parent_catalog", "bricks_with_region", "region_selections")
+
+
+@dataclass
+class StageRun:
+    """A Spark stage's outcome: the stage summary plus what the job reported through Pipes."""
+    summary: dict
+    metadata: dict[str, Any] = field(default_factory=dict)
+    check_results: list = field(default_factory=list)
+
+
+def store_spec(data_store) -> dict:
+    store = data_store.store()
+    return {"root": store.root, "storage_options": store.storage_options}
+
+
+def phase3_inputs(data_store, phase3) -> dict:
+    """Where the job reads each Phase 3 table (the same sources ``load_phase3_table`` uses)."""
+    from darkhalo_assets.assets.phase3 import URI_FIELD, phase3_rel
+    if phase3.mode == "parquet":
+        return {n: {"kind": "parquet", "uri": getattr(phase3, URI_FIELD[n])} for n in PHASE3_INPUTS}
+    return {n: {"kind": "dataset", **store_spec(data_store), "rel": phase3_rel(n)} for n in PHASE3_INPUTS}
+
+
+def run_manifests(context, compute, data_store, phase3, config_overrides: str, tier: str, force: bool, *,
+                  part_rows: int | None = None) -> StageRun:
+    """Stage 4a for one tier on ``compute``'s Spark engine; the summary is the one the local engine returns.
+
+    ``part_rows`` (default: the local engine's 1M rows per file) changes only how the rows
+    are cut into files; the default keeps the files byte-identical to the local engine's.
+    """
+    extras = {"tier": tier, "force": bool(force), "config_overrides": config_overrides or "",
+              "data_store": store_spec(data_store), "phase3": phase3_inputs(data_store, phase3)}
+    if part_rows:
+        extras["part_rows"] = int(part_rows)
+    job = compute.run_spark_job(context, "manifests", extras)
+    summary = json.loads(data_store.store().read_bytes(stage_config_rel(tier)))
+    return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)
