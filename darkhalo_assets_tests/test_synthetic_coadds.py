@@ -16,7 +16,7 @@ from scipy import ndimage
 from darkhalo_assets.science import bricks
 from darkhalo_assets.science.bricks import InvalidBrickName
 from darkhalo_assets.science.survey_layout import COADD_FILES, MASKBITS, coadd_relpath
-from darkhalo_assets.synthetic.coadd_maps import brick_wcs, maskbits_maps
+from darkhalo_assets.synthetic.coadd_maps import maskbits_maps
 from darkhalo_assets.synthetic.coadd_plan import plan_brick
 from darkhalo_assets.synthetic.coadds import write_brick_coadds, write_survey_coadds
 
@@ -288,7 +288,7 @@ def test_maskbits_primary_region_at_full_dr10_size():
     # 3600 px: NPRIMARY must be exactly legacypipe's rule, pixel centre outside [ra1,ra2)x[dec1,dec2)
     b = bricks.brick(NAME)
     plan = plan_brick(BRICK, 3600, 1)
-    bits = maskbits_maps(plan, brick_wcs(plan))[0]
+    bits = maskbits_maps(plan)[0]
     npri = (bits & 1) != 0
     w = spec_wcs(NAME, 3600)
     for y in (0, 40, 1800, 3599):

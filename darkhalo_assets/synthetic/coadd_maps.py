@@ -60,7 +60,21 @@ def brick_wcs(plan: BrickPlan) -> WCS:
     return w
 
 
-def _nprimary(plan: BrickPlan, wcs: WCS) -> np.ndarray:
+def pixel_to_radec(plan: BrickPlan, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The brick's TAN WCS inverse in closed form (0-based pixels -> deg); astropy's
+    per-point ``p2s`` is ~50x slower on the millions of border pixels of a 3600 px brick."""
+    crpix = (plan.brick_pixels + 1) / 2.0
+    scale = math.radians(PIXEL_SCALE_ARCSEC / 3600.0)
+    xi = -scale * (np.asarray(x, float) + 1.0 - crpix)       # CD1_1 < 0: east left
+    eta = scale * (np.asarray(y, float) + 1.0 - crpix)
+    d0 = math.radians(plan.dec)
+    den = math.cos(d0) - eta * math.sin(d0)
+    ra = np.degrees(np.arctan2(xi, den)) + plan.ra
+    dec = np.degrees(np.arctan2(math.sin(d0) + eta * math.cos(d0), np.hypot(xi, den)))
+    return np.mod(ra, 360.0), dec
+
+
+def _nprimary(plan: BrickPlan) -> np.ndarray:
     n = plan.brick_pixels
     half_ra, half_dec = primary_cell_halfwidths(plan)
     out = np.zeros((n, n), bool)
@@ -71,12 +85,12 @@ def _nprimary(plan: BrickPlan, wcs: WCS) -> np.ndarray:
                (slice(w, n - w), slice(0, w)), (slice(w, n - w), slice(n - w, n))]
     for ys, xs in regions:
         yy, xx = np.mgrid[ys, xs]
-        ra, dec = wcs.wcs_pix2world(xx.ravel().astype(float), yy.ravel().astype(float), 0)
+        ra, dec = pixel_to_radec(plan, xx, yy)
         bad = np.abs(dec - plan.dec) > half_dec
         if half_ra is not None:
             dra = (ra - plan.ra + 180.0) % 360.0 - 180.0
             bad |= np.abs(dra) > half_ra
-        out[ys, xs] = bad.reshape(yy.shape)
+        out[ys, xs] = bad
     return out
 
 
@@ -108,11 +122,11 @@ def star_saturation(plan: BrickPlan, band: str, star) -> float:
     return saturation_radius_pix(float(nanomaggies(star.mags[BANDS.index(band)])), sigma)
 
 
-def maskbits_maps(plan: BrickPlan, wcs: WCS) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def maskbits_maps(plan: BrickPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(maskbits int32, WISEM1 uint8, WISEM2 uint8, {band: ALLMASK bool map})."""
     n = plan.brick_pixels
     bits = np.zeros((n, n), np.int32)
-    bits[_nprimary(plan, wcs)] |= 1 << MASKBITS["NPRIMARY"]
+    bits[_nprimary(plan)] |= 1 << MASKBITS["NPRIMARY"]
     w1 = np.zeros((n, n), np.uint8)
     w2 = np.zeros((n, n), np.uint8)
     for star in plan.stars:

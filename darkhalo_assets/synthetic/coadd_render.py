@@ -14,12 +14,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft as sp_fft
 from scipy.special import ndtr
 
 from ..science.hashing import mix_keys, to_int63
 from ..science.survey_layout import PIXEL_SCALE_ARCSEC
 
-OVERSAMPLE = 5          # sub-pixels per pixel side for the galaxy profile
+OVERSAMPLE = 3          # sub-pixels per pixel side (centroids good to ~0.006 px; 5 gives 0.002 px at 3x the cost)
 CORE_OVERSAMPLE = 45    # finer grid on the 3x3 pixels around the centre (DEV cusp); multiple of OVERSAMPLE
 SATURATION_NMGY = 30.0  # per-pixel level above which a star core counts as saturated
 STAR_HALO_FRACTION = 0.1
@@ -107,14 +108,16 @@ def galaxy_stamps(x: float, y: float, shape: GalaxyShape, sigmas_pix) -> tuple[i
     img /= img.sum()
     # Convolve on the sub-pixel grid, then integrate over pixels: binning first would
     # alias the cusp and shift the centroid by a few 0.01 px.
-    spec = np.fft.rfft2(img)
-    fy = np.fft.fftfreq(npix * os, d=1.0 / os)[:, None]     # cycles per pixel
-    fx = np.fft.rfftfreq(npix * os, d=1.0 / os)[None, :]
+    m = npix * os
+    size = sp_fft.next_fast_len(m, real=True)       # zero padding also keeps wrap-around away
+    spec = sp_fft.rfft2(img, s=(size, size))
+    fy = sp_fft.fftfreq(size, d=1.0 / os)[:, None]   # cycles per pixel
+    fx = sp_fft.rfftfreq(size, d=1.0 / os)[None, :]
     k2 = fx * fx + fy * fy
     stamps = []
     for s in sigmas_pix:
         var = max(s * s - 1.0 / 12.0, 1e-6)
-        fine_img = np.fft.irfft2(spec * np.exp(-2.0 * math.pi ** 2 * var * k2), s=img.shape)
+        fine_img = sp_fft.irfft2(spec * np.exp(-2.0 * math.pi ** 2 * var * k2), s=(size, size))[:m, :m]
         out = fine_img.reshape(npix, os, npix, os).sum(axis=(1, 3))
         stamps.append(np.maximum(out, 0.0))
     return ix - r, iy - r, stamps

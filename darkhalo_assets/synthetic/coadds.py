@@ -119,7 +119,7 @@ def _write_brick(out_root, brick: Mapping, lrgs: pd.DataFrame, brick_pixels: int
     paths = _brick_paths(out_root, name)
     by_file = {(f.kind, f.band): p for f, p in zip(COADD_FILES, paths)}
     models, stats = render_models(plan, wcs, lrgs)
-    bits, w1, w2, allmask = maskbits_maps(plan, wcs)
+    bits, w1, w2, allmask = maskbits_maps(plan)
     nbytes = 0
     for band in BANDS:
         image, ivar, psf = band_maps(plan, band, models.pop(band), allmask[band])
