@@ -1,7 +1,10 @@
 """PNG plots of the completeness surfaces (matplotlib, Agg canvas, no pyplot global state).
 
 Every writer takes the long ``surfaces`` table of pipeline.completeness (or tables derived
-from it), filters one experiment / criterion / subset / group, and writes one PNG. Output is
+from it), filters one experiment / criterion / subset / group, and writes one PNG to a path
+or a binary file object. criterion=None picks seed_snr_resolved (else the first by name);
+experiment_id=None picks the first experiment by name (named in the title): loop over
+experiments and criteria to plot them all. Output is
 deterministic: fixed size and dpi, no 'Software' metadata (PNGs carry no timestamp), so the
 same input gives byte-identical files. Axes are labelled with units, intervals are drawn as
 bands or error bars, and bin counts n are always visible.
@@ -25,21 +28,33 @@ def axis_label(axis: str) -> str:
     return f"{name} [{unit}]" if unit else name
 
 
-def _save(fig: Figure, path) -> Path:
+def _save(fig: Figure, path):
+    """Write to a path (parents created) or a binary file object; returns what it was given."""
+    FigureCanvasAgg(fig)
+    if hasattr(path, "write"):
+        fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
     fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
     return path
+
+
+def default_criterion(table) -> str:
+    """The seed's criterion when present, else the first by name."""
+    t = table["surfaces"] if isinstance(table, dict) else table
+    names = sorted(set(t["criterion"].astype(str)))
+    if not names:
+        raise ValueError("the table has no criteria to plot")
+    return "seed_snr_resolved" if "seed_snr_resolved" in names else names[0]
 
 
 def _select(surfaces, *, criterion, subset, experiment_id, group_by, group_value, axis1, axis2=""):
     s = surfaces["surfaces"] if isinstance(surfaces, dict) else surfaces
     exps = sorted(set(s["experiment_id"].astype(str)))
-    if experiment_id is None:
-        if len(exps) > 1:
-            raise ValueError(f"several experiments in the table, choose one of {exps}")
+    if experiment_id is None:  # the first experiment; its name is in every title
         experiment_id = exps[0] if exps else None
+    criterion = criterion or default_criterion(s)
     m = ((s["experiment_id"] == experiment_id) & (s["criterion"] == criterion) & (s["subset"] == subset)
          & (s["group_by"] == group_by) & (s["group_value"] == group_value) & (s["axis1"] == axis1)
          & (s["axis2"] == axis2))
@@ -47,7 +62,7 @@ def _select(surfaces, *, criterion, subset, experiment_id, group_by, group_value
     if out.empty:
         raise ValueError(f"no surface rows for experiment={experiment_id!r} criterion={criterion!r} subset={subset!r} "
                          f"{group_by}={group_value!r} axes=({axis1!r}, {axis2!r})")
-    return out, experiment_id
+    return out, experiment_id, criterion
 
 
 def _centres(lo, hi):
@@ -59,12 +74,13 @@ def _title(fig, what, experiment_id, criterion, subset):
     fig.suptitle(f"{what}\n{experiment_id} | criterion {criterion} | subset {subset}", fontsize=10)
 
 
-def plot_seeing_wall(surfaces, wall, path, *, criterion: str, subset: str = "all", experiment_id: str | None = None,
+def plot_seeing_wall(surfaces, wall, path, *, criterion: str | None = None, subset: str = "all",
+                     experiment_id: str | None = None,
                      psf_axis: str = "psf_fwhm_r", threshold: float = 0.5, group_by: str = "all",
                      group_value: str = "all") -> Path:
     """Completeness vs PSF FWHM, one line per theta_E with its interval band, the wall of each
     theta_E (marker on the threshold line with its interval), and n per bin in a lower panel."""
-    s, exp = _select(surfaces, criterion=criterion, subset=subset, experiment_id=experiment_id, group_by=group_by,
+    s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=experiment_id, group_by=group_by,
                      group_value=group_value, axis1="theta_e", axis2=psf_axis)
     fig = Figure(figsize=(8, 6.5))
     ax, axn = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -102,11 +118,12 @@ def plot_seeing_wall(surfaces, wall, path, *, criterion: str, subset: str = "all
     return _save(fig, path)
 
 
-def plot_theta_psf_heatmap(surfaces, path, *, criterion: str, subset: str = "all", experiment_id: str | None = None,
+def plot_theta_psf_heatmap(surfaces, path, *, criterion: str | None = None, subset: str = "all",
+                     experiment_id: str | None = None,
                            axis2: str = "psf_fwhm_r", group_by: str = "all", group_value: str = "all") -> Path:
     """Heat map of completeness over theta_E x ``axis2``; each cell is labelled with its
     percentage and n, empty cells (n = 0) are hatched grey, never 0%."""
-    s, exp = _select(surfaces, criterion=criterion, subset=subset, experiment_id=experiment_id, group_by=group_by,
+    s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=experiment_id, group_by=group_by,
                      group_value=group_value, axis1="theta_e", axis2=axis2)
     thetas = np.array(sorted(s["bin1_lo"].unique()))
     cols = s[["bin2_lo", "bin2_hi"]].drop_duplicates().sort_values("bin2_lo").to_numpy()
@@ -140,7 +157,8 @@ def plot_theta_psf_heatmap(surfaces, path, *, criterion: str, subset: str = "all
     return _save(fig, path)
 
 
-def plot_vs_depth_ebv(surfaces, path, *, criterion: str, subset: str = "all", experiment_id: str | None = None,
+def plot_vs_depth_ebv(surfaces, path, *, criterion: str | None = None, subset: str = "all",
+                     experiment_id: str | None = None,
                       axes: tuple[str, ...] = ("psfdepth_r", "ebv"), group_by: str = "all",
                       group_value: str = "all") -> Path:
     """Completeness against depth and E(B-V) (one panel each) with interval bars and n per bin."""
@@ -149,7 +167,7 @@ def plot_vs_depth_ebv(surfaces, path, *, criterion: str, subset: str = "all", ex
     panels = panels.reshape(2, len(axes))
     exp = experiment_id
     for j, axis in enumerate(axes):
-        s, exp = _select(surfaces, criterion=criterion, subset=subset, experiment_id=exp, group_by=group_by,
+        s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=exp, group_by=group_by,
                          group_value=group_value, axis1=axis)
         s = s.sort_values("bin1_lo")
         x = _centres(s["bin1_lo"], s["bin1_hi"])
@@ -172,16 +190,15 @@ def plot_vs_depth_ebv(surfaces, path, *, criterion: str, subset: str = "all", ex
     return _save(fig, path)
 
 
-def plot_ranking_ablation(ablation, path, *, criterion: str, subset: str = "all",
+def plot_ranking_ablation(ablation, path, *, criterion: str | None = None, subset: str = "all",
                           experiment_id: str | None = None) -> Path:
     """Ranking modes side by side: completeness per theta_E (and overall) and wall per theta_E,
     with intervals; the legend gives each mode's overall difference to the reference mode."""
+    criterion = criterion or default_criterion(ablation)
     a = ablation[(ablation["criterion"] == criterion) & (ablation["subset"] == subset)]
     exps = sorted(set(a["experiment_id"]))
-    if experiment_id is None:
-        if len(exps) != 1:
-            raise ValueError(f"choose an experiment among {exps}")
-        experiment_id = exps[0]
+    if experiment_id is None:  # the first experiment; its name is in the title
+        experiment_id = exps[0] if exps else None
     a = a[a["experiment_id"] == experiment_id]
     if a.empty:
         raise ValueError(f"no ablation rows for {experiment_id!r} {criterion!r} {subset!r}")
