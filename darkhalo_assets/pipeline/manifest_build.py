@@ -69,7 +69,8 @@ def build_tier_manifests(store: Store, cand: Candidates, cfg: Phase4Config, tier
         rec = write_dataset(store, rel, iter_manifest_chunks(cand, sample, cfg, exp), schema=schemas.MANIFEST,
                             fingerprint=fp, extra={"controls": n_controls, "experiment_id": exp_id})
         experiments[exp_id] = {"rows": rec["rows"], "controls": n_controls, "action": "written"}
-    bricks, counts = np.unique(cand.cols["brickname"][sample.index].astype(str), return_counts=True)
+    codes, counts = np.unique(cand.cols["brickname"][sample.index], return_counts=True)
+    bricks = cand.names["brickname"][codes].astype(str)
     write_table(store, tier_bricks_rel(tier), pa.table({
         "brickname": pa.array(bricks), "tier": pa.array([tier] * len(bricks)),
         "n_tasks": pa.array(counts.astype(np.int64) * cfg.replicates * len(cfg.experiments(tier)))}))

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 PARENT_REQUIRED = ("objid", "brickname", "ra", "dec", "region_id", "region_split", "gmag", "rmag", "zmag",
                    "rz", "type")
 BRICK_COLUMNS = ("psfsize_g", "psfsize_r", "psfsize_z", "psfdepth_g", "psfdepth_r", "psfdepth_z", "ebv")
+STRING_COLUMNS = ("brickname", "type", "region_split")
 STRATUM_COLUMNS = ("psf_bin", "depth_bin", "ebv_bin", "mag_bin")
 _SALT_ORDER, _SALT_CONTROL, _SALT_ID_HI, _SALT_ID_LO, _SALT_SEED = 1, 2, 3, 4, 5
 
@@ -40,6 +41,10 @@ class Candidates:
     strata_edges: dict[str, list[float]]
     group_names: list[tuple[str, str]]       # (selection_set_id, region_split) per group code
     n_parent: int
+    names: dict[str, np.ndarray] = field(default_factory=dict)   # string columns: code -> value
+
+    def strings(self, name: str, rows: np.ndarray) -> np.ndarray:
+        return self.names[name][self.cols[name][rows]]
 
     @property
     def n(self) -> int:
@@ -97,19 +102,16 @@ def prepare_candidates(parent: pa.Table, bricks: pa.Table, selections: pa.Table,
     t = drop(finite, "nan_photometry", t)
 
     # Holdout discipline: a region must sit in exactly one split everywhere.
-    region = _np(t, "region_id", np.int64)
-    split = _np(t, "region_split")
-    _check_one_split_per_region(region, split, "parent_catalog")
-    _check_one_split_per_region(_np(selections, "region_id", np.int64), _np(selections, "region_split"),
-                                "region_selections")
+    split_codes, split_names = encode_strings(t.column("region_split"))
+    _check_one_split_per_region(_np(t, "region_id", np.int64), split_codes, "parent_catalog")
+    sc, _ = encode_strings(selections.column("region_split"))
+    _check_one_split_per_region(_np(selections, "region_id", np.int64), sc, "region_selections")
 
-    # Brick conditions.
-    bnames = _np(bricks, "brickname")
-    bidx = {n: i for i, n in enumerate(bnames)}
-    cand_bricks = _np(t, "brickname")
-    uniq, inv = np.unique(cand_bricks.astype(str), return_inverse=True)
-    ub = np.array([bidx.get(u, -1) for u in uniq], dtype=np.int64)
-    row_b = ub[inv]
+    # Brick conditions: one lookup per distinct brick, not per row.
+    bidx = {n: i for i, n in enumerate(bricks.column("brickname").to_pylist())}
+    bn_codes, bn_names = encode_strings(t.column("brickname"))
+    row_b = np.array([bidx.get(u, -1) for u in bn_names], dtype=np.int64)[bn_codes] if len(bn_names) else \
+        np.zeros(0, dtype=np.int64)
     t = drop(row_b >= 0, "no_brick_conditions", t)
     row_b = row_b[row_b >= 0]
     bcols = {c: _np(bricks, c, np.float32) for c in BRICK_COLUMNS}
@@ -117,7 +119,7 @@ def prepare_candidates(parent: pa.Table, bricks: pa.Table, selections: pa.Table,
     t = drop(ok, "null_psfsize_or_depth", t)
     row_b = row_b[ok]
 
-    # Region selections -> groups.
+    # Region selections: which sets / ranking modes picked each region.
     policy = cfg.raw.get("selection_policy", "union_dedup")
     sel = selections.to_pandas()
     if policy == "one_set":
@@ -135,27 +137,31 @@ def prepare_candidates(parent: pa.Table, bricks: pa.Table, selections: pa.Table,
     row_b = row_b[in_sel]
     region = region[in_sel]
 
-    cols = {c: _np(t, c) for c in PARENT_REQUIRED}
+    cols: dict[str, np.ndarray] = {}
+    names: dict[str, np.ndarray] = {}
+    for c in STRING_COLUMNS:
+        cols[c], names[c] = encode_strings(t.column(c))
     for c in ("ra", "dec"):
-        cols[c] = cols[c].astype(np.float64)
+        cols[c] = _np(t, c, np.float64)
     for c in ("gmag", "rmag", "zmag", "rz"):
-        cols[c] = cols[c].astype(np.float32)
-    cols["objid"] = cols["objid"].astype(np.int64)
+        cols[c] = _np(t, c, np.float32)
+    cols["objid"] = _np(t, "objid", np.int64)
     cols["region_id"] = region
     for c in BRICK_COLUMNS:
         cols[c] = bcols[c][row_b]
-    reg_sets = by_region["sets"].reindex(region).to_numpy(dtype=object)
-    reg_modes = by_region["modes"].reindex(region).to_numpy(dtype=object)
-    cols["selection_sets"] = reg_sets
-    cols["ranking_modes"] = reg_modes
-    set_id = np.full(len(region), "union", dtype=object) if policy == "union_dedup" else reg_sets
-    cols["selection_set_id"] = set_id
+    # Per-region strings: the code of a row is its region's position in by_region.
+    reg_pos = np.searchsorted(by_region.index.to_numpy(), region).astype(np.int32)
+    cols["selection_sets"], names["selection_sets"] = reg_pos, by_region["sets"].to_numpy(dtype=object)
+    cols["ranking_modes"], names["ranking_modes"] = reg_pos, by_region["modes"].to_numpy(dtype=object)
+    if policy == "union_dedup":
+        cols["selection_set_id"], names["selection_set_id"] = np.zeros(len(region), np.int32), np.array(["union"], object)
+    else:
+        cols["selection_set_id"], names["selection_set_id"] = np.zeros(len(region), np.int32), np.array([sid], object)
 
     # Stable per-object keys: brick hash once per distinct brick, then vectorised mixing.
-    ub, binv = np.unique(cols["brickname"].astype(str), return_inverse=True)
-    cols["brick_hash"] = stable_hash64_many(ub)[binv]
-    # union_dedup: objects are already unique per (brickname, objid) in the parent; a
-    # duplicated parent row would be a catalog defect, so drop and count it.
+    cols["brick_hash"] = stable_hash64_many(names["brickname"])[cols["brickname"]]
+    # Objects are unique per (brickname, objid) in a sound parent; a duplicated parent row
+    # is a catalog defect, so it is dropped and counted.
     key = mix_keys(cols["brick_hash"], cols["objid"])
     _, first = np.unique(key, return_index=True)
     keep = np.zeros(len(key), dtype=bool)
@@ -165,20 +171,37 @@ def prepare_candidates(parent: pa.Table, bricks: pa.Table, selections: pa.Table,
         cols = {k: v[keep] for k, v in cols.items()}
 
     edges = _strata(cols, bricks, cfg)
-    groups = np.char.add(np.char.add(cols["selection_set_id"].astype(str), "|"), cols["region_split"].astype(str))
-    gnames, gcode = np.unique(groups, return_inverse=True)
-    cols["group"] = gcode.astype(np.int32)
-    return Candidates(cols, dropped, edges, [tuple(g.split("|")) for g in gnames], n_parent)
+    n_split = len(names["region_split"])
+    gcode = cols["selection_set_id"].astype(np.int64) * n_split + cols["region_split"]
+    used, gdense = np.unique(gcode, return_inverse=True)
+    cols["group"] = gdense.astype(np.int32)
+    group_names = [(str(names["selection_set_id"][g // n_split]), str(names["region_split"][g % n_split]))
+                   for g in used]
+    return Candidates(cols, dropped, edges, group_names, n_parent, names)
 
 
-def _check_one_split_per_region(region: np.ndarray, split: np.ndarray, what: str) -> None:
+def encode_strings(col) -> tuple[np.ndarray, np.ndarray]:
+    """Arrow strings -> (int32 codes, sorted unique values); Arrow does the hashing, not Python."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    enc = pc.dictionary_encode(arr)
+    uniq = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    order = np.argsort(uniq.astype(str), kind="stable")
+    remap = np.empty(len(order), dtype=np.int32)
+    remap[order] = np.arange(len(order), dtype=np.int32)
+    return remap[codes] if len(codes) else codes, uniq[order]
+
+
+def _check_one_split_per_region(region: np.ndarray, split_code: np.ndarray, what: str) -> None:
     if len(region) == 0:
         return
-    pairs = np.unique(np.stack([region.astype(str), split.astype(str)], axis=1), axis=0)
+    pairs = np.unique(np.stack([region.astype(np.int64), split_code.astype(np.int64)], axis=1), axis=0)
     r, counts = np.unique(pairs[:, 0], return_counts=True)
     bad = r[counts > 1]
     if len(bad):
-        raise ValueError(f"{what}: regions in more than one split (holdout leak): {', '.join(bad[:10])}")
+        raise ValueError(f"{what}: regions in more than one split (holdout leak): {', '.join(map(str, bad[:10]))}")
 
 
 def _strata(cols: dict, bricks: pa.Table, cfg: Phase4Config) -> dict[str, list[float]]:
@@ -255,10 +278,10 @@ def check_guardrail(n_tasks: int, cfg: Phase4Config) -> None:
                                 f"{cfg.max_total_tasks_soft:,}. Raise it in run config if this is intended.")
 
 
-def _strings(values: np.ndarray, idx: np.ndarray) -> pa.Array:
+def _strings(cand: "Candidates", name: str, idx: np.ndarray) -> pa.Array:
     """Gather strings through a dictionary so Arrow, not Python, builds the big column."""
-    uniq, inv = np.unique(values.astype(str), return_inverse=True)
-    return pa.DictionaryArray.from_arrays(pa.array(inv[idx].astype(np.int32)), pa.array(uniq)).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(cand.cols[name][idx].astype(np.int32)),
+                                          pa.array(cand.names[name].astype(str))).cast(pa.string())
 
 
 def iter_manifest_chunks(cand: Candidates, sample: TierSample, cfg: Phase4Config, experiment: tuple[str, int, str],
@@ -268,10 +291,8 @@ def iter_manifest_chunks(cand: Candidates, sample: TierSample, cfg: Phase4Config
     grid = cfg.grid(cfg.tier(sample.tier).grid)
     gc = grid.configs()
     exp_h = np.uint64(stable_hash64(exp_id))
-    set_codes, set_inv = np.unique(cand.cols["selection_set_id"].astype(str), return_inverse=True)
-    set_h = stable_hash64_many(set_codes)[set_inv]
-    split_code = np.searchsorted(np.array(["test", "train", "val"]), cand.cols["region_split"].astype(str))
-    split_h = stable_hash64_many(["test", "train", "val"])[split_code]
+    set_h = stable_hash64_many(cand.names["selection_set_id"])[cand.cols["selection_set_id"]]
+    split_h = stable_hash64_many(cand.names["region_split"])[cand.cols["region_split"]]
     R = cfg.replicates
     n = len(sample.index)
     # Row order: galaxy-major, replicate-minor; deterministic whatever the chunking.
@@ -297,13 +318,13 @@ def iter_manifest_chunks(cand: Candidates, sample: TierSample, cfg: Phase4Config
             "experiment_id": pa.array(np.full(len(rows), exp_id)), "tier": pa.array(np.full(len(rows), sample.tier)),
             "stamp_size": pa.array(np.full(len(rows), stamp, dtype=np.int32)),
             "bandset": pa.array(np.full(len(rows), bandset)), "grid_name": pa.array(np.full(len(rows), grid.name)),
-            "selection_set_id": _strings(cand.cols["selection_set_id"], ci),
-            "selection_sets": _strings(cand.cols["selection_sets"], ci),
-            "ranking_modes": _strings(cand.cols["ranking_modes"], ci),
+            "selection_set_id": _strings(cand, "selection_set_id", ci),
+            "selection_sets": _strings(cand, "selection_sets", ci),
+            "ranking_modes": _strings(cand, "ranking_modes", ci),
             "region_id": pa.array(cand.cols["region_id"][ci]),
-            "region_split": _strings(cand.cols["region_split"], ci),
-            "brickname": _strings(cand.cols["brickname"], ci),
-            "type": _strings(cand.cols["type"], ci),
+            "region_split": _strings(cand, "region_split", ci),
+            "brickname": _strings(cand, "brickname", ci),
+            "type": _strings(cand, "type", ci),
             **{c: pa.array(cand.cols[c][ci]) for c in ("objid", "ra", "dec", "gmag", "rmag", "zmag", "rz")},
             **{c: pa.array(cand.cols[c][ci]) for c in BRICK_COLUMNS},
             **{s["name"]: pa.array(cand.cols[s["name"]][ci]) for s in cfg.strata},
