@@ -365,3 +365,18 @@ def test_bad_inputs_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="brick_pixels"):
         write_brick_coadds(tmp_path, BRICK, make_lrgs(), brick_pixels=10)
     assert not list(tmp_path.rglob("*.fits.fz"))
+
+
+@pytest.mark.parametrize("n", [64, 101, 203])
+def test_any_brick_size_writes_valid_files(tmp_path, n):
+    # HCOMPRESS refuses edge tiles under 4 px; 101 and 203 px would leave 1 and 3
+    lrgs = make_lrgs(n=n, extra_off_image=False).assign(type=["DEV", "PSF", "dup", "", "SER"])
+    paths = write_brick_coadds(tmp_path, BRICK, lrgs, brick_pixels=n, seed=1)
+    for p in paths:
+        with fits.open(p) as hl:
+            assert all(h.data.shape == (n, n) for h in hl[1:])
+    img = read(file_of(paths, "image", "r"))
+    w = spec_wcs(NAME, n)
+    x, y = w.wcs_world2pix([[lrgs.ra[0], lrgs.dec[0]]], 0)[0]
+    iv = read(file_of(paths, "invvar", "r"))
+    assert img[int(round(y)), int(round(x))] * math.sqrt(iv[int(round(y)), int(round(x))]) > 50   # the LRG is there

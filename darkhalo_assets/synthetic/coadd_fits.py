@@ -89,7 +89,19 @@ def compressed_hdu(data: np.ndarray, plan: BrickPlan, kind: str, band: str | Non
     args = dict(_COMPRESSION[kind])
     if args.get("quantize_method") == 2:
         args["dither_seed"] = dither_seed(plan, band)
-    return fits.CompImageHDU(data=data, header=header, name=extname, tile_shape=TILE, **args)
+    tile = TILE
+    if args["compression_type"] == "HCOMPRESS_1":
+        tile = (_hcompress_tile(data.shape[0]), _hcompress_tile(data.shape[1]))
+    return fits.CompImageHDU(data=data, header=header, name=extname, tile_shape=tile, **args)
+
+
+def _hcompress_tile(n: int) -> int:
+    """100 like DR10, unless that leaves an edge tile under HCOMPRESS's 4-pixel minimum
+    (e.g. 401 px); then the next larger tile that does not."""
+    for t in range(TILE[0], 2 * TILE[0] + 8):
+        if n <= t or n % t == 0 or n % t >= 4:
+            return min(t, n)
+    raise ValueError(f"no HCOMPRESS tile size for {n} px")
 
 
 _GZIP_LOCK = threading.Lock()

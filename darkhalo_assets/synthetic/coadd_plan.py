@@ -209,9 +209,12 @@ def invvar_smooth(plan: BrickPlan, band: str) -> np.ndarray:
     c = plan.bands[band]
     u, v = plan.uv(np.arange(n)[None, :], np.arange(n)[:, None])
     b = c.ivar_coeffs
-    # (1 + b0 u)(1 + b1' v)-style outer products keep the float32 N^2 work to one pass
-    row = (1.0 + b[0] * u).astype(np.float32)
-    return (c.ivar_center * (row + ((b[1] + b[2] * u) * v).astype(np.float32))).astype(np.float32)
+    u, v = u.astype(np.float32), v.astype(np.float32)
+    # 1 + b0 u + (b1 + b2 u) v, as float32 row/column broadcasts: three passes over N^2
+    out = (np.float32(b[1]) + np.float32(b[2]) * u) * v
+    out += np.float32(1.0) + np.float32(b[0]) * u
+    out *= np.float32(c.ivar_center)
+    return out
 
 
 def no_data_mask(plan: BrickPlan, band: str) -> np.ndarray:
