@@ -156,6 +156,11 @@ def test_intervals_and_classifier_denominators():
     clf = one(out, criterion="classifier_ge0p5", subset="all")
     assert (clf["k"], clf["n"]) == (2, 3)  # t1 and t4 have no score: not in n
     assert one(out["criteria"], criterion="classifier_ge0p5")["fpr"] == 1.0  # the scored control passes
+    # the Arrow path joins in Arrow and gives the same table
+    arrow = compute_surfaces(pa.Table.from_pandas(df), criteria=[SeedSnrResolved(),
+                             ClassifierScores(scores=pa.Table.from_pandas(scores), thresholds=(0.5,))],
+                             surfaces=[("overall",)], group_bys=("all",), interval="jeffreys", level=0.9)
+    pd.testing.assert_frame_equal(arrow["surfaces"], out["surfaces"])
 
 
 def test_isotonic_fit_known_answers():

@@ -37,6 +37,7 @@ and are re-exported here.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Mapping, Sequence
 
@@ -47,7 +48,7 @@ import scipy.sparse as sp
 from ..science.intervals import binomial_interval
 from ..science.recovery import DEFAULT_CRITERIA, BlindResidual, ClassifierScores, Criterion, evaluate_criteria
 from .binning import DEFAULT_SURFACES, assign, axis_values, make_bins, merged_axes, needed_columns
-from .metrics_columns import extract_columns
+from .metrics_columns import extract_columns, join_scores
 
 GROUP_BYS = ("all", "region_split", "selection_set_id", "ranking_mode", "region_id")
 _KEYS = ("experiment_id", "region_split", "selection_set_id", "ranking_mode", "region_id")
@@ -110,9 +111,7 @@ def compute_surfaces(metrics: "pd.DataFrame | Any", *, criteria: Sequence[Criter
             raise ValueError(f"bad surface {tuple(s)}: axes must be 'overall' or 1-2 of {sorted(axes)}")
     used_splits = _splits_used(splits_allowed, final_evaluation)
     value_cols = {c for s in surfaces for a in s if a != "overall" for c in needed_columns(axes[a])}
-    # Strings per row are costly at 30M rows: task ids only when a classifier needs the join.
-    extra = {"task_id"} if any(isinstance(c, ClassifierScores) for c in criteria) else set()
-    cols, cats = extract_columns(metrics, numeric=sorted(value_cols | set(_RECOVERY_COLUMNS) | {"bad_pixel_frac"} | extra),
+    cols, cats = extract_columns(metrics, numeric=sorted(value_cols | set(_RECOVERY_COLUMNS) | {"bad_pixel_frac"}),
                                  categorical=_KEYS + ("cutout_reason",),
                                  optional=("blind_resid_snr", "experiment_id", "selection_set_id", "ranking_mode",
                                            "cutout_reason", "psf_fwhm_g", "psf_fwhm_z", "src_reff_arcsec",
@@ -125,6 +124,11 @@ def compute_surfaces(metrics: "pd.DataFrame | Any", *, criteria: Sequence[Criter
     use = in_split & ok & ~ctrl
     if any(isinstance(c, BlindResidual) and c.calibration_splits for c in criteria):
         cols["region_split"] = split_names[cats.codes("region_split")]
+    criteria = list(criteria)
+    for i, c in enumerate(criteria):  # classifier joins run in Arrow/pandas, not via Python strings
+        if isinstance(c, ClassifierScores) and c.scores is not None:
+            cols[f"__score_{c.name}"] = join_scores(metrics, c.scores)
+            criteria[i] = dataclasses.replace(c, scores=None, column=f"__score_{c.name}")
     rec = evaluate_criteria(cols, criteria, rows=in_split, level=level, interval=interval)
     clean = cols["bad_pixel_frac"] <= clean_max_bad_pixel_frac  # NaN -> not clean
     cols.drop(*(set(cols) - value_cols - {"is_control", "cutout_ok"}))

@@ -91,28 +91,43 @@ def _refine_centre(light: np.ndarray, var: np.ndarray, cx: float, cy: float, sig
     sub, sub_var = light[y0:y1, x0:x1], var[y0:y1, x0:x1]
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
     start = (cx, cy)
-    for it in range(20):
-        use = sub
-        if it >= 2:
-            coords = [2 * cy - yy - y0, 2 * cx - xx - x0]
-            rot = map_coordinates(sub, coords, order=1, mode="nearest")
-            excess = sub - rot
-            # 3 sigma of the pair (the variance field is smooth: twice the pixel's own) and a
-            # 10% asymmetry: a bright host's own asymmetry from a centre still off by a few
-            # hundredths of a pixel must not be clipped, or the centroid cannot converge.
-            use = np.where((excess > 3.0 * np.sqrt(2.0 * sub_var)) & (excess > 0.05 * np.abs(sub + rot)), rot, sub)
-        wts = np.clip(use, 0.0, None) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma * sigma))
-        tot = wts.sum()
-        if not np.isfinite(tot) or tot <= 0:
-            return start
-        nx, ny = float((xx * wts).sum() / tot), float((yy * wts).sum() / tot)
-        done = it >= 2 and abs(nx - cx) + abs(ny - cy) < 1e-3
-        cx, cy = nx, ny
-        if done:
-            break
+    # two plain iterations to get near the host, then iterations with the arc clipped
+    for clipped, max_iter in ((False, 2), (True, 18)):
+        for _ in range(max_iter):
+            use = sub
+            if clipped:
+                rot = _rotate180(sub, 2 * cx - xx - x0, 2 * cy - yy - y0)
+                excess = sub - rot
+                # 3 sigma of the pair (the variance field is smooth: twice the pixel's own) and
+                # a 10% asymmetry: a bright host's own asymmetry from a centre still off by a
+                # few hundredths of a pixel must not be clipped, or the centroid cannot settle.
+                use = np.where((excess > 3.0 * np.sqrt(2.0 * sub_var)) & (excess > 0.05 * np.abs(sub + rot)),
+                               rot, sub)
+            gx = np.exp(-((xx[0] - cx) ** 2) / (2 * sigma * sigma))
+            gy = np.exp(-((yy[:, 0] - cy) ** 2) / (2 * sigma * sigma))
+            wts = np.clip(use, 0.0, None) * gy[:, None] * gx[None, :]
+            tot = wts.sum()
+            if not np.isfinite(tot) or tot <= 0:
+                return start
+            nx, ny = float((xx * wts).sum() / tot), float((yy * wts).sum() / tot)
+            done = clipped and abs(nx - cx) + abs(ny - cy) < 1e-3
+            cx, cy = nx, ny
+            if done:
+                break
     if abs(cx - start[0]) > 2.5 or abs(cy - start[1]) > 2.5:
         return start
     return cx, cy
+
+
+def _rotate180(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Bilinear samples of img at (xs, ys) (edge values outside): a cheap map_coordinates for
+    the small boxes used here, called up to 18 times per stamp."""
+    hh, ww = img.shape
+    xs, ys = np.clip(xs, 0, ww - 1), np.clip(ys, 0, hh - 1)
+    x0, y0 = np.minimum(xs.astype(np.int64), ww - 2), np.minimum(ys.astype(np.int64), hh - 2)
+    fx, fy = xs - x0, ys - y0
+    return ((1 - fy) * ((1 - fx) * img[y0, x0] + fx * img[y0, x0 + 1])
+            + fy * ((1 - fx) * img[y0 + 1, x0] + fx * img[y0 + 1, x0 + 1]))
 
 
 def _point_symmetric_min(light: np.ndarray, x0: int, y0: int, cx: float, cy: float) -> np.ndarray:
@@ -266,11 +281,12 @@ def blind_residual_snr(image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarr
     V_r = [V, V[:-1] + V[1:]] if n_rad > 1 else [V]
     best = -np.inf
     for s_arr, v_arr in zip(S_r, V_r):
-        s_cum = np.concatenate([s_arr, s_arr], axis=1).cumsum(axis=1)
-        v_cum = np.concatenate([v_arr, v_arr], axis=1).cumsum(axis=1)
+        # cyclic sums over `span` adjacent sectors from cumulative sums of the doubled ring
+        s_cum = np.concatenate([np.zeros((s_arr.shape[0], 1)), s_arr, s_arr], axis=1).cumsum(axis=1)
+        v_cum = np.concatenate([np.zeros((v_arr.shape[0], 1)), v_arr, v_arr], axis=1).cumsum(axis=1)
         for span in _SECTOR_SPANS:
-            ss = s_cum[:, span - 1:span - 1 + N_SECTORS] - np.pad(s_cum, ((0, 0), (1, 0)))[:, :N_SECTORS]
-            vv = v_cum[:, span - 1:span - 1 + N_SECTORS] - np.pad(v_cum, ((0, 0), (1, 0)))[:, :N_SECTORS]
+            ss = s_cum[:, span:span + N_SECTORS] - s_cum[:, :N_SECTORS]
+            vv = v_cum[:, span:span + N_SECTORS] - v_cum[:, :N_SECTORS]
             ok = vv > 0
             if ok.any():
                 best = max(best, float((ss[ok] / np.sqrt(vv[ok])).max()))

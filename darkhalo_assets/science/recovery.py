@@ -39,7 +39,8 @@ Criteria (exactly as implemented):
     on the controls with a binomial interval, and separately on controls outside the
     calibration splits when ``calibration_splits`` is given (the in-sample FPR is biased low).
 
-``classifier`` (ClassifierScores) — external scores (task_id, score):
+``classifier`` (ClassifierScores) — external scores (task_id, score), joined on task_id
+    (or already joined, as a per-row ``column``):
     recovered = cutout_ok & ~is_control & score >= t for each threshold t, as criterion
     ``<name>_ge<t>`` ('.' -> 'p', '-' -> 'm'), with the FPR on scored controls. Tasks without
     a score are not eligible: they are left out of that criterion's n, not counted as misses.
@@ -86,9 +87,10 @@ class BlindResidual:
 
 @dataclass(frozen=True)
 class ClassifierScores:
-    scores: Any = field(repr=False)  # DataFrame / Arrow table / mapping with task_id and score
+    scores: Any = field(default=None, repr=False)  # DataFrame / mapping with task_id and score
     thresholds: tuple[float, ...] = (0.5,)
     name: str = "classifier"
+    column: str | None = None  # or: a per-row score column already in the metrics (NaN = unscored)
 
 
 Criterion = SeedSnrResolved | LensPopDetectable | BlindResidual | ClassifierScores
@@ -173,8 +175,14 @@ class RecoveryResult:
 
 
 def _fpr_row(name, kind, threshold, target, detected, controls, level, interval, extra=None):
-    k, n = int(np.count_nonzero(detected & controls)), int(np.count_nonzero(controls))
-    est, lo, hi = binomial_interval(k, n, method=interval, level=level)
+    """One report row; truth-based criteria (detected is None) cannot fire on a control, so
+    their FPR is not applicable (NaN) rather than a vacuous 0."""
+    n = int(np.count_nonzero(controls))
+    if detected is None:
+        k, est, lo, hi = 0, np.nan, np.nan, np.nan
+    else:
+        k = int(np.count_nonzero(detected & controls))
+        est, lo, hi = binomial_interval(k, n, method=interval, level=level)
     row = {"criterion": name, "kind": kind, "threshold": threshold, "target_fpr": target,
            "n_controls": n, "k_controls_detected": k, "fpr": float(est), "fpr_lo": float(lo), "fpr_hi": float(hi),
            "n_calibration": np.nan, "n_holdout_controls": np.nan, "fpr_holdout": np.nan,
@@ -210,7 +218,7 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
                 res = _col(metrics, "theta_e_arcsec") / _fwhm(metrics, c.band)
                 flags[c.name] = targets & (_col(metrics, "arc_snr") >= c.min_arc_snr) & (res >= c.min_resolution)
             eligible[c.name] = None
-            report.append(_fpr_row(c.name, "truth", np.nan, np.nan, flags[c.name], controls, level, interval))
+            report.append(_fpr_row(c.name, "truth", np.nan, np.nan, None, controls, level, interval))
         elif isinstance(c, LensPopDetectable):
             s = _fwhm(metrics, c.band)
             te, rs, mu = _col(metrics, "theta_e_arcsec"), _col(metrics, "src_reff_arcsec"), _col(metrics, "magnification")
@@ -221,7 +229,7 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
                     ok &= mu * rs > s
             flags[c.name] = targets & ok
             eligible[c.name] = None
-            report.append(_fpr_row(c.name, "truth", np.nan, np.nan, flags[c.name], controls, level, interval))
+            report.append(_fpr_row(c.name, "truth", np.nan, np.nan, None, controls, level, interval))
         elif isinstance(c, BlindResidual):
             score = _col(metrics, c.column).astype(np.float64, copy=False)
             calib = controls.copy()
@@ -264,6 +272,12 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
 def _join_scores(metrics, c: ClassifierScores) -> tuple[np.ndarray, np.ndarray]:
     import pandas as pd
 
+    if c.column is not None:
+        score = _col(metrics, c.column).astype(np.float64)
+        return score, np.isfinite(score)
+    if c.scores is None:
+        raise ValueError(f"classifier {c.name!r}: give scores (task_id, score) or a per-row score column")
+
     ids = pd.Index(_col(c.scores, "task_id"))
     if not ids.is_unique:
         raise ValueError(f"classifier {c.name!r}: task_id is not unique in the scores table")
@@ -277,4 +291,5 @@ def recovery_flags(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA, **
     """The ``recovered_<name>`` columns as a pandas DataFrame aligned with ``metrics`` rows."""
     import pandas as pd
 
-    return pd.DataFrame(evaluate_criteria(metrics, criteria, **kwargs).columns())
+    index = metrics.index if isinstance(metrics, pd.DataFrame) else None
+    return pd.DataFrame(evaluate_criteria(metrics, criteria, **kwargs).columns(), index=index)
