@@ -50,7 +50,7 @@ def _candidates(bx_src: float, by_src: float, lens: LensParams, n_r: int, n_phi:
     return np.concatenate(found_x), np.concatenate(found_y), r_max
 
 
-def find_images(beta_x: float, beta_y: float, lens: LensParams, *, n_r: int = 200, n_phi: int = 360,
+def find_images(beta_x: float, beta_y: float, lens: LensParams, *, n_r: int = 120, n_phi: int = 240,
                 max_iter: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images (x, y in arcsec from the lens centre) and signed magnifications of a point source.
 
@@ -72,6 +72,8 @@ def find_images(beta_x: float, beta_y: float, lens: LensParams, *, n_r: int = 20
             break
         sx, sy = ray_shoot(x, y, lens)
         rx, ry = beta_x - sx, beta_y - sy
+        if np.hypot(rx, ry).max() < 1e-3 * tol:
+            break
         hxx, hxy, hyy = hessian(x, y, lens)
         a11, a12, a22 = 1.0 - hxx, -hxy, 1.0 - hyy
         det = a11 * a22 - a12 * a12

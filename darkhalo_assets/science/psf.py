@@ -125,7 +125,7 @@ def psf_window(spec: PSFSpec, x: float, y: float, pixel_scale: float = PIXEL_SCA
     return ic - h, jc - h, win
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=128)
 def kernel_rfft(spec: PSFSpec, canvas: tuple[int, int], pixel_scale: float = PIXEL_SCALE_ARCSEC,
                 flux_tol: float = DEFAULT_FLUX_TOL) -> np.ndarray:
     """rfft2 of the kernel wrapped onto a (ny, nx) canvas with its centre at [0, 0] (cached)."""
