@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 import os
 import signal
 import subprocess

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,8 @@ def test_wcs_is_dr10_tan_centred_on_brick(brick_files):
     assert abs(ra - b.ra) < 1e-6 and abs(dec - b.dec) < 1e-6
     assert h["CTYPE1"] == "RA---TAN" and h["CTYPE2"] == "DEC--TAN" and h["EQUINOX"] == 2000.0
     assert h["CRPIX1"] == h["CRPIX2"] == (N + 1) / 2
-    assert h["CD1_1"] == pytest.approx(-0.262 / 3600, rel=1e-12) and h["CD2_2"] == pytest.approx(0.262 / 3600, rel=1e-12)
+    assert h["CD1_1"] == pytest.approx(-0.262 / 3600, rel=1e-12)
+    assert h["CD2_2"] == pytest.approx(0.262 / 3600, rel=1e-12)
     assert h["CD1_2"] == 0 and h["CD2_1"] == 0
     # north up, east left, 0.262"/px
     (ra0, d0), (ra1, _), (_, d2) = w.wcs_pix2world([[200, 200], [201, 200], [200, 201]], 0)
@@ -380,3 +382,17 @@ def test_any_brick_size_writes_valid_files(tmp_path, n):
     x, y = w.wcs_world2pix([[lrgs.ra[0], lrgs.dec[0]]], 0)[0]
     iv = read(file_of(paths, "invvar", "r"))
     assert img[int(round(y)), int(round(x))] * math.sqrt(iv[int(round(y)), int(round(x))]) > 50   # the LRG is there
+
+
+def test_temporaries_of_a_killed_writer_are_cleaned(tmp_path):
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    d = tmp_path / "south/coadd/112" / NAME
+    d.mkdir(parents=True)
+    (d / f".legacysurvey-{NAME}-image-g.fits.fz.tmp-{dead.pid}").write_bytes(b"half")
+    live = d / f".legacysurvey-{NAME}-image-r.fits.fz.tmp-{os.getppid()}"   # a running writer's: kept
+    live.write_bytes(b"busy")
+    write_brick_coadds(tmp_path, BRICK, make_lrgs(n=64), brick_pixels=64)
+    assert sorted(p.name for p in d.glob(".*")) == [live.name]
+    assert len(list(d.glob("*.fits.fz"))) == 10

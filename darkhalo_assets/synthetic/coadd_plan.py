@@ -128,7 +128,8 @@ def _brick_value(brick: Mapping, key: str) -> float:
     try:
         v = float(brick[key])
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"brick row needs a numeric {key!r} (got {brick.get(key) if hasattr(brick, 'get') else None!r})") from None
+        got = brick.get(key) if hasattr(brick, "get") else None
+        raise ValueError(f"brick row needs a numeric {key!r} (got {got!r})") from None
     if not math.isfinite(v):
         raise ValueError(f"brick {brick['brickname']!r} has non-finite {key}={v}")
     return v
@@ -164,8 +165,9 @@ def plan_brick(brick: Mapping, brick_pixels: int, seed: int) -> BrickPlan:
 
     area_deg2 = (n * PIXEL_SCALE_ARCSEC / 3600.0) ** 2
     stars = []
-    for count, lo, hi in ((rng.poisson(BRIGHT_STARS_PER_DEG2 * area_deg2), 9.0, 13.0),
-                          (rng.poisson(max(MEDIUM_STARS_PER_DEG2 * area_deg2, MIN_MEDIUM_STARS_PER_BRICK)), 13.0, 16.0)):
+    n_bright = rng.poisson(BRIGHT_STARS_PER_DEG2 * area_deg2)
+    n_medium = rng.poisson(max(MEDIUM_STARS_PER_DEG2 * area_deg2, MIN_MEDIUM_STARS_PER_BRICK))
+    for count, lo, hi in ((n_bright, 9.0, 13.0), (n_medium, 13.0, 16.0)):
         for g in _star_mags(rng, count, lo, hi):
             x, y = rng.uniform(0, n - 1, 2)
             colours = np.array([0.5, 0.0, -0.4]) + rng.normal(0.0, 0.15)

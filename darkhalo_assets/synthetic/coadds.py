@@ -41,8 +41,8 @@ def default_seed(brickname: str) -> int:
 def lrg_fluxes(lrgs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(flux nmgy (n, 3) for g, r, z; usable rows). A NaN band is filled from the
     other bands with typical LRG colours; a row with no finite magnitude is unusable."""
-    mags = np.column_stack([pd.to_numeric(lrgs[f"{b}mag"], errors="coerce").to_numpy(float, na_value=np.nan) for b in BANDS]) \
-        if len(lrgs) else np.zeros((0, 3))
+    mags = np.column_stack([pd.to_numeric(lrgs[f"{b}mag"], errors="coerce").to_numpy(float, na_value=np.nan)
+                            for b in BANDS]) if len(lrgs) else np.zeros((0, 3))
     off = np.array([_LRG_COLOUR_VS_Z[b] for b in BANDS])
     finite = np.isfinite(mags)
     usable = finite.any(axis=1)
@@ -113,6 +113,21 @@ def _brick_paths(out_root: Path, brickname: str) -> list[Path]:
     return [out_root / coadd_relpath(brickname, f) for f in COADD_FILES]
 
 
+def _remove_dead_temporaries(brick_dir: Path) -> None:
+    """Delete temporaries left by a killed writer; a live writer's (its pid runs) are kept."""
+    for tmp in brick_dir.glob(".legacysurvey-*.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except (ValueError, ProcessLookupError):
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            tmp.unlink(missing_ok=True)
+
+
 def _write_brick(out_root, brick: Mapping, lrgs: pd.DataFrame, brick_pixels: int,
                  seed: int | None) -> tuple[list[Path], dict[str, int]]:
     out_root = Path(out_root)
@@ -120,6 +135,7 @@ def _write_brick(out_root, brick: Mapping, lrgs: pd.DataFrame, brick_pixels: int
     plan = plan_brick(brick, brick_pixels, default_seed(name) if seed is None else int(seed))
     wcs = brick_wcs(plan)
     paths = _brick_paths(out_root, name)
+    _remove_dead_temporaries(paths[0].parent)
     by_file = {(f.kind, f.band): p for f, p in zip(COADD_FILES, paths)}
     models, stats = render_models(plan, wcs, lrgs)
     bits, w1, w2, allmask = maskbits_maps(plan)
