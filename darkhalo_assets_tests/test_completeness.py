@@ -223,3 +223,12 @@ def test_ranking_mode_ablation_sees_seeing_not_the_wall():
     ok = walls["diff"].notna()
     assert ok.sum() >= 3
     assert ((walls.loc[ok, "diff_lo"] <= 0.02) & (walls.loc[ok, "diff_hi"] >= -0.02)).all(), walls
+
+
+def test_no_controls_leaves_the_blind_criterion_empty_not_zero():
+    # the debug tier has no controls: a target-FPR threshold cannot be set
+    out = compute_surfaces(hand_table([{}, {"arc_snr": 1.0}]), surfaces=[("overall",)], group_bys=("all",))
+    blind = one(out, criterion="blind_resid", subset="all")
+    assert blind["n"] == 0 and np.isnan(blind["fraction"])
+    assert "no control" in one(out["criteria"], criterion="blind_resid")["note"]
+    assert one(out, criterion="seed_snr_resolved", subset="all")[["k", "n"]].tolist() == [1, 2]

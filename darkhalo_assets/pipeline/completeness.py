@@ -2,7 +2,8 @@
 
 ``compute_surfaces(metrics, ...)`` returns a dict of pandas DataFrames:
 
-``surfaces`` — one row per (experiment, criterion, subset, grouping, group, bin):
+``surfaces`` — one row per (experiment, criterion, subset, grouping, group, bin); the string
+columns are pandas categoricals (dictionary-encoded in Parquet):
   experiment_id   str    the experiment (stamp size x bandset x grid) the tasks belong to
   criterion       str    recovery criterion name (recovery.py), e.g. seed_snr_resolved
   subset          str    'all' | 'clean' (bad_pixel_frac <= clean_max_bad_pixel_frac)
@@ -101,7 +102,21 @@ def compute_surfaces(metrics: "pd.DataFrame | Any", *, criteria: Sequence[Criter
                      interval: str = "wilson", level: float = 0.95, clean_max_bad_pixel_frac: float = 0.2,
                      splits_allowed: Sequence[str] = ("train", "val"), final_evaluation: bool = False
                      ) -> dict[str, pd.DataFrame]:
-    """Completeness surfaces of an INJECTION_METRICS table (pandas or pyarrow); see module doc."""
+    """Completeness surfaces of an INJECTION_METRICS table (pandas DataFrame or pyarrow Table).
+
+    criteria: recovery criteria (science.recovery), all evaluated in this one pass; blind
+      thresholds are calibrated on the controls of the splits in use only.
+    binning: axis specs added to / replacing binning.DEFAULT_AXES (see binning.py).
+    surfaces: tuples of 1-2 axis names, or ("overall",).
+    group_bys / dense_group_bys: groupings to emit, and those emitted with every bin (n = 0 too).
+    interval, level: binomial interval method (wilson | jeffreys | clopper_pearson) and level.
+    clean_max_bad_pixel_frac: the 'clean' subset is bad_pixel_frac <= this (NaN is not clean).
+    splits_allowed, final_evaluation: the test split is refused unless final_evaluation=True,
+      which adds it. The 'splits' and 'config' tables record what was used.
+    Rows are counted once per table row: if the caller duplicates tasks (e.g. one row per
+    ranking mode that picked the region), only that grouping's surfaces are meaningful.
+    Returns {"surfaces", "exclusions", "criteria", "splits", "config"} (see module doc).
+    """
     bad = [g for g in group_bys if g not in GROUP_BYS]
     if bad:
         raise ValueError(f"unknown group_by {bad}; choose from {GROUP_BYS}")

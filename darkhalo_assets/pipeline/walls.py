@@ -60,12 +60,14 @@ def _crossing(x: np.ndarray, fit: np.ndarray, threshold: float) -> np.ndarray:
     below = fit < threshold
     first = np.argmax(below, axis=-1)
     anyb = below.any(axis=-1)
+    if x.size == 1:  # one bin: only which side of the threshold it is on
+        return np.where(anyb, -np.inf, np.inf)
     i = np.maximum(first, 1)
     f0 = np.take_along_axis(fit, (i - 1)[..., None], -1)[..., 0]
     f1 = np.take_along_axis(fit, i[..., None], -1)[..., 0]
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.where(f0 > f1, (f0 - threshold) / (f0 - f1), 0.0)
-    wall = x[i - 1] + t * (x[i] - x[i - 1]) if x.size > 1 else np.full(first.shape, np.nan)
+    wall = x[i - 1] + t * (x[i] - x[i - 1])
     wall = np.where(anyb & (first == 0), -np.inf, wall)
     return np.where(~anyb, np.inf, wall)
 

@@ -32,7 +32,8 @@ Criteria (exactly as implemented):
 
 ``blind_resid`` (BlindResidual) — image-based, truth-blind:
     cutout_ok & ~is_control & blind_resid_snr >= threshold (detect.blind_residual_snr).
-    The threshold is given, or set from a target FPR on controls: with the controls'
+    The threshold is given, or set from a target FPR on controls (with no usable control the
+    threshold is undefined and the criterion is not evaluated: n = 0, never 0%): with the controls'
     scores sorted in decreasing order s_1 >= s_2 >= ..., m = floor(target_fpr * n_controls)
     and the threshold is the midpoint of s_m and s_{m+1} (just above s_1 when m = 0; just
     above s_m on a tie), so at most m calibration controls pass. The FPR is then measured
@@ -186,7 +187,7 @@ def _fpr_row(name, kind, threshold, target, detected, controls, level, interval,
     row = {"criterion": name, "kind": kind, "threshold": threshold, "target_fpr": target,
            "n_controls": n, "k_controls_detected": k, "fpr": float(est), "fpr_lo": float(lo), "fpr_hi": float(hi),
            "n_calibration": np.nan, "n_holdout_controls": np.nan, "fpr_holdout": np.nan,
-           "fpr_holdout_lo": np.nan, "fpr_holdout_hi": np.nan, "n_unscored": np.nan}
+           "fpr_holdout_lo": np.nan, "fpr_holdout_hi": np.nan, "n_unscored": np.nan, "note": ""}
     row.update(extra or {})
     return row
 
@@ -235,17 +236,22 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
             calib = controls.copy()
             if c.calibration_splits is not None:
                 calib &= np.isin(_col(metrics, "region_split"), list(c.calibration_splits))
+            note = ""
             if c.threshold is not None:
                 thr = float(c.threshold)
             elif c.target_fpr is not None:
-                thr = threshold_for_fpr(score[calib], c.target_fpr)
+                if np.isfinite(score[calib]).any():
+                    thr = threshold_for_fpr(score[calib], c.target_fpr)
+                else:  # e.g. the debug tier has no controls: undefined, not 0% complete
+                    thr = np.nan
+                    note = "no control with a finite score: threshold undefined, criterion not evaluated (n = 0)"
             else:
                 raise ValueError(f"criterion {c.name!r}: give threshold or target_fpr")
             with np.errstate(invalid="ignore"):
-                detected = score >= thr  # NaN scores are never detections
+                detected = score >= thr  # NaN scores (and a NaN threshold) are never detections
             flags[c.name] = targets & detected
-            eligible[c.name] = None
-            extra = {"n_calibration": int(np.count_nonzero(calib & np.isfinite(score)))}
+            eligible[c.name] = None if np.isfinite(thr) else np.zeros(score.shape, dtype=bool)
+            extra = {"n_calibration": int(np.count_nonzero(calib & np.isfinite(score))), "note": note}
             if c.calibration_splits is not None:
                 hold = controls & ~calib
                 kh, nh = int(np.count_nonzero(detected & hold)), int(np.count_nonzero(hold))
