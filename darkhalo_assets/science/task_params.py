@@ -121,8 +121,8 @@ def draw_task_params(row: Mapping[str, Any]) -> TaskParams:
     radius = SOURCE_DISC_FRACTION * theta_e * math.sqrt(u[0])
     phi = 2.0 * math.pi * u[1]
     shear_phi = math.pi * u[4]
-    gr = GR_RANGE[0] + (GR_RANGE[1] - GR_RANGE[0]) * u[5]
-    rz = RZ_RANGE[0] + (RZ_RANGE[1] - RZ_RANGE[0]) * u[6]
+    gr = float(GR_RANGE[0] + (GR_RANGE[1] - GR_RANGE[0]) * u[5])
+    rz = float(RZ_RANGE[0] + (RZ_RANGE[1] - RZ_RANGE[0]) * u[6])
     m_g, m_z = m_r + gr, m_r - rz
     f_g, f_r, f_z = (float(v) for v in mag_to_nmgy([m_g, m_r, m_z]))
     return TaskParams(
@@ -130,5 +130,5 @@ def draw_task_params(row: Mapping[str, Any]) -> TaskParams:
         shear_g1=shear * math.cos(2.0 * shear_phi), shear_g2=shear * math.sin(2.0 * shear_phi),
         src_type=src_type, src_n=n, src_reff=reff, src_q=e_to_q(src_e), src_pa_deg=180.0 * float(u[2]),
         src_x=radius * math.cos(phi), src_y=radius * math.sin(phi),
-        src_gr=float(gr), src_rz=float(rz), src_mag_g=m_g, src_mag_r=m_r, src_mag_z=m_z,
+        src_gr=gr, src_rz=rz, src_mag_g=m_g, src_mag_r=m_r, src_mag_z=m_z,
         src_flux_g=f_g, src_flux_r=f_r, src_flux_z=f_z)
