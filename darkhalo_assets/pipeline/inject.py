@@ -112,31 +112,38 @@ def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettin
     if cache is not None and cache.exists(f"{brick}/_SUCCESS"):
         images = BrickImages(cache, brick, "grz")
     try:
+        by_host: dict[tuple[float, float], list[dict]] = {}
         for task in rows:
-            bands = task["bandset"]
-            if images is None:
-                m = _empty_metrics(not_cached_reason)
-            else:
-                cut = images.cutout(task["ra"], task["dec"], int(task["stamp_size"]))
-                if not cut.ok:
-                    m = _empty_metrics(cut.reason)
-                else:
-                    if bands != "grz":
-                        idx = ["grz".index(b) for b in bands]
-                        cut.image, cut.invvar = cut.image[idx], cut.invvar[idx]
-                        cut.psf_fwhm_map = cut.psf_fwhm_map[idx]
-                    m, (injected, arc) = inject_task(cut, task, bands, settings)
-                    stamps.append({
-                        "task_id": task["task_id"], "experiment_id": task["experiment_id"], "brickname": brick,
-                        "stamp_size": int(task["stamp_size"]), "bands": bands, "is_control": task["is_control"],
-                        "image": injected.astype(np.float32).ravel(), "invvar": cut.invvar.ravel(),
-                        "maskbits": cut.maskbits.ravel(),
-                        "arc_model": (arc.ravel() if (arc is not None and settings.write_arc_model) else None)})
-            metrics.append({**task, **m})
+            by_host.setdefault((task["ra"], task["dec"]), []).append(task)
+        for (ra, dec), host_tasks in by_host.items():
+            cuts = images.cutouts(ra, dec, [t["stamp_size"] for t in host_tasks]) if images is not None else {}
+            for task in host_tasks:
+                m, stamp = _one_task(task, cuts.get(int(task["stamp_size"])), brick, not_cached_reason, settings)
+                metrics.append({**task, **m})
+                if stamp is not None:
+                    stamps.append(stamp)
     finally:
         if images is not None:
             images.close()
     return _metrics_table(metrics), _stamps_table(stamps)
+
+
+def _one_task(task: dict, cut: Cutout | None, brick: str, not_cached_reason: str, settings: InjectionSettings):
+    if cut is None:
+        return _empty_metrics(not_cached_reason), None
+    if not cut.ok:
+        return _empty_metrics(cut.reason), None
+    bands = task["bandset"]
+    if bands != "grz":
+        idx = ["grz".index(b) for b in bands]
+        cut = Cutout(True, "ok", cut.image[idx], cut.invvar[idx], cut.maskbits, cut.host_xy, cut.psf_fwhm_map[idx])
+    m, (injected, arc) = inject_task(cut, task, bands, settings)
+    stamp = {"task_id": task["task_id"], "experiment_id": task["experiment_id"], "brickname": brick,
+             "stamp_size": int(task["stamp_size"]), "bands": bands, "is_control": task["is_control"],
+             "image": injected.astype(np.float32).ravel(), "invvar": cut.invvar.ravel(),
+             "maskbits": cut.maskbits.ravel(),
+             "arc_model": arc.ravel() if (arc is not None and settings.write_arc_model) else None}
+    return m, stamp
 
 
 def _metrics_table(rows: list[dict]) -> pa.Table:

@@ -42,6 +42,7 @@ class Candidates:
     group_names: list[tuple[str, str]]       # (selection_set_id, region_split) per group code
     n_parent: int
     names: dict[str, np.ndarray] = field(default_factory=dict)   # string columns: code -> value
+    cache: dict = field(default_factory=dict, repr=False)
 
     def strings(self, name: str, rows: np.ndarray) -> np.ndarray:
         return self.names[name][self.cols[name][rows]]
@@ -226,6 +227,23 @@ def _rank_within(keys_sorted: np.ndarray) -> np.ndarray:
     return np.arange(n) - start_idx
 
 
+def _stratified_order(cand: Candidates, cfg: Phase4Config, strata_names: list[str], sizes: list[int]):
+    """Candidates sorted by (group, stratum, hash) with their rank in the stratum: the same for
+    every tier, so it is computed once per Candidates (the sort is most of a tier's cost)."""
+    key = ("stratified_order", tuple(strata_names), cfg.split_seed)
+    if key not in cand.cache:
+        cell = np.zeros(cand.n, dtype=np.int64)
+        for name, size in zip(strata_names, sizes):
+            cell = cell * size + cand.cols[name].astype(np.int64)
+        order_h = mix_keys(cand.cols["brick_hash"], cand.cols["objid"], salt=cfg.split_seed * 1000 + _SALT_ORDER)
+        group = cand.cols["group"].astype(np.int64)
+        o = np.lexsort((order_h, cell, group))
+        rank_in_cell = _rank_within(group[o] * math.prod(sizes) + cell[o])
+        cand.cache.clear()
+        cand.cache[key] = (o, rank_in_cell, cell, order_h)
+    return cand.cache[key]
+
+
 def sample_tier(cand: Candidates, cfg: Phase4Config, tier_name: str) -> TierSample:
     """Stratified, hash-ordered sample of galaxies for one tier, each with one config."""
     tier = cfg.tier(tier_name)
@@ -235,16 +253,10 @@ def sample_tier(cand: Candidates, cfg: Phase4Config, tier_name: str) -> TierSamp
     strata_names = [s["name"] for s in cfg.strata]
     sizes = [len(cand.strata_edges[n]) + 1 for n in strata_names]
     n_cells = math.prod(sizes)
-    cell = np.zeros(cand.n, dtype=np.int64)
-    for name, size in zip(strata_names, sizes):
-        cell = cell * size + cand.cols[name].astype(np.int64)
-    order_h = mix_keys(cand.cols["brick_hash"], cand.cols["objid"], salt=cfg.split_seed * 1000 + _SALT_ORDER)
+    o, rank_in_cell, cell, order_h = _stratified_order(cand, cfg, strata_names, sizes)
     group = cand.cols["group"].astype(np.int64)
-
     # Up to ceil(target / cells) per (group, stratum), lowest hash first ...
-    o = np.lexsort((order_h, cell, group))
-    gc = group[o] * n_cells + cell[o]
-    keep = o[_rank_within(gc) < math.ceil(target / n_cells)]
+    keep = o[rank_in_cell < math.ceil(target / n_cells)]
     # ... then capped at target per group, again lowest hash first.
     o2 = keep[np.lexsort((order_h[keep], group[keep]))]
     rank = _rank_within(group[o2])
@@ -252,7 +264,7 @@ def sample_tier(cand: Candidates, cfg: Phase4Config, tier_name: str) -> TierSamp
     rank = rank[rank < target]
     config_id = (rank % n_cfg).astype(np.int32)
     u = uniform01(mix_keys(cand.cols["brick_hash"][sel], cand.cols["objid"][sel],
-                           salt=cfg.split_seed * 1000 + _SALT_CONTROL + 7919 * len(tier_name)))
+                           salt=(cfg.split_seed * 1000 + _SALT_CONTROL) ^ stable_hash64(tier_name)))
     is_control = u < tier.control_frac
     config_id = np.where(is_control, -1, config_id).astype(np.int32)
     per_group = {f"{s}|{sp}": int(c) for (s, sp), c in
