@@ -25,20 +25,12 @@ class CompletenessRunConfig(Phase4RunConfig):
     final_evaluation: bool = Field(default=False, description="Use the test split (final evaluation only)")
     wall_threshold: float = Field(default=0.5, description="Completeness below which the seeing wall sits")
     clean_max_bad_pixel_frac: float = 0.2
-    blind_target_fpr: float = Field(default=0.01, description="Blind detector threshold set to this FPR on controls")
-    blind_threshold_without_controls: float = Field(
-        default=5.0, description="Blind detector threshold when the tier has no controls (debug has none)")
+    blind_target_fpr: float = Field(default=0.01, description="Blind detector threshold set to this FPR on controls "
+                                                              "(a tier without controls reports it as not measured)")
 
 
-def criteria_for(metrics: pd.DataFrame, config: "CompletenessRunConfig", log) -> tuple:
-    """The default criteria; the blind detector is calibrated on controls when there are any."""
-    if bool(metrics["is_control"].any()):
-        blind = BlindResidual(target_fpr=config.blind_target_fpr)
-    else:
-        log.warning("no controls in this tier: blind_resid uses the fixed threshold "
-                    f"{config.blind_threshold_without_controls} (its false-positive rate is not measured)")
-        blind = BlindResidual(threshold=config.blind_threshold_without_controls, target_fpr=None)
-    return (SeedSnrResolved(), LensPopDetectable(), blind)
+def criteria_for(config: "CompletenessRunConfig") -> tuple:
+    return (SeedSnrResolved(), LensPopDetectable(), BlindResidual(target_fpr=config.blind_target_fpr))
 
 
 def out_rel(tier: str, name: str = "") -> str:
@@ -78,7 +70,7 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     store = data_store.store()
     # Not exploded by ranking mode: a task counts once in every grouping here.
     metrics = _load_metrics(store, tier)
-    res = compute_surfaces(metrics, criteria=criteria_for(metrics, config, context.log), group_bys=("all", "region_split", "selection_set_id", "region_id"), interval=config.interval, level=config.level,
+    res = compute_surfaces(metrics, criteria=criteria_for(config), group_bys=("all", "region_split", "selection_set_id", "region_id"), interval=config.interval, level=config.level,
                            clean_max_bad_pixel_frac=config.clean_max_bad_pixel_frac,
                            final_evaluation=config.final_evaluation)
     for name, df in res.items():
@@ -145,7 +137,7 @@ def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRu
     tier = context.partition_key
     store = data_store.store()
     metrics = explode_ranking_modes(_load_metrics(store, tier))
-    table = compute_ranking_mode_ablation(metrics, criteria=criteria_for(metrics, config, context.log), interval=config.interval, level=config.level,
+    table = compute_ranking_mode_ablation(metrics, criteria=criteria_for(config), interval=config.interval, level=config.level,
                                   final_evaluation=config.final_evaluation)
     write_table(store, out_rel(tier, "ranking_mode_ablation.parquet"), pa.Table.from_pandas(table, preserve_index=False))
     rel = out_rel(tier, "plots/ranking_mode_ablation.png")
