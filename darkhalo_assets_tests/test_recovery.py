@@ -41,7 +41,7 @@ def test_lenspop_conditions_one_at_a_time():
         {**ok, "psf_fwhm_r": 1.5},            # mu r_s = 2 > 1.5 but 2 < 0.25 + 2.25: fails the seeing test
         {**ok, "theta_e_arcsec": 0.75, "src_reff_arcsec": 0.125, "psf_fwhm_r": 0.5,
          "magnification": 8.0},               # 2*0.5625 = 1.125 >= 0.0625 + 0.25: passes
-        {**ok, "theta_e_arcsec": 0.5, "src_reff_arcsec": 0.25, "psf_fwhm_r": 0.5},  # 0.5 >= 0.25 + 0.25: equality passes
+        {**ok, "theta_e_arcsec": 0.5, "src_reff_arcsec": 0.25, "psf_fwhm_r": 0.5},  # 0.5 >= 0.25 + 0.25: passes
         {**ok, "is_control": True},
     ])
     got = recovery_flags(df, [LensPopDetectable()])["recovered_lenspop"].tolist()

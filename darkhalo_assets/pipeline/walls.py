@@ -113,7 +113,7 @@ def seeing_wall(surfaces: "pd.DataFrame | dict", threshold: float = 0.5, *, psf_
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     rows = []
     for key, g in _curves(surfaces, psf_axis, criterion, subset, group_by, min_n).groupby(
-            _CURVE_KEYS + ["theta_e"], sort=True):
+            _CURVE_KEYS + ["theta_e"], sort=True, observed=True):
         h = stable_hash64("|".join(map(str, key)) + f"|{psf_axis}|{threshold}")
         rng = np.random.default_rng(int(mix_keys(np.uint64(h), salt=seed)))
         point, status, draws = wall_with_draws(g["fwhm"].to_numpy(), g["k"].to_numpy(), g["n"].to_numpy(),
@@ -150,7 +150,7 @@ def ranking_mode_ablation(metrics: Any = None, *, surfaces: "pd.DataFrame | dict
         raise ValueError("no ranking_mode surfaces: compute_surfaces needs group_bys including 'ranking_mode'")
     out = []
     comp = s[(s["axis2"] == "") & s["axis1"].isin(["overall", "theta_e"])]
-    for (exp, crit), g in comp.groupby(["experiment_id", "criterion"], sort=True):
+    for (exp, crit), g in comp.groupby(["experiment_id", "criterion"], sort=True, observed=True):
         g = g.assign(theta_e=np.where(g["axis1"] == "overall", np.nan, g["bin1_lo"]))
         ref = {("overall" if np.isnan(t) else t): (k, n) for t, k, n, m in
                zip(g["theta_e"], g["k"], g["n"], g["group_value"]) if m == reference}
@@ -166,11 +166,14 @@ def ranking_mode_ablation(metrics: Any = None, *, surfaces: "pd.DataFrame | dict
                             diff=float(d), diff_lo=float(dlo), diff_hi=float(dhi), diff_method="newcombe_hybrid_score"))
     walls = seeing_wall(s, threshold, psf_axis=psf_axis, subset=subset, group_by="ranking_mode", level=level,
                         n_boot=n_boot, seed=seed, return_draws=True)
-    for (exp, crit, th), g in walls.groupby(["experiment_id", "criterion", "theta_e"], sort=True):
+    for (exp, crit, th), g in walls.groupby(["experiment_id", "criterion", "theta_e"], sort=True,
+                                            observed=True):
         ref = g[g["group_value"] == reference]
         ref_draws = ref["draws"].iloc[0] if len(ref) else None
         for _, r in g.iterrows():
-            if r["group_value"] != reference and ref_draws is not None and np.isfinite(r["wall_fwhm"]) and np.isfinite(ref["wall_fwhm"].iloc[0]):
+            comparable = (r["group_value"] != reference and ref_draws is not None
+                          and np.isfinite(r["wall_fwhm"]) and np.isfinite(ref["wall_fwhm"].iloc[0]))
+            if comparable:
                 with np.errstate(invalid="ignore"):
                     dd = r["draws"] - ref_draws
                 dlo, dhi = _interval(dd[np.isfinite(dd)], level)

@@ -77,11 +77,11 @@ def _title(fig, what, experiment_id, criterion, subset):
 def plot_seeing_wall(surfaces, wall, path, *, criterion: str | None = None, subset: str = "all",
                      experiment_id: str | None = None,
                      psf_axis: str = "psf_fwhm_r", threshold: float = 0.5, group_by: str = "all",
-                     group_value: str = "all") -> Path:
+                     group_value: str = "all"):
     """Completeness vs PSF FWHM, one line per theta_E with its interval band, the wall of each
     theta_E (marker on the threshold line with its interval), and n per bin in a lower panel."""
-    s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=experiment_id, group_by=group_by,
-                     group_value=group_value, axis1="theta_e", axis2=psf_axis)
+    s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=experiment_id,
+                                group_by=group_by, group_value=group_value, axis1="theta_e", axis2=psf_axis)
     fig = Figure(figsize=(8, 6.5))
     ax, axn = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     thetas = sorted(s["bin1_lo"].unique())
@@ -120,11 +120,11 @@ def plot_seeing_wall(surfaces, wall, path, *, criterion: str | None = None, subs
 
 def plot_theta_psf_heatmap(surfaces, path, *, criterion: str | None = None, subset: str = "all",
                      experiment_id: str | None = None,
-                           axis2: str = "psf_fwhm_r", group_by: str = "all", group_value: str = "all") -> Path:
+                           axis2: str = "psf_fwhm_r", group_by: str = "all", group_value: str = "all"):
     """Heat map of completeness over theta_E x ``axis2``; each cell is labelled with its
     percentage and n, empty cells (n = 0) are hatched grey, never 0%."""
-    s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=experiment_id, group_by=group_by,
-                     group_value=group_value, axis1="theta_e", axis2=axis2)
+    s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=experiment_id,
+                                group_by=group_by, group_value=group_value, axis1="theta_e", axis2=axis2)
     thetas = np.array(sorted(s["bin1_lo"].unique()))
     cols = s[["bin2_lo", "bin2_hi"]].drop_duplicates().sort_values("bin2_lo").to_numpy()
     frac = np.full((thetas.size, len(cols)), np.nan)
@@ -160,15 +160,15 @@ def plot_theta_psf_heatmap(surfaces, path, *, criterion: str | None = None, subs
 def plot_vs_depth_ebv(surfaces, path, *, criterion: str | None = None, subset: str = "all",
                      experiment_id: str | None = None,
                       axes: tuple[str, ...] = ("psfdepth_r", "ebv"), group_by: str = "all",
-                      group_value: str = "all") -> Path:
+                      group_value: str = "all"):
     """Completeness against depth and E(B-V) (one panel each) with interval bars and n per bin."""
     fig = Figure(figsize=(5.0 * len(axes), 5.0))
     panels = np.atleast_1d(fig.subplots(2, len(axes), sharex="col", gridspec_kw={"height_ratios": [3, 1]}))
     panels = panels.reshape(2, len(axes))
     exp = experiment_id
     for j, axis in enumerate(axes):
-        s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=exp, group_by=group_by,
-                         group_value=group_value, axis1=axis)
+        s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=exp,
+                                    group_by=group_by, group_value=group_value, axis1=axis)
         s = s.sort_values("bin1_lo")
         x = _centres(s["bin1_lo"], s["bin1_hi"])
         has = s["n"].to_numpy() > 0
@@ -191,7 +191,7 @@ def plot_vs_depth_ebv(surfaces, path, *, criterion: str | None = None, subset: s
 
 
 def plot_ranking_ablation(ablation, path, *, criterion: str | None = None, subset: str = "all",
-                          experiment_id: str | None = None) -> Path:
+                          experiment_id: str | None = None):
     """Ranking modes side by side: completeness per theta_E (and overall) and wall per theta_E,
     with intervals; the legend gives each mode's overall difference to the reference mode."""
     criterion = criterion or default_criterion(ablation)

@@ -222,10 +222,12 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
             report.append(_fpr_row(c.name, "truth", np.nan, np.nan, None, controls, level, interval))
         elif isinstance(c, LensPopDetectable):
             s = _fwhm(metrics, c.band)
-            te, rs, mu = _col(metrics, "theta_e_arcsec"), _col(metrics, "src_reff_arcsec"), _col(metrics, "magnification")
+            te = _col(metrics, "theta_e_arcsec").astype(np.float64)
+            rs = _col(metrics, "src_reff_arcsec").astype(np.float64)
+            mu = _col(metrics, "magnification")
             with np.errstate(invalid="ignore"):
                 ok = (_col(metrics, "arc_snr") > c.min_snr) & (mu > c.min_magnification)
-                ok &= c.bfac * te.astype(np.float64) ** 2 >= (c.rfac * rs.astype(np.float64)) ** 2 + s.astype(np.float64) ** 2
+                ok &= c.bfac * te**2 >= (c.rfac * rs) ** 2 + s.astype(np.float64) ** 2
                 if c.require_resolved_arc:
                     ok &= mu * rs > s
             flags[c.name] = targets & ok
