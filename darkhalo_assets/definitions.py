@@ -17,6 +17,6 @@ phase3_job = define_asset_job("phase3_job", selection=["parent_catalog", "bricks
 
 defs = Definitions(
     assets=ALL_ASSETS,
-    jobs=[phase3_job],
+    jobs=[phase3_job, coadds.fill_tier_coadd_cache],
     resources=resources_for_env(),
 )

@@ -113,3 +113,22 @@ def test_rerun_skips_finished_work(graph):
     summary = run_injection(tasks, graph["cache"], out.child("phase4c/debug"))
     assert summary["shards_run"] == 0
     assert {n: out.size(f"phase4c/debug/metrics/{n}") for n in out.ls("phase4c/debug/metrics")} == before
+
+
+def test_fill_tier_job_records_each_brick_of_the_tier(graph):
+    from dagster import Definitions
+
+    from darkhalo_assets.assets.coadds import fill_tier_coadd_cache
+
+    root, inst = graph["root"], graph["instance"]
+    resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / "cache")),
+                 "survey": SurveyResource(synthetic_root=str(root / "survey"), brick_pixels=320),
+                 "phase3": Phase3SourceResource()}
+    job = Definitions(assets=ALL_ASSETS, jobs=[fill_tier_coadd_cache], resources=resources).get_job_def(
+        "fill_tier_coadd_cache")
+    result = job.execute_in_process(partition_key="debug", instance=inst)
+    assert result.success
+    recorded = {e.partition for e in result.get_asset_materialization_events()
+                for e in [e.event_specific_data.materialization]}
+    tier_bricks = set(pq.read_table(graph["out"].url("phase4a/tier_bricks/debug.parquet"))["brickname"].to_pylist())
+    assert recorded == tier_bricks

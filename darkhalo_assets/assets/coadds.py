@@ -10,7 +10,8 @@ import time
 
 import pyarrow as pa
 from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext,
-                     BackfillPolicy, Failure, MaterializeResult, MetadataValue, asset)
+                     AssetMaterialization, BackfillPolicy, Failure, MaterializeResult, MetadataValue, Nothing,
+                     OpExecutionContext, Out, asset, job, op)
 
 from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fetch_bricks, summarize_fill
 from darkhalo_assets.pipeline.datasets import write_table
@@ -19,7 +20,7 @@ from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
 from .metadata import json_md
-from .partitions import brick_partitions
+from .partitions import brick_partitions, tier_partitions
 from .phase4_run_config import Phase4RunConfig
 
 MISSING_DIR = "phase4b/missing"
@@ -36,6 +37,32 @@ def make_fetcher(survey: SurveyResource, data_store: DataStoreResource, force: b
         read_timeout=survey.read_timeout_s, concurrency=survey.concurrency, force=force,
         retry=RetryPolicy(survey.max_attempts, survey.backoff_base_s, survey.backoff_cap_s),
         expected_shape=(survey.brick_pixels, survey.brick_pixels))
+
+
+def fill_bricks(context, bricks: list[str], survey: SurveyResource, data_store: DataStoreResource, force: bool,
+                on_result=None):
+    """Fetch ``bricks`` concurrently; record 404s as missing evidence; deep-verify what was fetched."""
+    store = data_store.store()
+    t0 = time.monotonic()
+    results = []
+    last_log = [0.0]
+
+    def progress(result, done, total):
+        if time.monotonic() - last_log[0] > 5 or done == total:
+            last_log[0] = time.monotonic()
+            context.log.info(f"coadd_cache: {done}/{total} bricks ({result.brickname}: {result.status})")
+
+    with make_fetcher(survey, data_store, force) as fetcher:
+        for r in fetch_bricks(fetcher, bricks, progress=progress):
+            results.append(r)
+            if r.status == "missing":
+                store.write_bytes_atomic(missing_rel(r.brickname), json.dumps(r.to_record(), sort_keys=True).encode())
+            elif r.status in ("cached", "skipped"):
+                store.rm(missing_rel(r.brickname))
+            if on_result is not None:
+                on_result(r)
+        verified = [fetcher.verify_brick(r.brickname, deep=True) for r in results if r.status == "cached"]
+    return results, verified, t0
 
 
 @asset(
@@ -55,24 +82,7 @@ def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey:
     `_SUCCESS` record with sizes and sha256. Verified bricks are skipped unless `force`.
     """
     bricks = list(context.partition_keys)
-    store = data_store.store()
-    t0 = time.monotonic()
-    results = []
-    last_log = [0.0]
-
-    def progress(result, done, total):
-        if time.monotonic() - last_log[0] > 5 or done == total:
-            last_log[0] = time.monotonic()
-            context.log.info(f"coadd_cache: {done}/{total} bricks ({result.brickname}: {result.status})")
-
-    with make_fetcher(survey, data_store, config.force) as fetcher:
-        for r in fetch_bricks(fetcher, bricks, progress=progress):
-            results.append(r)
-            if r.status == "missing":
-                store.write_bytes_atomic(missing_rel(r.brickname), json.dumps(r.to_record(), sort_keys=True).encode())
-            elif r.status in ("cached", "skipped"):
-                store.rm(missing_rel(r.brickname))
-        verified = [fetcher.verify_brick(r.brickname, deep=True) for r in results if r.status == "cached"]
+    results, verified, t0 = fill_bricks(context, bricks, survey, data_store, config.force)
     summary = summarize_fill(results, time.monotonic() - t0)
     failed = [r for r in results if r.status == "failed"]
     if failed:
@@ -123,3 +133,49 @@ def load_blacklist(store: Store) -> set[str]:
     if not store.exists("phase4b/brick_blacklist.json"):
         return set()
     return set(json.loads(store.read_bytes("phase4b/brick_blacklist.json")))
+
+
+@op(required_resource_keys=set(), out=Out(Nothing))
+def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
+                     data_store: DataStoreResource) -> None:
+    """Fill the coadd cache for every brick of one tier, in one run.
+
+    Each brick it caches (or finds cached, or finds missing upstream) is recorded as a
+    materialization of that brick's `coadd_cache` partition, so the partitions view and
+    lineage are the same as after a backfill. Re-running resumes: verified bricks are skipped.
+    """
+    from darkhalo_assets.pipeline.datasets import read_table
+    from darkhalo_assets.pipeline.manifest_build import tier_bricks_rel
+
+    tier = context.partition_key
+    store = data_store.store()
+    if not store.exists(tier_bricks_rel(tier)):
+        raise Failure(f"tier {tier} has no manifests yet: materialize injection_manifests[{tier}] and bricks_manifest")
+    bricks = read_table(store, tier_bricks_rel(tier)).column("brickname").to_pylist()
+    registered = set(context.instance.get_dynamic_partitions(brick_partitions.name))
+    unregistered = [b for b in bricks if b not in registered]
+    if unregistered:
+        raise Failure(f"{len(unregistered)} bricks of tier {tier} are not registered partitions "
+                      f"(e.g. {unregistered[:3]}): materialize bricks_manifest first")
+    context.log.info(f"filling the coadd cache for tier {tier}: {len(bricks):,} bricks")
+
+    def record(r):
+        if r.status != "failed":
+            context.log_event(AssetMaterialization(asset_key="coadd_cache", partition=r.brickname, metadata={
+                "status": r.status, "bytes_downloaded": r.bytes_downloaded, "tier_fill": tier}))
+
+    results, verified, t0 = fill_bricks(context, bricks, survey, data_store, config.force, on_result=record)
+    summary = summarize_fill(results, time.monotonic() - t0)
+    context.log.info(f"tier {tier} cache fill: {summary.as_metadata()}")
+    failed = [r for r in results if r.status == "failed"]
+    bad = [v for v in verified if not v.ok]
+    if failed or bad:
+        raise Failure(description=f"{len(failed)} bricks failed, {len(bad)} failed verification; re-run to resume",
+                      metadata={"failed": json_md({r.brickname: r.error for r in failed[:50]}),
+                                "unverified": json_md({v.brickname: v.problems for v in bad[:50]})})
+
+
+@job(partitions_def=tier_partitions, tags={"darkhalo/pool": "downloads"},
+     description="Fill the coadd cache for every brick of a tier in one run (records coadd_cache[brick])")
+def fill_tier_coadd_cache():
+    fill_tier_bricks()
