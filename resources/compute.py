@@ -79,6 +79,7 @@ class ComputeResource(ConfigurableResource):
     poll_seconds: float = Field(default=30.0, description="EMR state polling interval")
     pipes_poll_seconds: float = Field(default=10.0, description="Pipes S3 message polling interval")
     wait_for_s3_logs_seconds: int = 10
+    forward_step_logs: bool = Field(default=True, description="Stream EMR step stdout/stderr from the log URI")
     aws_endpoint_url: str | None = Field(default=None, description="EMR/S3 API endpoint (moto, MinIO); None = AWS")
     project_dir: str | None = Field(default=None, description="Source tree to build the wheel from")
 

@@ -44,7 +44,7 @@ def run_emr_job(res, context, job: str, module: str, extras: dict) -> SparkJobRe
                 python=res.emr_python, job_flow_role=res.job_flow_role, service_role=res.service_role,
                 tags=res.emr_tags)
             client = ClusterPerRunEMRClient(client=emr, message_reader=reader, context_injector=injector,
-                                            poll_seconds=res.poll_seconds,
+                                            poll_seconds=res.poll_seconds, forward_step_logs=res.forward_step_logs,
                                             wait_for_s3_logs_seconds=res.wait_for_s3_logs_seconds)
             inv = client.run(context=context, run_job_flow_params=params, extras=extras)
         else:

@@ -78,9 +78,15 @@ def describe_step_failure(emr, cluster_id: str, step: dict, log_uri: str | None)
 
 
 class ClusterPerRunEMRClient(PipesEMRClient):
-    def __init__(self, *, poll_seconds: float = 30.0, **kwargs: Any):
+    def __init__(self, *, poll_seconds: float = 30.0, forward_step_logs: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         self.poll_seconds = poll_seconds
+        self.forward_step_logs = forward_step_logs
+
+    def _add_log_readers(self, context, response):
+        # Each reader waits up to a minute after the run for its S3 object to appear.
+        if self.forward_step_logs:
+            super()._add_log_readers(context, response)
 
     def _enrich_params(self, session, params):
         params = super()._enrich_params(session, params)
@@ -172,5 +178,11 @@ class ExistingClusterEMRClient(PipesClient, TreatAsResourceParam):
                 context.log.info(f"[pipes] EMR step {step_id}: {state}")
                 last = state
             if state == "COMPLETED" or state in STEP_FAILED:
+                return step
+            cluster = self._client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]
+            if cluster["State"] in CLUSTER_DONE + ("TERMINATING",):
+                why = (cluster.get("StateChangeReason") or {}).get("Message", "")
+                step["Status"] = {**step["Status"], "State": f"{state} (cluster {cluster['State']})",
+                                  "StateChangeReason": {"Message": why or "the cluster ended before the step"}}
                 return step
             time.sleep(self.poll_seconds)

@@ -9,6 +9,7 @@ Dagster here: the Spark job calls these functions inside its executors.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -61,10 +62,10 @@ def compact_payload(cand: Candidates, sample: TierSample, cfg: Phase4Config) -> 
     dictionary-encoded by value), so building from the compacted table gives the same rows.
     """
     idx = sample.index
-    cols = {k: v[idx] for k, v in cand.cols.items()}
-    small_cand = Candidates(cols, dict(cand.dropped), cand.strata_edges, cand.group_names, cand.n_parent)
-    small_sample = TierSample(sample.tier, np.arange(len(idx), dtype=np.int64), sample.config_id.copy(),
-                              sample.is_control.copy(), dict(sample.per_group), dict(sample.per_stratum))
+    # replace() keeps every other field (string dictionaries, ...) as the batch functions define them.
+    small_cand = dataclasses.replace(cand, cols={k: v[idx] for k, v in cand.cols.items()},
+                                     **({"cache": {}} if hasattr(cand, "cache") else {}))
+    small_sample = dataclasses.replace(sample, index=np.arange(len(idx), dtype=np.int64))
     return TierPayload(small_cand, small_sample, cfg.raw)
 
 
@@ -88,7 +89,7 @@ def build_part(payload: TierPayload, experiment: tuple[str, int, str], k: int,
         raise ValueError(f"part {k} is outside {experiment[0]} ({n_rows} rows, {part_rows} per part)")
     # Rows are galaxy-major, replicate-minor: cover the galaxies of the range, then trim.
     g0, g1 = start // R, math.ceil(stop / R)
-    sub = TierSample(s.tier, s.index[g0:g1], s.config_id[g0:g1], s.is_control[g0:g1])
+    sub = dataclasses.replace(s, index=s.index[g0:g1], config_id=s.config_id[g0:g1], is_control=s.is_control[g0:g1])
     table = pa.concat_tables(list(iter_manifest_chunks(payload.cand, sub, cfg, experiment,
                                                        chunk_rows=(g1 - g0) * R)))
     return table.slice(start - g0 * R, stop - start).combine_chunks()

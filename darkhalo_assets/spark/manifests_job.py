@@ -10,9 +10,7 @@ the standard library is imported at module level.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
-import time
 
 STAGE = "4a"
 
@@ -52,32 +50,15 @@ def _report(pipes, result: dict, spark, extras: dict) -> None:
                                  severity=check.get("severity", "ERROR"), metadata=md)
 
 
+def _body(spark, extras: dict, pipes, log) -> None:
+    from darkhalo_assets.spark.manifests_spark import write_tier_on_spark
+    result = write_tier_on_spark(spark, extras, log=log)
+    _report(pipes, result, spark, extras)
+
+
 def main(argv: list[str] | None = None) -> None:
-    from darkhalo_assets.spark import pipes_io
-    argv = sys.argv[1:] if argv is None else argv
-    args = pipes_io.parse_job_args(argv)
-    pipes = pipes_io.open_job_pipes(sys.argv)
-    with (pipes if pipes is not None else contextlib.nullcontext()):
-        extras = pipes_io.load_extras(pipes, args)
-        log = pipes.log.info if pipes is not None else print
-        spark, t0 = None, time.time()
-        try:
-            from pyspark.sql import SparkSession
-            spark = SparkSession.builder.appName(f"darkhalo-{STAGE}-manifests-{extras.get('tier')}").getOrCreate()
-            log(f"[{STAGE}] Spark {spark.version} on {spark.sparkContext.master}, "
-                f"app {spark.sparkContext.applicationId}")
-            from darkhalo_assets.spark.manifests_spark import write_tier_on_spark
-            result = write_tier_on_spark(spark, extras, log=log)
-            _report(pipes, result, spark, extras)
-        except BaseException as exc:
-            pipes_io.write_failure_report(
-                extras.get("failure_report_uri"), exc, extras.get("failure_report_storage_options"),
-                stage=STAGE, tier=extras.get("tier"), seconds=round(time.time() - t0, 1),
-                spark_app_id=spark.sparkContext.applicationId if spark is not None else None)
-            raise
-        finally:
-            if spark is not None:
-                spark.stop()
+    from darkhalo_assets.spark.pipes_io import run_job
+    run_job(sys.argv[1:] if argv is None else argv, STAGE, _body)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ the driver dies. Without Pipes parameters a job runs standalone from ``--extras 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 PIPES_CONTEXT_ARG = "--dagster-pipes-context"
 
@@ -85,3 +87,35 @@ def write_failure_report(uri: str | None, exc: BaseException, storage_options: d
 def pipes_json(value: Any) -> dict:
     """A Pipes metadata entry of type json (round-tripped so numpy/ints serialise)."""
     return {"raw_value": json.loads(json.dumps(value, default=str)), "type": "json"}
+
+
+def run_job(argv: list[str], stage: str, body: Callable[..., None], *, needs_spark: bool = True) -> None:
+    """Every entry point's main: Pipes session, extras, Spark session, failure report, clean stop.
+
+    ``body(spark, extras, pipes, log)`` does the stage's work and reports through ``pipes``
+    (None when run standalone). Any exception is written to the failure report named in the
+    extras, sent to Dagster as the Pipes session's closing exception, and re-raised so
+    spark-submit (and the EMR step) exit non-zero.
+    """
+    args = parse_job_args(argv)
+    pipes = open_job_pipes(sys.argv)
+    with (pipes if pipes is not None else contextlib.nullcontext()):
+        extras = load_extras(pipes, args)
+        log = pipes.log.info if pipes is not None else print
+        spark, t0 = None, time.time()
+        try:
+            if needs_spark:
+                from pyspark.sql import SparkSession
+                spark = SparkSession.builder.appName(f"darkhalo-{stage}-{extras.get('tier', '')}").getOrCreate()
+                log(f"[{stage}] Spark {spark.version} on {spark.sparkContext.master}, "
+                    f"app {spark.sparkContext.applicationId}")
+            body(spark, extras, pipes, log)
+        except BaseException as exc:
+            write_failure_report(
+                extras.get("failure_report_uri"), exc, extras.get("failure_report_storage_options"),
+                stage=stage, tier=extras.get("tier"), seconds=round(time.time() - t0, 1),
+                spark_app_id=spark.sparkContext.applicationId if spark is not None else None)
+            raise
+        finally:
+            if spark is not None:
+                spark.stop()
