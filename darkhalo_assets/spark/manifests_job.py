@@ -10,9 +10,11 @@ the standard library is imported at module level.
 """
 from __future__ import annotations
 
+import json
 import sys
 
 STAGE = "4a"
+METADATA_PREFIX = "darkhalo-job-metadata: "
 
 
 def _materialization_metadata(result: dict, spark, extras: dict) -> dict:
@@ -29,6 +31,7 @@ def _materialization_metadata(result: dict, spark, extras: dict) -> dict:
         "engine/rows_written": int(result["rows_written"]),
         "engine/bytes_written": int(result["bytes_written"]),
         "engine/max_part_seconds": float(result["max_part_seconds"]),
+        "engine/sum_part_seconds": float(result["sum_part_seconds"]),
         "engine/timings_s": pipes_json(result["timings"]),
         "engine/experiments": pipes_json({e: v["action"] for e, v in s["experiments"].items()}),
         "n_tasks": int(s["n_tasks"]),
@@ -39,8 +42,9 @@ def _materialization_metadata(result: dict, spark, extras: dict) -> dict:
 def _report(pipes, result: dict, spark, extras: dict) -> None:
     from darkhalo_assets.spark.pipes_io import pipes_json
     metadata = _materialization_metadata(result, spark, extras)
-    if pipes is None:
-        print({k: (v["raw_value"] if isinstance(v, dict) else v) for k, v in metadata.items()})
+    if pipes is None:   # standalone: one parseable line
+        print(METADATA_PREFIX + json.dumps({k: (v["raw_value"] if isinstance(v, dict) else v)
+                                            for k, v in metadata.items()}))
         return
     pipes.report_asset_materialization(metadata=metadata)
     for name, check in result["checks"].items():

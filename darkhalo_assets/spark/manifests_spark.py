@@ -151,7 +151,8 @@ def write_tier_on_spark(spark, extras: dict, log: Callable[[str], None] = print)
     return {"summary": summary, "checks": checks, "timings": {k: round(v, 3) for k, v in timings.items()},
             "parts_written": len(written), "rows_written": int(sum(w["rows"] for w in written)),
             "bytes_written": int(sum(w["bytes"] for w in written)),
-            "max_part_seconds": round(max([w["seconds"] for w in written], default=0.0), 3)}
+            "max_part_seconds": round(max([w["seconds"] for w in written], default=0.0), 3),
+            "sum_part_seconds": round(sum(w["seconds"] for w in written), 3)}
 
 
 def manifest_check_values(spark, store, store_spec: dict, cfg, tier: str, summary: dict) -> dict:
