@@ -131,6 +131,7 @@ class FaultPlan:
     p_truncate: float = 0.08    # full Content-Length, half the body, then close
     p_slow: float = 0.05        # answered after slow_seconds (within the client timeout)
     p_stall: float = 0.03       # no answer for stall_seconds (beyond the client read timeout)
+    p_html: float = 0.03        # 200 with a complete HTML "maintenance" page instead of the file
     slow_seconds: float = 0.05
     stall_seconds: float = 1.0
     retry_after: str = "1"
@@ -138,7 +139,7 @@ class FaultPlan:
 
     def draw(self, path: str, n: int) -> str | None:
         u = np.random.default_rng([self.seed, stable_hash64(path), n]).random()
-        for kind in ("500", "429", "drop", "reset", "truncate", "slow", "stall"):
+        for kind in ("500", "429", "drop", "reset", "truncate", "slow", "stall", "html"):
             u -= getattr(self, f"p_{kind}")
             if u < 0:
                 return kind
@@ -147,15 +148,24 @@ class FaultPlan:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes; with Nagle on, the body waits for the
+    # client's delayed ACK (~40 ms per request), which no production server does
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):  # keep test output clean
         pass
 
     def handle(self):
+        srv: SurveyServer = self.server.survey
+        with srv._lock:
+            srv._open_connections += 1
         try:
             super().handle()
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass   # the client gave up (timeout, kill): nothing to do
+        finally:
+            with srv._lock:
+                srv._open_connections -= 1
 
     def _send_status(self, code: int, headers: dict | None = None):
         body = f"{code}\n".encode()
@@ -191,6 +201,14 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "reset":
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return
+        if fault == "html":
+            page = b"<html><body>Scheduled maintenance</body></html>\n" * 60
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
         if fault == "stall":
             time.sleep(srv.faults.stall_seconds)
         if fault == "slow":
@@ -205,11 +223,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self.close_connection = True
             return
-        if srv.throttle_bytes_per_s:
-            step = max(1024, min(16384, int(srv.throttle_bytes_per_s * 0.05)))
+        rate = srv.throttle_bytes_per_s   # read once: a test may change it mid-response
+        if rate:
+            step = max(1024, min(16384, int(rate * 0.05)))
             for i in range(0, len(data), step):
                 self.wfile.write(data[i:i + step])
-                time.sleep(step / srv.throttle_bytes_per_s)
+                time.sleep(step / rate)
         else:
             self.wfile.write(data)
 
@@ -241,6 +260,7 @@ class SurveyServer:
         self.gets: Counter = Counter()
         self.fault_counts: Counter = Counter()
         self._faults_per_path: Counter = Counter()
+        self._open_connections = 0
         self._lock = threading.Lock()
         self._httpd = _QuietServer(("127.0.0.1", port), _Handler)
         self._httpd.survey = self
@@ -269,6 +289,18 @@ class SurveyServer:
     def total_gets(self) -> int:
         with self._lock:
             return sum(self.gets.values())
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no client connection is open, e.g. until requests a killed client sent
+        just before dying have been answered (and counted)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._open_connections == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self._open_connections} connection(s) still open")
+            time.sleep(0.01)
 
     def reset_counts(self) -> None:
         with self._lock:

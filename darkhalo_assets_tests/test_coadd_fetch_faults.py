@@ -1,5 +1,6 @@
 """Stage 4b against a hostile server: random 500s, 429s with Retry-After, dropped and reset
-connections, truncated bodies, slow and stalled responses, and a few bricks that 404."""
+connections, truncated bodies, slow and stalled responses, HTML pages served as 200, and a
+few bricks that 404."""
 from __future__ import annotations
 
 import os
@@ -19,7 +20,8 @@ EXISTING = [b for b in BRICKS if b not in MISSING]
 # every request path sees at most 3 faults, so 6 attempts always suffice; the plan is seeded,
 # so the same faults hit the same (path, attempt) on every run
 PLAN = FaultPlan(seed=20261130, p_500=0.08, p_429=0.06, p_drop=0.05, p_reset=0.05, p_truncate=0.08,
-                 p_slow=0.05, p_stall=0.03, stall_seconds=1.0, retry_after="2", max_faults_per_path=3)
+                 p_slow=0.05, p_stall=0.03, p_html=0.03, stall_seconds=1.0, retry_after="2",
+                 max_faults_per_path=3)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,8 @@ def test_every_existing_brick_ends_cached_and_verified_despite_faults(survey, tm
             results, summary = fill_cache(fetcher, BRICKS, concurrency=4)
             status = {r.brickname: r.status for r in results}
             # the fault mix really happened, or this test proves nothing
-            assert set(srv.fault_counts) == {"500", "429", "drop", "reset", "truncate", "slow", "stall"}, srv.fault_counts
+            assert set(srv.fault_counts) == {"500", "429", "drop", "reset", "truncate", "slow", "stall", "html"}, \
+                srv.fault_counts
             assert {b for b, s in status.items() if s == "missing"} == MISSING
             assert all(status[b] == "cached" for b in EXISTING), [r.to_record() for r in results if r.error]
             assert (summary.missing, summary.failed, summary.cached) == (2, 0, len(EXISTING))

@@ -62,6 +62,7 @@ def test_sigkill_mid_fill_then_rerun_resumes_without_refetching_and_matches_a_cl
         assert len(verified_before) < 10 * len(BRICKS)
 
         srv.throttle_bytes_per_s = None
+        srv.wait_idle()      # requests the child sent just before dying are answered (and counted) now
         srv.reset_counts()
         with CoaddFetcher(srv.base_url, Store(cache), retry=RetryPolicy(3, 0.01, 0.05), concurrency=3,
                           expected_shape=SHAPE) as f:

@@ -125,7 +125,7 @@ class CoaddFetcher:
                  connect_timeout: float = 10.0, read_timeout: float = 60.0,
                  retry: RetryPolicy = RetryPolicy(), concurrency: int = 4, file_concurrency: int = 1,
                  expected_shape: tuple[int, int] | None = None, force: bool = False,
-                 spool_dir: str | None = None, fsync: bool = True):
+                 spool_dir: str | None = None, fsync: bool = True, decode_check: bool = False):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError(f"survey base URL must be http(s)://host/path/ without query: {redact_url(base_url)}")
@@ -138,8 +138,10 @@ class CoaddFetcher:
         self.file_concurrency = max(1, int(file_concurrency))
         self.expected_shape = tuple(expected_shape) if expected_shape is not None else None
         self.force = force
+        self.decode_check = decode_check   # also decompress corner tiles with astropy (slower)
         self.http = HttpDownloader(connect_timeout=connect_timeout, read_timeout=read_timeout, retry=retry,
-                                   pool_size=max(2, self.file_concurrency), fsync=fsync)
+                                   pool_size=max(2, self.file_concurrency), fsync=fsync,
+                                   proxy_probe_url=self.base_url)
         self.stager = Stager(store, spool_dir)
         self._secrets = _secrets(store.storage_options, base_url)
 
@@ -260,7 +262,7 @@ class CoaddFetcher:
             return staged[0]
 
         def validate(path: str) -> None:
-            verify_coadd_fits(path, self.expected_shape, compressed=name.endswith(".fz"))
+            verify_coadd_fits(path, self.expected_shape, compressed=name.endswith(".fz"), decode=self.decode_check)
 
         try:
             got = self.http.download(url, make_path, validate)
@@ -281,11 +283,12 @@ class CoaddFetcher:
         try:
             if self.store.is_local:
                 digest = self._sha256(rel)
-                verify_coadd_fits(self.store.url(rel), self.expected_shape, compressed=name.endswith(".fz"))
+                verify_coadd_fits(self.store.url(rel), self.expected_shape, compressed=name.endswith(".fz"),
+                                  decode=self.decode_check)
             else:
                 data = self.store.read_bytes(rel)
                 digest = hashlib.sha256(data).hexdigest()
-                verify_coadd_fits(data, self.expected_shape, compressed=name.endswith(".fz"))
+                verify_coadd_fits(data, self.expected_shape, compressed=name.endswith(".fz"), decode=self.decode_check)
         except ValueError as e:
             log.warning("re-fetching %s/%s: the cached copy fails verification: %s", brick, name, e)
             return None

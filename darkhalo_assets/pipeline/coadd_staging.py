@@ -86,6 +86,7 @@ class Stager:
 
     def __init__(self, store: Store, spool_dir: str | None = None):
         self.store = store
+        self._made: set[str] = set()   # directories known to exist (saves a mkdir per file)
         self.spool_dir = None
         if not store.is_local:
             self.spool_dir = os.path.join(spool_dir or tempfile.gettempdir(), SPOOL_DIRNAME)
@@ -100,8 +101,10 @@ class Stager:
     def prune(self, brick_rel: str) -> None:
         """Remove a local brick directory left empty by a failed or missing brick."""
         if self.store.is_local:
+            path = self.store.url(brick_rel)
+            self._made.discard(path)
             try:
-                os.rmdir(self.store.url(brick_rel))
+                os.rmdir(path)
             except OSError:
                 pass
 
@@ -109,8 +112,11 @@ class Stager:
         """A fresh local path to stage ``rel`` in (its directory exists)."""
         if self.store.is_local:
             final = self.store.url(rel)
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            return os.path.join(os.path.dirname(final), tmp_name(os.path.basename(final)))
+            parent = os.path.dirname(final)
+            if parent not in self._made:
+                os.makedirs(parent, exist_ok=True)
+                self._made.add(parent)
+            return os.path.join(parent, tmp_name(os.path.basename(final)))
         flat = rel.replace("/", "__")
         return os.path.join(self.spool_dir, tmp_name(flat))
 

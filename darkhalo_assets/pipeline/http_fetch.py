@@ -149,7 +149,9 @@ class HttpDownloader:
 
     def __init__(self, *, connect_timeout: float = 10.0, read_timeout: float = 60.0,
                  retry: RetryPolicy = RetryPolicy(), pool_size: int = 4,
-                 sleep: Callable[[float], None] = time.sleep, fsync: bool = True):
+                 sleep: Callable[[float], None] = time.sleep, fsync: bool = True,
+                 proxy_probe_url: str | None = None):
+        self.proxy_probe_url = proxy_probe_url   # a URL on the survey host, for NO_PROXY matching
         self.timeout = (connect_timeout, read_timeout)
         self.retry = retry
         self.pool_size = pool_size
@@ -168,6 +170,13 @@ class HttpDownloader:
             s.mount("http://", adapter)
             s.mount("https://", adapter)
             s.headers.update(_HEADERS)
+            # requests re-reads every proxy/CA environment variable on each request (~2 ms of
+            # GIL-holding Python); read them once per session instead
+            s.proxies.update(requests.utils.get_environ_proxies(self.proxy_probe_url or "http://example.invalid/"))
+            ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if ca:
+                s.verify = ca
+            s.trust_env = False
             self._local.session = s
             with self._lock:
                 self._sessions.append(s)
