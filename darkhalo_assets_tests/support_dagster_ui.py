@@ -1,0 +1,513 @@
+"""Test support for the operator's experience: a real Dagster webserver + daemon on 127.0.0.1
+against a throw-away instance, a small GraphQL client (the API the UI itself uses) and
+headless Chromium.
+
+Everything runs as real subprocesses of the repo's venv (``dagster-webserver``,
+``dagster-daemon``), with ``cwd`` = the repo and ``-w workspace.yaml``, exactly as an operator
+starts them. Run this file as a script (``python support_dagster_ui.py seed --tier debug``)
+to materialize the Phase 3 inputs, one tier's manifests and ``bricks_manifest`` into the
+instance named by DAGSTER_HOME / DARKHALO_DATA_DIR (a subprocess keeps the test process free
+of import-time environment lookups).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+ARTIFACTS_UI = REPO / "artifacts" / "ui"
+CHROMIUM = os.environ.get("DARKHALO_CHROMIUM", "/usr/bin/chromium")
+# Debian's chromium, driven by Playwright's protocol client (no `playwright install`).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_INSTALL = "apt-get update && apt-get install -y chromium"
+REPOSITORY_NAME = "__repository__"  # what Dagster calls the repository of a bare Definitions
+LOCATION_NAME = "darkhalo"          # workspace.yaml's location_name
+# Fields of the old run-coordinator queue config that 1.13 refuses beside a `concurrency:` block.
+_RUN_QUEUE_FIELDS = ("max_concurrent_runs", "tag_concurrency_limits")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- instance ----------------------------------------------------------------------------------
+
+def instance_config_for_tests(repo_yaml: Path = REPO / "dagster.yaml", *, dequeue_interval_s: int = 1
+                         ) -> tuple[dict, list[str]]:
+    """The repo's instance config, adjusted for tests; returns (config, notes on what changed).
+
+    Run-queue limits written under ``run_coordinator.config`` while a ``concurrency:`` block
+    exists are rejected by dagster 1.13; they move to ``concurrency.runs`` (same meaning).
+    The queue is polled every second so runs start promptly; nothing else is changed, so the
+    repo's pools and run limits are what the tests exercise.
+    """
+    cfg = yaml.safe_load(repo_yaml.read_text()) or {}
+    notes: list[str] = []
+    rc = cfg.get("run_coordinator")
+    if rc and "concurrency" in cfg:
+        rc_cfg = rc.setdefault("config", {}) or {}
+        runs = cfg["concurrency"].setdefault("runs", {})
+        for field in _RUN_QUEUE_FIELDS:
+            if field in rc_cfg:
+                runs.setdefault(field, rc_cfg.pop(field))
+                notes.append(f"moved run_coordinator.config.{field} to concurrency.runs.{field}")
+        rc["config"] = rc_cfg
+    if not rc:
+        rc = cfg["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
+                                       "config": {}}
+        notes.append("added a QueuedRunCoordinator")
+    rc.setdefault("config", {})["dequeue_interval_seconds"] = dequeue_interval_s
+    notes.append(f"dequeue_interval_seconds={dequeue_interval_s}")
+    cfg.setdefault("telemetry", {})["enabled"] = False
+    return cfg, notes
+
+
+def make_dagster_home(home: Path, config: dict | None = None) -> list[str]:
+    home.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    if config is None:
+        config, notes = instance_config_for_tests()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # Create the SQLite schemas once, here: the webserver, the daemon and the seeding process
+    # starting together on an empty home race to stamp alembic versions ("more than one head").
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    DagsterInstance.from_ref(InstanceRef.from_dir(str(home))).dispose()
+    return notes
+
+
+def stack_env(home: Path, data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(DAGSTER_HOME=str(home), DARKHALO_DATA_DIR=str(data_dir), DARKHALO_ENV="local",
+               PYTHONUNBUFFERED="1", DAGSTER_DISABLE_TELEMETRY="1")
+    env.pop("DAGSTER_GRPC_PORT", None)
+    return env
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+class LoggedProcess:
+    """A subprocess in its own process group, output to a log file, stopped group-wide."""
+
+    def __init__(self, name: str, cmd: list[str], *, env: dict, cwd: Path, log_path: Path):
+        self.name, self.cmd, self.log_path = name, cmd, log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.alive():
+            # The group holds the code servers and run workers the process spawned.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group (run workers)
+        self._log.close()
+
+    def log_tail(self, n_chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n_chars:]
+        except OSError as e:
+            return f"<no log: {e}>"
+
+
+# -- GraphQL -----------------------------------------------------------------------------------
+
+class GraphQLError(RuntimeError):
+    pass
+
+
+class GraphQLClient:
+    """POSTs to ``/graphql`` like the UI does; returns ``data`` or raises with the server's errors."""
+
+    def __init__(self, base_url: str, timeout_s: float = 120.0):
+        self.url = base_url.rstrip("/") + "/graphql"
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+
+    def query(self, query: str, variables: dict | None = None) -> dict:
+        r = self.session.post(self.url, json={"query": query, "variables": variables or {}}, timeout=self.timeout_s)
+        try:
+            body = r.json()
+        except ValueError:
+            raise GraphQLError(f"HTTP {r.status_code} from {self.url}: {r.text[:500]}") from None
+        if body.get("errors"):
+            raise GraphQLError(json.dumps(body["errors"], indent=1)[:4000])
+        return body["data"]
+
+
+LAUNCH_BACKFILL = """
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on PartitionKeysNotFoundError { message }
+    ... on UnauthorizedError { message }
+    ... on InvalidSubsetError { message }
+  }
+}"""
+
+BACKFILL_STATUS = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { id status numPartitions isAssetBackfill error { message } }
+    ... on PythonError { message }
+  }
+}"""
+
+RUNS_BY_TAG = """
+query Runs($key: String!, $value: String!) {
+  runsOrError(filter: {tags: [{key: $key, value: $value}]}) {
+    __typename
+    ... on Runs { results { runId status tags { key value } assetSelection { path } } }
+    ... on PythonError { message }
+  }
+}"""
+
+ASSET_MATERIALIZATIONS = """
+query Mats($key: AssetKeyInput!, $partitions: [String!]) {
+  assetOrError(assetKey: $key) {
+    __typename
+    ... on Asset {
+      assetMaterializations(partitions: $partitions) {
+        partition runId timestamp
+        tags { key value }
+        metadataEntries {
+          label __typename
+          ... on IntMetadataEntry { intValue }
+          ... on MarkdownMetadataEntry { mdStr }
+          ... on JsonMetadataEntry { jsonString }
+          ... on PathMetadataEntry { path }
+        }
+      }
+    }
+  }
+}"""
+
+CHECK_EXECUTIONS = """
+query CheckExecutions($key: AssetKeyInput!, $name: String!) {
+  assetCheckExecutions(assetKey: $key, checkName: $name, limit: 20) {
+    runId status evaluation { success partition }
+  }
+}"""
+
+DAEMON_HEALTH = """
+{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"""
+
+ASSET_NODES = """
+{ assetNodes { assetKey { path } groupName description kinds opVersion isPartitioned
+               hasAssetChecks pools backfillPolicy { description maxPartitionsPerRun }
+               owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+               metadataEntries { label __typename } } }"""
+
+ASSET_CHECKS = """
+query Checks($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name blocking description } } } }
+  }
+}"""
+
+PARTITION_KEYS = """
+query Keys($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) { ... on AssetNode { partitionKeys } }
+}"""
+
+
+def launch_asset_backfill(gql: GraphQLClient, asset_keys: list[str], partition_names: list[str], *,
+                          title: str = "", tags: dict[str, str] | None = None, run_config: dict | None = None) -> str:
+    """Submit an asset backfill with the params the UI's launch dialog sends; returns its id."""
+    params: dict = {"assetSelection": [{"path": [k]} for k in asset_keys], "partitionNames": partition_names,
+                    "fromFailure": False, "title": title or None,
+                    "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}
+    if run_config is not None:
+        params["runConfigData"] = run_config
+    res = gql.query(LAUNCH_BACKFILL, {"backfillParams": params})["launchPartitionBackfill"]
+    if res["__typename"] != "LaunchBackfillSuccess":
+        raise GraphQLError(f"backfill of {asset_keys} {partition_names[:5]} refused: {res}")
+    return res["backfillId"]
+
+
+LAUNCH_RUN = """
+mutation LaunchRun($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidSubsetError { message }
+    ... on PipelineNotFoundError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+
+RUN_STATUS = """
+query Run($id: ID!) {
+  runOrError(runId: $id) { __typename ... on Run { runId status tags { key value } } ... on PythonError { message } }
+}"""
+
+RUN_FAILURE_EVENTS = """
+query RunLogs($id: ID!) {
+  logsForRun(runId: $id, limit: 2000) {
+    ... on EventConnection { events { __typename message } }
+  }
+}"""
+
+
+def launch_run(gql: GraphQLClient, job_name: str, *, asset_keys: list[str] | None = None, partition: str | None = None,
+               run_config: dict | None = None, tags: dict[str, str] | None = None) -> str:
+    """Launch one run as the Launchpad does (``__ASSET_JOB`` + an asset selection for assets)."""
+    tags = dict(tags or {})
+    if partition is not None:
+        tags["dagster/partition"] = partition
+    selector: dict = {"repositoryLocationName": LOCATION_NAME, "repositoryName": REPOSITORY_NAME, "jobName": job_name}
+    if asset_keys:
+        selector["assetSelection"] = [{"path": [k]} for k in asset_keys]
+    params = {"selector": selector, "runConfigData": run_config or {},
+              "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}}
+    res = gql.query(LAUNCH_RUN, {"executionParams": params})["launchRun"]
+    if res["__typename"] != "LaunchRunSuccess":
+        raise GraphQLError(f"launch of {job_name} {asset_keys or ''} refused: {res}")
+    return res["run"]["runId"]
+
+
+TERMINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def run_failure_messages(gql: GraphQLClient, run_id: str) -> list[str]:
+    events = gql.query(RUN_FAILURE_EVENTS, {"id": run_id})["logsForRun"].get("events", [])
+    return [e["message"] for e in events if "Failure" in e["__typename"] or "Error" in e["__typename"]]
+
+
+def wait_for_runs(gql: GraphQLClient, run_ids: list[str], timeout_s: float = 240.0, on_timeout=None) -> dict[str, str]:
+    """Poll until every run is terminal; returns {run id: status}."""
+    deadline = time.monotonic() + timeout_s
+    status: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        status = {r: gql.query(RUN_STATUS, {"id": r})["runOrError"].get("status", "?") for r in run_ids}
+        if all(s in TERMINAL_RUN for s in status.values()):
+            return status
+        time.sleep(1)
+    details = on_timeout() if on_timeout else ""
+    raise TimeoutError(f"runs not finished after {timeout_s:.0f}s: {status}\n{details}")
+
+
+TERMINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def wait_for_backfills(gql: GraphQLClient, backfill_ids: list[str], timeout_s: float = 240.0,
+                       on_timeout=None) -> dict[str, dict]:
+    """Poll until every backfill is terminal (the daemon marks them on its ~30 s loop)."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        for bid in backfill_ids:
+            last[bid] = gql.query(BACKFILL_STATUS, {"id": bid})["partitionBackfillOrError"]
+        if all(b.get("status") in TERMINAL_BACKFILL for b in last.values()):
+            return last
+        time.sleep(2)
+    details = on_timeout() if on_timeout else ""
+    raise TimeoutError(f"backfills not finished after {timeout_s:.0f}s: {last}\n{details}")
+
+
+def backfill_runs(gql: GraphQLClient, backfill_id: str) -> list[dict]:
+    res = gql.query(RUNS_BY_TAG, {"key": "dagster/backfill", "value": backfill_id})["runsOrError"]
+    return res["results"]
+
+
+def asset_materializations(gql: GraphQLClient, asset_key: str, partitions: list[str] | None = None) -> list[dict]:
+    res = gql.query(ASSET_MATERIALIZATIONS, {"key": {"path": [asset_key]}, "partitions": partitions})["assetOrError"]
+    if res["__typename"] != "Asset":
+        return []
+    return res["assetMaterializations"]
+
+
+def check_executions(gql: GraphQLClient, asset_key: str) -> dict[str, dict]:
+    """{check name: {"blocking": bool, "executions": [{runId, status, evaluation}, ...]}}."""
+    node = gql.query(ASSET_CHECKS, {"key": {"path": [asset_key]}})["assetNodeOrError"]
+    out = {}
+    for c in node["assetChecksOrError"]["checks"]:
+        ex = gql.query(CHECK_EXECUTIONS, {"key": {"path": [asset_key]}, "name": c["name"]})["assetCheckExecutions"]
+        out[c["name"]] = {"blocking": c["blocking"], "description": c["description"], "executions": ex}
+    return out
+
+
+def run_tags(entity: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in entity.get("tags", [])}
+
+
+# -- the stack ---------------------------------------------------------------------------------
+
+class DagsterStack:
+    """``dagster-webserver`` (and optionally ``dagster-daemon run``) over one DAGSTER_HOME."""
+
+    def __init__(self, home: Path, data_dir: Path, log_dir: Path, *, daemon: bool = True, port: int | None = None):
+        self.home, self.data_dir, self.log_dir = home, data_dir, log_dir
+        self.port = port or free_port()
+        self.want_daemon = daemon
+        self.env = stack_env(home, data_dir)
+        self.webserver: LoggedProcess | None = None
+        self.daemon: LoggedProcess | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.gql = GraphQLClient(self.url)
+
+    def start(self) -> "DagsterStack":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.webserver = LoggedProcess(
+            "webserver", [str(VENV_BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
+                          "-w", "workspace.yaml"], env=self.env, cwd=REPO, log_path=self.log_dir / "webserver.log")
+        if self.want_daemon:
+            self.daemon = LoggedProcess("daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                                        env=self.env, cwd=REPO, log_path=self.log_dir / "daemon.log")
+        return self
+
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
+        """Until /server_info answers, the code location has loaded, and (with a daemon) the
+        backfill and run-queue daemons report healthy."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(self.url + "/server_info", timeout=5).ok:
+                    break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"webserver did not answer /server_info in {timeout_s:.0f}s\n{self.logs()}")
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(GraphQLError, requests.RequestException):
+                if self.gql.query(ASSET_NODES)["assetNodes"]:
+                    break
+            time.sleep(1)
+        else:
+            raise TimeoutError(f"code location {LOCATION_NAME} did not load\n{self.logs()}")
+        if not self.want_daemon:
+            return
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(GraphQLError, requests.RequestException):
+                st = self.gql.query(DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
+                healthy = {d["daemonType"] for d in st if d["healthy"]}
+                if {"BACKFILL", "QUEUED_RUN_COORDINATOR"} <= healthy:
+                    return
+            time.sleep(1)
+        raise TimeoutError(f"daemon not healthy after {timeout_s:.0f}s\n{self.logs()}")
+
+    def _check_alive(self) -> None:
+        for p in (self.webserver, self.daemon):
+            if p is not None and not p.alive():
+                raise RuntimeError(f"{p.name} exited with {p.proc.returncode}\n{self.logs()}")
+
+    def logs(self, n_chars: int = 6000) -> str:
+        return "\n".join(f"----- {p.name} log ({p.log_path}) -----\n{p.log_tail(n_chars)}"
+                         for p in (self.webserver, self.daemon) if p is not None)
+
+    def stop(self) -> None:
+        for p in (self.daemon, self.webserver):
+            if p is not None:
+                p.stop()
+
+
+def seed_instance(env: dict, tier: str, log_path: Path, timeout_s: float = 600.0) -> dict:
+    """Materialize Phase 3, ``injection_manifests[tier]`` and ``bricks_manifest`` in a subprocess."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.run([sys.executable, __file__, "seed", "--tier", tier], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=log, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"seeding failed ({proc.returncode}):\n{log_path.read_text(errors='replace')[-6000:]}")
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def _seed_main(tier: str) -> dict:
+    from dagster import DagsterInstance, materialize
+
+    from darkhalo_assets.definitions import defs
+
+    instance = DagsterInstance.get()
+    assets, out = list(defs.assets), {}
+    steps = [("phase3", ["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"], None),
+             (f"injection_manifests[{tier}]", ["injection_manifests"], tier),
+             ("bricks_manifest", ["bricks_manifest"], None)]
+    for label, selection, pk in steps:
+        t0 = time.time()
+        res = materialize(assets, selection=selection, partition_key=pk, instance=instance,
+                          resources=defs.resources, raise_on_error=False)
+        if not res.success:
+            msgs = [ev.message for ev in res.all_events if ev.is_failure]
+            raise SystemExit(f"seeding {label} failed: {msgs}")
+        out[label] = round(time.time() - t0, 1)
+    out["bricks"] = instance.get_dynamic_partitions("bricks")
+    return out
+
+
+# -- browser -----------------------------------------------------------------------------------
+
+def chromium_available() -> bool:
+    return Path(CHROMIUM).exists()
+
+
+@contextlib.contextmanager
+def chromium_page(viewport=(1600, 1000)) -> Iterator:
+    """A fresh headless Chromium profile (Debian's binary, no Playwright browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="darkhalo-chromium-")
+    try:
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+                viewport={"width": viewport[0], "height": viewport[1]})
+            try:
+                page = ctx.new_page()
+                page.set_default_timeout(60_000)
+                yield page
+            finally:
+                ctx.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def dismiss_onboarding(page) -> None:
+    """Close the first-visit 'Join the Dagster community' dialog if it shows (it covers the page)."""
+    with contextlib.suppress(Exception):
+        skip = page.get_by_role("button", name="Skip")
+        if skip.count():
+            skip.first.click(timeout=2000)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["seed"])
+    ap.add_argument("--tier", default="debug")
+    args = ap.parse_args()
+    print(json.dumps(_seed_main(args.tier)))

@@ -1,0 +1,312 @@
+"""The operator's experience, proven against the real thing: ``dagster-webserver`` and
+``dagster-daemon`` on 127.0.0.1 over a throw-away instance, work submitted through the
+GraphQL API the UI itself uses, and the UI in headless Chromium (Debian's ``chromium``).
+
+The module fixtures seed Phase 3, the debug tier's manifests and ``bricks_manifest`` (which
+registers the brick partitions), then do what an operator does for a tier:
+  - backfill ``injection_manifests`` for the ``debug`` tier (partition picker -> backfill),
+  - fill the coadd cache for the whole tier in one action (the ``fill_tier_coadd_cache`` job),
+  - backfill two single bricks of ``coadd_cache`` with ``force`` (re-fetch),
+  - materialize ``brick_blacklist`` and the tier's downstream assets up to the plots.
+The daemon's backfill loop ticks every 30 s, so the file takes about 2-3 minutes.
+Screenshots land in artifacts/ui/ (git-ignored).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from support_dagster_ui import (ARTIFACTS_UI, ASSET_NODES, CHROMIUM, CHROMIUM_INSTALL, REPO, DagsterStack,
+                                asset_materializations, backfill_runs, check_executions, chromium_available,
+                                chromium_page, dismiss_onboarding, launch_asset_backfill, launch_run,
+                                make_dagster_home, run_failure_messages, run_tags, seed_instance, wait_for_backfills,
+                                wait_for_runs)
+
+from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath
+
+TIER = "debug"
+# Lineage groups asked for by issue 7, and where the Phase 4 assets sit in them.
+GROUP_OF = {"parent_catalog": "phase3", "bricks_with_region": "phase3", "region_selections": "phase3",
+            "region_metrics": "phase3", "injection_manifests": "manifests", "bricks_manifest": "manifests",
+            "coadd_cache": "coadds", "brick_blacklist": "coadds", "injection_tasks": "injection",
+            "injected_cutouts": "injection", "completeness_surfaces": "completeness",
+            "seeing_wall_plots": "completeness", "ranking_mode_ablation": "completeness"}
+DOWNSTREAM = ["injection_tasks", "injected_cutouts", "completeness_surfaces", "seeing_wall_plots",
+              "ranking_mode_ablation"]
+TIER_FILL_JOB = "fill_tier_coadd_cache"
+TIMEOUT_S = 300
+
+needs_browser = pytest.mark.skipif(not chromium_available(),
+                                   reason=f"no Chromium at {CHROMIUM}; install it with `{CHROMIUM_INSTALL}`")
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, request):
+    root = tmp_path_factory.mktemp("dagster_ui")
+    home, data, logs = root / "dagster_home", root / "data", root / "logs"
+    notes = make_dagster_home(home)
+    st = DagsterStack(home, data, logs, daemon=True)
+    failed_before = request.session.testsfailed
+    t0 = time.monotonic()
+    st.start()  # the servers boot while the seed generates the synthetic sky
+    try:
+        st.seed = seed_instance(st.env, TIER, logs / "seed.log")
+        print(f"[dagster-ui] seeded in {time.monotonic() - t0:.0f}s: {({k: v for k, v in st.seed.items() if k != 'bricks'})}")
+        st.wait_ready()
+        print(f"[dagster-ui] webserver and daemon ready at {time.monotonic() - t0:.0f}s")
+        yield st
+    finally:
+        st.stop()
+        if request.session.testsfailed > failed_before:
+            print(f"\n[dagster-ui] instance adjustments for tests: {notes}\n{st.logs(12000)}")
+
+
+def _survey_missing(stack) -> set[str]:
+    return set(json.loads((stack.data_dir / "synthetic_survey" / "synthetic_survey.json").read_text())
+               ["missing_bricks"])
+
+
+def _tier_bricks(stack) -> set[str]:
+    """Bricks of the tier, read from the manifest files themselves."""
+    files = sorted((stack.data_dir / "outputs/phase4a/manifests").glob(f"{TIER}_*/*.parquet"))
+    return {b for f in files for b in pq.read_table(f, columns=["brickname"]).column("brickname").to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def operations(stack):
+    """Everything an operator does for a tier, submitted through GraphQL; awaited together."""
+    gql, out, t0 = stack.gql, {}, time.monotonic()
+    out["tier_backfill"] = launch_asset_backfill(gql, ["injection_manifests"], [TIER], title=f"tier {TIER}")
+    out["tier_fill"] = launch_run(gql, TIER_FILL_JOB, partition=TIER)
+    _expect_success(stack, [out["tier_fill"]])
+    # Two bricks adjacent in partition order form one range, which BackfillPolicy runs as one run.
+    keys, missing = stack.seed["bricks"], _survey_missing(stack)
+    out["pair"] = next([a, b] for a, b in zip(keys, keys[1:]) if a not in missing and b not in missing)
+    out["pair_backfill"] = launch_asset_backfill(
+        gql, ["coadd_cache"], out["pair"], title="two bricks, force",
+        run_config={"ops": {"coadd_cache": {"config": {"force": True}}}})
+    out["blacklist"] = launch_run(gql, "__ASSET_JOB", asset_keys=["brick_blacklist"])
+    _expect_success(stack, [out["blacklist"]])
+    out["downstream"] = launch_run(gql, "__ASSET_JOB", asset_keys=DOWNSTREAM, partition=TIER)
+    _expect_success(stack, [out["downstream"]])
+    print(f"[dagster-ui] tier fill, blacklist and downstream runs done at {time.monotonic() - t0:.0f}s")
+    out["backfills"] = wait_for_backfills(gql, [out["tier_backfill"], out["pair_backfill"]], TIMEOUT_S,
+                                          on_timeout=stack.logs)
+    print(f"[dagster-ui] backfills done at {time.monotonic() - t0:.0f}s")
+    return out
+
+
+def _expect_success(stack, run_ids: list[str]) -> None:
+    status = wait_for_runs(stack.gql, run_ids, TIMEOUT_S, on_timeout=stack.logs)
+    bad = {r: run_failure_messages(stack.gql, r)[-5:] for r, s in status.items() if s != "SUCCESS"}
+    assert not bad, f"runs failed: {json.dumps(bad, indent=1)[:4000]}"
+
+
+def _metadata(mat: dict) -> dict:
+    return {e["label"]: e for e in mat["metadataEntries"]}
+
+
+# -- instance config (no servers) --------------------------------------------------------------
+
+def test_repo_dagster_yaml_loads_in_this_dagster_and_keeps_its_run_limits(tmp_path):
+    """The committed dagster.yaml must load unchanged, with its run queue limits in effect."""
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path)))
+    try:
+        raw = yaml.safe_load((REPO / "dagster.yaml").read_text())
+        declared = {**((raw.get("run_coordinator") or {}).get("config") or {}),
+                    **((raw.get("concurrency") or {}).get("runs") or {})}
+        assert "max_concurrent_runs" in declared, "no run cap: a big backfill would start every run at once"
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None and queue.max_concurrent_runs == declared["max_concurrent_runs"]
+        limits = {d["key"]: d["limit"] for d in queue.tag_concurrency_limits or []}
+        for d in declared.get("tag_concurrency_limits") or []:
+            assert limits.get(d["key"]) == d["limit"]
+    finally:
+        instance.dispose()
+
+
+# -- GraphQL: a tier, a whole tier's cache, single bricks --------------------------------------
+
+@pytest.mark.browser
+def test_tier_backfill_materializes_the_tier_and_runs_its_checks(stack, operations):
+    bid = operations["tier_backfill"]
+    assert operations["backfills"][bid]["status"] == "COMPLETED_SUCCESS", operations["backfills"][bid]
+    runs = backfill_runs(stack.gql, bid)
+    assert len(runs) == 1 and runs[0]["status"] == "SUCCESS", runs
+    mats = [m for m in asset_materializations(stack.gql, "injection_manifests", [TIER])
+            if m["runId"] == runs[0]["runId"]]
+    assert len(mats) == 1 and mats[0]["partition"] == TIER
+    # The row count shown in the UI is the number of rows on disk for the tier.
+    files = sorted((stack.data_dir / "outputs/phase4a/manifests").glob(f"{TIER}_*/*.parquet"))
+    on_disk = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    assert _metadata(mats[0])["dagster/row_count"]["intValue"] == on_disk > 0
+    # Every check ran in the backfill's run and passed; the structural ones are blocking.
+    checks = check_executions(stack.gql, "injection_manifests")
+    structural = {"required_columns", "unique_task_id", "no_region_in_two_splits"}
+    assert structural <= set(checks) and all(checks[n]["blocking"] for n in structural)
+    for name, c in checks.items():
+        assert c["description"], f"check {name} has no description"
+        in_run = [e["status"] for e in c["executions"] if e["runId"] == runs[0]["runId"]]
+        assert in_run == ["SUCCEEDED"], (name, c["executions"][:3])
+
+
+@pytest.mark.browser
+def test_one_action_fills_the_cache_for_every_brick_of_the_tier(stack, operations):
+    tier_bricks, missing = _tier_bricks(stack), _survey_missing(stack)
+    mats = [m for m in asset_materializations(stack.gql, "coadd_cache") if m["runId"] == operations["tier_fill"]]
+    assert sorted(m["partition"] for m in mats) == sorted(tier_bricks)
+    cache = stack.data_dir / "coadd_cache"
+    for brick in tier_bricks - missing:
+        names = {Path(coadd_relpath(brick, f)).name for f in COADD_FILES}
+        assert names <= {p.name for p in (cache / brick).iterdir()}, brick
+    # Bricks absent upstream are data, not failures: they end up in the blacklist, and only they.
+    blacklist = json.loads((stack.data_dir / "outputs/phase4b/brick_blacklist.json").read_text())
+    assert sorted(blacklist) == sorted(missing & tier_bricks)
+
+
+@pytest.mark.browser
+def test_two_brick_backfill_is_one_batched_run_that_refetches_exactly_those_bricks(stack, operations):
+    pair, bid = operations["pair"], operations["pair_backfill"]
+    assert operations["backfills"][bid]["status"] == "COMPLETED_SUCCESS", operations["backfills"][bid]
+    runs = backfill_runs(stack.gql, bid)
+    assert len(runs) == 1 and runs[0]["status"] == "SUCCESS", runs  # multi_run(200): one range, one run
+    tags = run_tags(runs[0])
+    assert [tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")] == pair
+    mats = [m for m in asset_materializations(stack.gql, "coadd_cache") if m["runId"] == runs[0]["runId"]]
+    assert sorted(m["partition"] for m in mats) == sorted(pair)
+    survey, cache = stack.data_dir / "synthetic_survey", stack.data_dir / "coadd_cache"
+    size = 0
+    for brick in pair:
+        for f in COADD_FILES:
+            src = survey / coadd_relpath(brick, f)
+            dst = cache / brick / src.name
+            assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+            size += src.stat().st_size
+    md = _metadata(mats[0])
+    # force re-fetches: 10 files per brick, every byte of them downloaded again.
+    assert md["files_fetched"]["intValue"] == 10 * len(pair)
+    assert md["bytes_downloaded"]["intValue"] == size
+    verified = check_executions(stack.gql, "coadd_cache")["files_verified"]
+    assert verified["blocking"]
+    assert [e["status"] for e in verified["executions"] if e["runId"] == runs[0]["runId"]] == ["SUCCEEDED"]
+
+
+@pytest.mark.browser
+def test_plot_metadata_is_the_png_written_to_the_store(stack, operations):
+    mats = [m for m in asset_materializations(stack.gql, "seeing_wall_plots", [TIER])
+            if m["runId"] == operations["downstream"]]
+    assert len(mats) == 1
+    images = {e["label"]: e["mdStr"] for e in mats[0]["metadataEntries"] if "data:image/png" in (e.get("mdStr") or "")}
+    assert images, [e["label"] for e in mats[0]["metadataEntries"]]
+    for label, md in images.items():
+        data = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", md).group(1))
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", label
+        on_disk = list((stack.data_dir / "outputs").rglob(f"{label}.png"))
+        assert len(on_disk) == 1 and on_disk[0].read_bytes() == data, label
+
+
+# -- the UI in Chromium ------------------------------------------------------------------------
+
+def _shot(page, name: str) -> Path:
+    ARTIFACTS_UI.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS_UI / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def _open(page, url: str) -> None:
+    page.goto(url, wait_until="networkidle")
+    dismiss_onboarding(page)
+
+
+@pytest.mark.browser
+@needs_browser
+def test_lineage_shows_every_group_with_its_assets(stack):
+    nodes = {n["assetKey"]["path"][-1]: n for n in stack.gql.query(ASSET_NODES)["assetNodes"]}
+    for name, group in GROUP_OF.items():
+        assert name in nodes and nodes[name]["groupName"] == group, (name, nodes.get(name, {}).get("groupName"))
+    groups = sorted(set(GROUP_OF.values()))
+    with chromium_page(viewport=(1800, 1100)) as page:
+        _open(page, stack.url + "/asset-groups")
+        for g in groups:
+            page.get_by_text(g, exact=True).first.wait_for()
+        _shot(page, "lineage_global")
+        for g in groups:
+            _open(page, f"{stack.url}/locations/darkhalo/asset-groups/{g}")
+            for name in (a for a, ga in GROUP_OF.items() if ga == g):
+                page.get_by_text(name, exact=True).first.wait_for()
+            _shot(page, f"lineage_group_{g}")
+
+
+@pytest.mark.browser
+@needs_browser
+def test_catalog_lists_each_asset_with_its_group_and_description(stack):
+    nodes = {n["assetKey"]["path"][-1]: n for n in stack.gql.query(ASSET_NODES)["assetNodes"]}
+    with chromium_page(viewport=(1800, 1600)) as page:
+        _open(page, stack.url + "/assets")
+        for name, group in GROUP_OF.items():
+            link = page.locator(f'a[href="/assets/{name}"]')
+            row = page.locator("div[class*=VirtualizedAssetRow]", has=link).last
+            row.wait_for()
+            text = " ".join(row.inner_text().split())
+            assert group in text.split(), (name, text)
+            desc = (nodes[name]["description"] or "").split()
+            assert desc, f"{name} has no description"
+            assert " ".join(desc[:4]) in text, (name, text)
+        _shot(page, "catalog")
+
+
+@pytest.mark.browser
+@needs_browser
+def test_asset_pages_show_metadata_checks_and_partitions(stack, operations):
+    experiments = sorted(p.name for p in (stack.data_dir / "outputs/phase4a/manifests").glob(f"{TIER}_*"))
+    files = sorted((stack.data_dir / "outputs/phase4a/manifests").glob(f"{TIER}_*/*.parquet"))
+    n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    n_bricks = len(stack.seed["bricks"])
+    with chromium_page(viewport=(1600, 1400)) as page:
+        _open(page, f"{stack.url}/assets/injection_manifests?partition={TIER}")
+        page.get_by_text("rows_per_experiment").first.wait_for()
+        text = " ".join(page.locator("body").inner_text().split())
+        for exp in experiments:  # the markdown table of rows per experiment
+            assert exp in text
+        assert f"{n_rows:,}" in text or str(n_rows) in text
+        for col in ("task_seed", "theta_e_arcsec", "brickname"):  # the column schema
+            assert col in text
+        _shot(page, "injection_manifests_overview")
+
+        _open(page, f"{stack.url}/assets/coadd_cache?view=partitions")
+        page.get_by_text(f"Materialized ({n_bricks})").first.wait_for()
+        _shot(page, "coadd_cache_partitions")
+
+        _open(page, f"{stack.url}/assets/coadd_cache?view=checks")
+        page.get_by_text("files_verified").first.wait_for()
+        _shot(page, "coadd_cache_checks")
+
+
+@pytest.mark.browser
+@needs_browser
+def test_plot_renders_as_an_image_on_the_asset_page(stack, operations):
+    with chromium_page(viewport=(1600, 1400)) as page:
+        _open(page, f"{stack.url}/assets/seeing_wall_plots?partition={TIER}")
+        # The UI folds markdown over 1000 characters behind "[Show Markdown]"; a plot always is.
+        row = page.locator("tr", has=page.get_by_text("seeing_wall", exact=True))
+        row.get_by_text("[Show Markdown]").click()
+        img = page.locator('img[src^="data:image/png"]').first
+        img.wait_for()
+        assert img.evaluate("e => e.complete && e.naturalWidth") > 100
+        _shot(page, "seeing_wall_plots_plot")
