@@ -17,6 +17,7 @@ from darkhalo_assets.pipeline.injection_run import _brick_groups
 from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, sample_tier
 from darkhalo_assets.pipeline.phase4_config import load_config
 from darkhalo_assets.pipeline.storage import Store
+from darkhalo_assets.science.detect import blind_residual_snr
 from darkhalo_assets.science.survey_layout import find_file
 from darkhalo_assets.stamps import load_stamps
 from darkhalo_assets.synthetic.coadds import write_survey_coadds
@@ -101,6 +102,7 @@ def test_crops_band_subsets_and_controls_share_the_host_pixels(world):
     st = load_stamps(s)
     meta = s.select(["task_id", "stamp_size", "bands", "is_control"]).to_pylist()
     tasks = {r["task_id"]: r for r in t.to_pylist()}
+    score = dict(zip(m["task_id"].to_pylist(), m["blind_resid_snr"].to_numpy()))
     with BrickImages(world["cache"], brick) as im:
         seen = set()
         for i, r in enumerate(meta):
@@ -112,10 +114,14 @@ def test_crops_band_subsets_and_controls_share_the_host_pixels(world):
             assert np.array_equal(st["maskbits"][i], cut.maskbits)
             if r["is_control"]:
                 assert np.array_equal(st["image"][i], cut.image[idx]) and st["arc_model"][i] is None
+                # controls of one host share a detector score: it must be this stamp's own
+                own = blind_residual_snr(cut.image[idx], cut.invvar[idx], cut.maskbits)
+                assert score[r["task_id"]] == np.float32(own)
             else:
                 assert np.array_equal(st["image"][i], cut.image[idx] + st["arc_model"][i])
             seen.add((r["stamp_size"], r["bands"], r["is_control"]))
-    assert {(32, "gr"), (48, "grz")} <= {k[:2] for k in seen} and {True, False} <= {k[2] for k in seen}
+    assert {(32, "gr"), (48, "grz"), (32, "grz"), (48, "gr")} <= {k[:2] for k in seen if k[2]}
+    assert any(not k[2] for k in seen)
 
 
 def test_brick_groups_cover_every_task_once(world):
