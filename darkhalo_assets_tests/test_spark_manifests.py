@@ -22,7 +22,7 @@ from darkhalo_assets.pipeline.phase4_config import load_config
 from darkhalo_assets.pipeline.storage import Store
 from darkhalo_assets.spark.dispatch import run_manifests
 from darkhalo_assets.spark.manifest_parts import (build_part, commit_experiment, compact_payload, n_parts,
-                                                  part_name, uncommit, write_part)
+                                                  part_galaxies, part_name, slice_payload, uncommit, write_part)
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 from resources.compute import ComputeResource
 from resources.phase3 import Phase3SourceResource
@@ -76,6 +76,12 @@ def test_parts_concatenate_to_the_experiment_whatever_the_part_size(phase3_table
         parts = [build_part(payload, exp, k, part_rows) for k in range(k_max)]
         assert [p.num_rows for p in parts[:-1]] == [part_rows] * (k_max - 1)
         assert same_rows(pa.concat_tables(parts), whole)
+        # What an executor gets: only its part's galaxies, staged by the driver.
+        sliced = [build_part(slice_payload(cand, sample, cfg, *part_galaxies(k, len(sample.index), 3, part_rows)),
+                             exp, k, part_rows) for k in range(k_max)]
+        assert same_rows(pa.concat_tables(sliced), whole)
+    with pytest.raises(ValueError, match="needs"):   # a slice that does not cover the part is refused
+        build_part(slice_payload(cand, sample, cfg, 0, 10), exp, 1, 100)
     with pytest.raises(ValueError, match="outside"):
         build_part(payload, exp, n_parts(whole.num_rows, 100), 100)
 

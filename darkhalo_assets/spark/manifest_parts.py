@@ -38,10 +38,12 @@ def input_fingerprint(parent: pa.Table, bricks: pa.Table, selections: pa.Table) 
 
 @dataclass
 class TierPayload:
-    """The sampled galaxies of one tier, compacted: all an executor needs to build parts."""
+    """Sampled galaxies ``[g_offset, g_offset + n)`` of a tier, compacted: what a part needs."""
     cand: Candidates
     sample: TierSample
     config: dict
+    g_offset: int = 0
+    n_total: int | None = None      # galaxies in the whole tier sample
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
@@ -54,19 +56,30 @@ class TierPayload:
     def n_galaxies(self) -> int:
         return len(self.sample.index)
 
+    @property
+    def n_galaxies_total(self) -> int:
+        return self.n_galaxies if self.n_total is None else self.n_total
 
-def compact_payload(cand: Candidates, sample: TierSample, cfg: Phase4Config) -> TierPayload:
-    """Keep only the sampled rows of the candidates (a few 100k, not 20M).
+
+def slice_payload(cand: Candidates, sample: TierSample, cfg: Phase4Config, g0: int = 0,
+                  g1: int | None = None) -> TierPayload:
+    """Sampled galaxies ``g0:g1`` with only their candidate rows (a part's worth, not 20M).
 
     Manifest rows depend on a galaxy's own columns only (strings are hashed or
     dictionary-encoded by value), so building from the compacted table gives the same rows.
     """
-    idx = sample.index
+    g1 = len(sample.index) if g1 is None else g1
+    idx = sample.index[g0:g1]
     # replace() keeps every other field (string dictionaries, ...) as the batch functions define them.
     small_cand = dataclasses.replace(cand, cols={k: v[idx] for k, v in cand.cols.items()},
                                      **({"cache": {}} if hasattr(cand, "cache") else {}))
-    small_sample = dataclasses.replace(sample, index=np.arange(len(idx), dtype=np.int64))
-    return TierPayload(small_cand, small_sample, cfg.raw)
+    small_sample = dataclasses.replace(sample, index=np.arange(len(idx), dtype=np.int64),
+                                       config_id=sample.config_id[g0:g1], is_control=sample.is_control[g0:g1])
+    return TierPayload(small_cand, small_sample, cfg.raw, g_offset=g0, n_total=len(sample.index))
+
+
+def compact_payload(cand: Candidates, sample: TierSample, cfg: Phase4Config) -> TierPayload:
+    return slice_payload(cand, sample, cfg)
 
 
 def n_parts(n_rows: int, part_rows: int = PART_ROWS) -> int:
@@ -77,21 +90,34 @@ def part_name(k: int) -> str:
     return f"part-{k:05d}.parquet"
 
 
+def part_galaxies(k: int, n_galaxies: int, replicates: int, part_rows: int = PART_ROWS) -> tuple[int, int]:
+    """The sampled galaxies ``[g0, g1)`` whose rows fall in part ``k`` (rows are galaxy-major)."""
+    start, stop = k * part_rows, min(n_galaxies * replicates, (k + 1) * part_rows)
+    if not 0 <= start < stop:
+        raise ValueError(f"part {k} is outside a manifest of {n_galaxies * replicates} rows "
+                         f"({part_rows} per part)")
+    return start // replicates, math.ceil(stop / replicates)
+
+
 def build_part(payload: TierPayload, experiment: tuple[str, int, str], k: int,
                part_rows: int = PART_ROWS) -> pa.Table:
     """Rows ``[k*part_rows, (k+1)*part_rows)`` of an experiment's manifest."""
     cfg = Phase4Config(payload.config)
     R = cfg.replicates
     s = payload.sample
-    n_rows = len(s.index) * R
-    start, stop = k * part_rows, min(n_rows, (k + 1) * part_rows)
-    if not 0 <= start < stop:
-        raise ValueError(f"part {k} is outside {experiment[0]} ({n_rows} rows, {part_rows} per part)")
-    # Rows are galaxy-major, replicate-minor: cover the galaxies of the range, then trim.
-    g0, g1 = start // R, math.ceil(stop / R)
-    sub = dataclasses.replace(s, index=s.index[g0:g1], config_id=s.config_id[g0:g1], is_control=s.is_control[g0:g1])
+    try:
+        g0, g1 = part_galaxies(k, payload.n_galaxies_total, R, part_rows)
+    except ValueError as e:
+        raise ValueError(f"{experiment[0]}: {e}") from None
+    lo, hi = g0 - payload.g_offset, g1 - payload.g_offset
+    if lo < 0 or hi > payload.n_galaxies:
+        raise ValueError(f"payload holds galaxies {payload.g_offset}..{payload.g_offset + payload.n_galaxies}, "
+                         f"part {k} needs {g0}..{g1}")
+    sub = dataclasses.replace(s, index=s.index[lo:hi], config_id=s.config_id[lo:hi], is_control=s.is_control[lo:hi])
     table = pa.concat_tables(list(iter_manifest_chunks(payload.cand, sub, cfg, experiment,
-                                                       chunk_rows=(g1 - g0) * R)))
+                                                       chunk_rows=max(1, (hi - lo) * R))))
+    start = k * part_rows
+    stop = min(payload.n_galaxies_total * R, start + part_rows)
     return table.slice(start - g0 * R, stop - start).combine_chunks()
 
 

@@ -1,7 +1,8 @@
 """Stage 4a on Spark: the driver plans, executors write manifest parts, the driver commits.
 
 The driver reads the Phase 3 tables and runs ``prepare_candidates`` / ``sample_tier`` (the
-vectorised batch functions the local engine runs), broadcasts the compacted sample, and
+vectorised batch functions the local engine runs), stages each part's sampled galaxies in
+the store (a part's worth per file, so executor memory does not grow with the tier), and
 fans ``experiment x part`` out over executors with ``mapInArrow``; each executor calls
 ``build_part`` (which calls ``iter_manifest_chunks``) and writes its part through the same
 ``Store``. Only when every part of an experiment exists does the driver write its
@@ -17,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 MANIFEST_CHECK_COLUMNS = ["experiment_id", "task_id", "is_control", "region_id", "region_split"]
 CONTROL_FRAC_TOLERANCE = 0.05   # as the injection_manifests asset's control_fraction check
@@ -44,29 +45,31 @@ def read_input(spec: dict):
     raise ValueError(f"unknown Phase 3 input kind {spec['kind']!r} (dataset | parquet)")
 
 
-def _write_parts_udf(batches, *, payload_bc, experiments, store_spec: dict, part_rows: int):
+def _write_parts_udf(batches, *, experiments, store_spec: dict, staging: str, part_rows: int):
     """Executor side: one row per (experiment, part) in, one record per written part out."""
     import pyarrow as pa
     from darkhalo_assets.spark.manifest_parts import TierPayload, build_part, part_name, write_part
     from darkhalo_assets.pipeline.manifest_build import manifest_rel
 
-    payload = None
     store = _store(store_spec)
+    schema = pa.schema([("experiment_id", pa.string()), ("file", pa.string()), ("rows", pa.int64()),
+                        ("bytes", pa.int64()), ("seconds", pa.float64())])
     for batch in batches:
-        out = {"experiment_id": [], "file": [], "rows": [], "bytes": [], "seconds": []}
+        out = {name: [] for name in schema.names}
         for e, k in zip(batch.column("exp_index").to_pylist(), batch.column("part").to_pylist()):
             t0 = time.perf_counter()
-            if payload is None:
-                payload = TierPayload.from_bytes(payload_bc.value)
+            payload = TierPayload.from_bytes(store.read_bytes(f"{staging}/{slice_name(k)}"))
             exp = tuple(experiments[e])
             table = build_part(payload, exp, k, part_rows)
             nbytes = write_part(store, f"{manifest_rel(exp[0])}/{part_name(k)}", table)
             for key, v in (("experiment_id", exp[0]), ("file", part_name(k)), ("rows", table.num_rows),
                            ("bytes", nbytes), ("seconds", time.perf_counter() - t0)):
                 out[key].append(v)
-        yield pa.RecordBatch.from_pydict(out, schema=pa.schema([
-            ("experiment_id", pa.string()), ("file", pa.string()), ("rows", pa.int64()),
-            ("bytes", pa.int64()), ("seconds", pa.float64())]))
+        yield pa.RecordBatch.from_pydict(out, schema=schema)
+
+
+def slice_name(k: int) -> str:
+    return f"galaxies-{k:05d}.pickle"
 
 
 def _read_check_columns_udf(batches, *, store_spec: dict):
@@ -86,12 +89,12 @@ def write_tier_on_spark(spark, extras: dict, log: Callable[[str], None] = print)
     """Build, write and commit one tier's manifests; return the run's summary and check values."""
     import yaml
     from darkhalo_assets.pipeline.datasets import is_committed
-    from darkhalo_assets.pipeline.manifest_build import (build_tier_manifests, manifest_rel, stage_config_rel,
-                                                         tier_fingerprint)
+    from darkhalo_assets.pipeline.manifest_build import (PHASE4A, build_tier_manifests, manifest_rel,
+                                                         stage_config_rel, tier_fingerprint)
     from darkhalo_assets.pipeline.manifests import check_guardrail, count_tasks, prepare_candidates, sample_tier
     from darkhalo_assets.pipeline.phase4_config import load_config
-    from darkhalo_assets.spark.manifest_parts import (PART_ROWS, commit_experiment, compact_payload,
-                                                      input_fingerprint, n_parts, uncommit)
+    from darkhalo_assets.spark.manifest_parts import (PART_ROWS, commit_experiment, input_fingerprint, n_parts,
+                                                      part_galaxies, slice_payload, uncommit)
 
     timings = {}
     t0 = time.perf_counter()
@@ -123,15 +126,23 @@ def write_tier_on_spark(spark, extras: dict, log: Callable[[str], None] = print)
 
     t1 = time.perf_counter()
     written = []
-    if plan:
-        sc = spark.sparkContext
-        payload_bc = sc.broadcast(compact_payload(cand, sample, cfg).to_bytes())
-        tasks = spark.createDataFrame(sc.parallelize(plan, len(plan)), "exp_index int, part int")
-        udf = functools.partial(_write_parts_udf, payload_bc=payload_bc,
-                                experiments=[list(e) for e in todo], store_spec=store_spec, part_rows=part_rows)
-        written = [r.asDict() for r in tasks.mapInArrow(
-            udf, "experiment_id string, file string, rows long, bytes long, seconds double").collect()]
-        payload_bc.unpersist()
+    # Each part's galaxies go to the store once (shared by the experiments), so a task
+    # loads only its slice: executor memory stays bounded by the part size at any scale.
+    staging = f"{PHASE4A}/_staging/{tier}-{fp}"
+    try:
+        for k in sorted({k for _, k in plan}):
+            g0, g1 = part_galaxies(k, len(sample.index), cfg.replicates, part_rows)
+            store.write_bytes_atomic(f"{staging}/{slice_name(k)}", slice_payload(cand, sample, cfg, g0, g1).to_bytes())
+        timings["stage_slices_s"] = time.perf_counter() - t1
+        if plan:
+            sc = spark.sparkContext
+            tasks = spark.createDataFrame(sc.parallelize(plan, len(plan)), "exp_index int, part int")
+            udf = functools.partial(_write_parts_udf, experiments=[list(e) for e in todo], store_spec=store_spec,
+                                    staging=staging, part_rows=part_rows)
+            written = [r.asDict() for r in tasks.mapInArrow(
+                udf, "experiment_id string, file string, rows long, bytes long, seconds double").collect()]
+    finally:
+        store.rm(staging, recursive=True)
     timings["write_parts_s"] = time.perf_counter() - t1
 
     n_controls = int(sample.is_control.sum()) * cfg.replicates
