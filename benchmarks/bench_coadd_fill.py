@@ -10,7 +10,12 @@ with the same thread count, and prints MB/s, files/s and the fill/baseline ratio
 
     .venv/bin/python benchmarks/bench_coadd_fill.py                    # 200 bricks of 400x400 px
     .venv/bin/python benchmarks/bench_coadd_fill.py --shape 1200 --threads 8
+    .venv/bin/python benchmarks/bench_coadd_fill.py --server-rate 10    # each response at <= 10 MB/s (WAN-like)
     .venv/bin/python benchmarks/bench_coadd_fill.py --survey-dir DIR    # serve an existing DR10-layout tree
+
+On unthrottled loopback with few cores the client is CPU-bound, so the ratio measures the
+CPU cost of sha256 + verification per byte and per file; with --server-rate the link is
+the bottleneck, as it is between NERSC and AWS.
 """
 from __future__ import annotations
 
@@ -37,9 +42,9 @@ from darkhalo_assets.pipeline.storage import Store  # noqa: E402
 from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath  # noqa: E402
 
 
-def start_server(root: str) -> tuple[subprocess.Popen, str]:
+def start_server(root: str, rate_mb_s: float = 0.0) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "darkhalo_assets_tests", "support_coadd.py"),
-                             "serve", root], stdout=subprocess.PIPE, text=True)
+                             "serve", root, str(rate_mb_s * 1e6)], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
         proc.kill()
@@ -109,6 +114,8 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=20,
                     help="bricks rendered for real; the others are hard links to them under their own names")
     ap.add_argument("--decode-check", action="store_true", help="also decompress corner tiles (astropy)")
+    ap.add_argument("--server-rate", type=float, default=0.0,
+                    help="MB/s per response (emulate a WAN link such as NERSC -> AWS); 0 = unthrottled loopback")
     ap.add_argument("--survey-dir", help="serve this DR10-layout tree instead of generating one")
     args = ap.parse_args()
 
@@ -124,7 +131,7 @@ def main() -> None:
             make_survey(survey, bricks, shape, args.distinct)
             print(f"wrote {len(bricks)} bricks x {len(COADD_FILES)} files of {args.shape}x{args.shape} px "
                   f"({min(args.distinct, len(bricks))} rendered, the rest hard links) in {time.monotonic() - t0:.1f} s")
-        proc, base_url = start_server(survey)
+        proc, base_url = start_server(survey, args.server_rate)
         try:
             rows = {"baseline": [], "fill": []}
             for i in range(args.repeats):
@@ -144,7 +151,8 @@ def main() -> None:
             proc.wait(10)
         mbps = {k: statistics.median(b / 1e6 / s for b, _, s in v) for k, v in rows.items()}
         fps = {k: statistics.median(n / s for _, n, s in v) for k, v in rows.items()}
-        print(f"\n{len(bricks)} bricks, {args.threads} threads, fsync={'off' if args.no_fsync else 'on'}, "
+        link = f"{args.server_rate:g} MB/s per response" if args.server_rate else "unthrottled loopback"
+        print(f"\n{len(bricks)} bricks, {args.threads} threads, {link}, fsync={'off' if args.no_fsync else 'on'}, "
               f"decode_check={'on' if args.decode_check else 'off'} (median of {args.repeats}):")
         for k in rows:
             print(f"  {k:8s} {mbps[k]:7.1f} MB/s  {fps[k]:7.1f} files/s")

@@ -377,8 +377,10 @@ def s3_listing(env: S3Env, prefix: str) -> dict[str, str]:
 
 
 def _serve_main(argv: list[str]) -> None:
+    """``serve ROOT [BYTES_PER_S]``: serve ROOT, optionally throttling each response."""
     root = argv[0]
-    with SurveyServer(root) as srv:
+    rate = float(argv[1]) if len(argv) > 1 and float(argv[1]) > 0 else None
+    with SurveyServer(root, throttle_bytes_per_s=rate) as srv:
         print(f"PORT {srv.port}", flush=True)
         try:
             while True:

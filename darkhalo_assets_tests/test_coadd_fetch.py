@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -203,13 +204,16 @@ def test_fetch_bricks_concurrently_and_summarize(survey, server, tmp_path):
     assert summarize_fill([], 0.0).mb_per_s == 0.0
 
 
-def test_credentials_in_the_survey_url_never_reach_results(server, tmp_path):
+def test_credentials_in_the_survey_url_never_reach_results_or_logs(server, tmp_path, caplog):
     url = server.base_url.replace("http://", "http://reader:s3cr3t-pa55@")
+    caplog.set_level(logging.DEBUG)
     with CoaddFetcher(url, Store(str(tmp_path / "cache")), retry=FAST, expected_shape=SHAPE) as f:
-        missing, failed = f.fetch_brick(MISSING), f.fetch_brick(FORBIDDEN)
-        text = json.dumps([missing.to_record(), failed.to_record()]) + repr(f) + repr(missing) + repr(failed)
-    assert missing.status == "missing" and failed.status == "failed"
-    assert "s3cr3t-pa55" not in text and "reader" not in text
+        missing, failed, retried = f.fetch_brick(MISSING), f.fetch_brick(FORBIDDEN), f.fetch_brick(CORRUPT)
+        results = [missing, failed, retried]
+        text = json.dumps([r.to_record() for r in results]) + repr(f) + repr(results)
+    assert [r.status for r in results] == ["missing", "failed", "failed"]
+    assert "retrying" in caplog.text          # the corrupt file was retried, and logged
+    assert "s3cr3t-pa55" not in text + caplog.text and "reader" not in text + caplog.text
 
 
 def test_local_write_error_fails_the_brick_with_the_real_error(server, tmp_path):

@@ -119,7 +119,19 @@ def _now() -> str:
 
 
 class CoaddFetcher:
-    """Fills ``store`` (the cache root) with coadds from ``base_url`` (the DR10 root URL)."""
+    """Fills ``store`` (the cache root) with coadds from ``base_url`` (the DR10 root URL).
+
+    - ``files``: the kinds to hold per brick; adding one later fetches only the new files.
+    - ``connect_timeout``/``read_timeout`` (s) per request; ``retry``: attempts and backoff.
+    - ``concurrency``: bricks in flight in ``fetch_bricks``; ``file_concurrency``: files of
+      one brick fetched in parallel after the first (useful for single-brick runs).
+    - ``expected_shape``: HDU 1 (ny, nx) every file must have (DR10: 3600 x 3600).
+    - ``force``: re-fetch verified files. ``spool_dir``: local staging for ``s3://`` caches.
+    - ``fsync``: flush each file to disk before its rename (durability across power loss).
+    - ``decode_check``: also decompress the corner tiles of each file with astropy.
+
+    Thread-safe: one instance serves every worker thread (one HTTP session per thread).
+    """
 
     def __init__(self, base_url: str, store: Store, *, files: tuple[CoaddFile, ...] = COADD_FILES,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0,
