@@ -118,10 +118,6 @@ class _Stamp:
         return cls(cut, weight, float(bad.mean()), float(((cut.maskbits & WISE_MASK) != 0).mean()))
 
 
-def _column(tasks: pa.Table, name: str, default=None) -> list:
-    return tasks.column(name).to_pylist() if name in tasks.column_names else [default] * tasks.num_rows
-
-
 def _float_column(tasks: pa.Table, name: str) -> np.ndarray:
     if name not in tasks.column_names:
         return np.full(tasks.num_rows, np.nan)
