@@ -98,8 +98,17 @@ class Store:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         else:
-            with self.fs.open(final, "wb") as f:
+            # fsspec's __exit__ completes the upload even on an exception, which would publish
+            # a half-written object: abort it instead (s3fs discards the multipart upload).
+            f = self.fs.open(final, "wb")
+            try:
                 yield f
+            except BaseException:
+                if hasattr(f, "discard"):
+                    f.discard()
+                    f.closed = True
+                raise
+            f.close()
 
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         with self.open_write_atomic(rel) as f:
