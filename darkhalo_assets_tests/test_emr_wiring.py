@@ -451,5 +451,6 @@ def test_failed_local_spark_job_reports_driver_error_log_and_commits_nothing(pha
     # Forced, the first experiment was uncommitted before writing: whatever parts the failed
     # job left behind, nothing vouches for them.
     assert not is_committed(store, manifest_rel(first))
+    assert store.ls("phase4a/_staging") == []                      # staged galaxy slices cleaned up too
     with pytest.raises(FileNotFoundError, match="_SUCCESS"):
         read_dataset(store, manifest_rel(first))

@@ -65,6 +65,10 @@ class ComputeResource(ConfigurableResource):
     task_instance_type: str | None = None
     task_instance_count: int = 0
     executor_memory_overhead: str = Field(default="2g", description="spark.executor.memoryOverhead on EMR")
+    driver_memory: str = Field(default="4g", description="spark.driver.memory on EMR (JVM heap)")
+    driver_memory_overhead: str = Field(
+        default="8g", description="spark.driver.memoryOverhead on EMR: the Python driver (4a holds the parent "
+                                  "catalog, ~200 B per LRG) lives in this part of the YARN container")
     emr_deploy_mode: str = "cluster"
     emr_python: str = Field(default="python3.11", description="Python the bootstrap installs and Spark runs")
     log_uri: str | None = Field(default=None, description="s3:// EMR log URI (steps' stdout/stderr)")
@@ -139,9 +143,11 @@ class ComputeResource(ConfigurableResource):
         base = {"spark.ui.showConsoleProgress": "false"}
         if self.engine == "spark":
             # Few cores here: 200 shuffle partitions would be 200 tiny tasks per shuffle.
-            base.update({"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8"})
+            base.update({"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8", "spark.log.level": "WARN"})
         if self.engine == "emr":
-            base["spark.executor.memoryOverhead"] = self.executor_memory_overhead
+            base.update({"spark.executor.memoryOverhead": self.executor_memory_overhead,
+                         "spark.driver.memory": self.driver_memory,
+                         "spark.driver.memoryOverhead": self.driver_memory_overhead})
         return {**base, **self.spark_conf}
 
     # ---- launching ----------------------------------------------------------------------
