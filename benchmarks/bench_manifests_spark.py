@@ -41,8 +41,8 @@ def run_local(root: str, overrides: str, tier: str) -> tuple[float, dict]:
     parent, bricks, sel = (read_dataset(store, f"phase3/{n}") for n in INPUTS)
     cfg = load_config(yaml.safe_load(overrides))
     cand = prepare_candidates(parent, bricks, sel, cfg)
-    s = build_tier_manifests(store, cand, cfg, tier, input_fingerprint=f"{parent.num_rows}:{bricks.num_rows}:{sel.num_rows}",
-                             force=True)
+    fp = f"{parent.num_rows}:{bricks.num_rows}:{sel.num_rows}"
+    s = build_tier_manifests(store, cand, cfg, tier, input_fingerprint=fp, force=True)
     return time.perf_counter() - t0, s
 
 
@@ -96,7 +96,8 @@ def main() -> None:
     tm = md["engine/timings_s"]
     print(f"spark  ({a.master}, spark-submit): {t_spark:7.1f} s   {md['engine/rows_written']:,} rows "
           f"in {md['engine/parts_written']} parts   {n / t_spark:>10,.0f} tasks/s")
-    print(f"   of which: JVM/session start + stop {t_spark - tm['total_s']:.1f} s, read inputs {tm['read_inputs_s']:.1f} s, "
+    print(f"   of which: JVM/session start + stop {t_spark - tm['total_s']:.1f} s, "
+          f"read inputs {tm['read_inputs_s']:.1f} s, "
           f"driver prepare+sample {tm['sample_s']:.1f} s, executors writing parts {tm['write_parts_s']:.1f} s, "
           f"checks {tm['checks_s']:.1f} s; slowest part {md['engine/max_part_seconds']:.1f} s")
     print(f"RATIO spark/local wall time: {t_spark / t_local:.2f}   "

@@ -152,7 +152,8 @@ def test_missing_credentials_fail_before_launch_with_a_clear_error(moto_url, aws
 
 @pytest.fixture(scope="module")
 def staged(moto_url):
-    return stage_code(client(moto_url, "s3"), "s3://code/staging-test", {"manifests": "darkhalo_assets.spark.manifests_job"})
+    return stage_code(client(moto_url, "s3"), "s3://code/staging-test",
+                      {"manifests": "darkhalo_assets.spark.manifests_job"})
 
 
 def s3_bytes(url, uri: str) -> bytes:

@@ -150,7 +150,8 @@ def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
         assert {k: s_rec[k] for k in ("rows", "fingerprint", "controls", "experiment_id")} == \
                {k: l_rec[k] for k in ("rows", "fingerprint", "controls", "experiment_id")}
     # The stage summary (counts, drops, strata edges, per-experiment actions) is the local one.
-    assert json.loads(store.read_bytes(stage_config_rel(TIER))) == json.loads(ref_store.read_bytes(stage_config_rel(TIER)))
+    assert json.loads(store.read_bytes(stage_config_rel(TIER))) == \
+        json.loads(ref_store.read_bytes(stage_config_rel(TIER)))
     assert store.read_bytes(f"phase4a/tier_bricks/{TIER}.parquet") == \
         ref_store.read_bytes(f"phase4a/tier_bricks/{TIER}.parquet")
 
