@@ -13,6 +13,7 @@ from darkhalo_assets.definitions import ALL_ASSETS
 from darkhalo_assets.pipeline.datasets import read_dataset
 from darkhalo_assets.pipeline.injection_run import read_metrics, run_injection
 from darkhalo_assets.pipeline.storage import Store
+from resources.compute import ComputeResource
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
@@ -33,6 +34,7 @@ def graph(tmp_path_factory):
                                         allowed_cache_prefix=str(root)),
         "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=320, backoff_base_s=0.05),
         "phase3": phase3,
+        "compute": ComputeResource(),
     }
 
     def run(selection, **kw):
@@ -123,7 +125,7 @@ def test_fill_tier_job_records_each_brick_of_the_tier(graph):
     root, inst = graph["root"], graph["instance"]
     resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / "cache")),
                  "survey": SurveyResource(synthetic_root=str(root / "survey"), brick_pixels=320),
-                 "phase3": Phase3SourceResource()}
+                 "phase3": Phase3SourceResource(), "compute": ComputeResource()}
     job = Definitions(assets=ALL_ASSETS, jobs=[fill_tier_coadd_cache], resources=resources).get_job_def(
         "fill_tier_coadd_cache")
     result = job.execute_in_process(partition_key="debug", instance=inst)

@@ -8,19 +8,16 @@ import json
 
 import pyarrow as pa
 import pytest
-from dagster import AssetExecutionContext, MaterializeResult, asset, materialize
+from dagster import materialize
 
 from darkhalo_assets import schemas
-from darkhalo_assets.assets.manifests import MANIFEST_CHECKS
-from darkhalo_assets.assets.partitions import tier_partitions
+from darkhalo_assets.assets.manifests import MANIFEST_CHECKS, injection_manifests
 from darkhalo_assets.assets.phase3 import phase3_rel
-from darkhalo_assets.assets.phase4_run_config import Phase4RunConfig
 from darkhalo_assets.pipeline.datasets import SUCCESS, is_committed, read_dataset, read_success, write_dataset
 from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manifest_rel, stage_config_rel
 from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, sample_tier
 from darkhalo_assets.pipeline.phase4_config import load_config
 from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.dispatch import run_manifests
 from darkhalo_assets.spark.manifest_parts import (build_part, commit_experiment, compact_payload, n_parts,
                                                   part_galaxies, part_name, slice_payload, uncommit, write_part)
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
@@ -111,25 +108,16 @@ def test_commit_marker_is_written_last_and_only_for_complete_parts(phase3_tables
 
 # ---- one real spark-submit through a Dagster materialization ------------------------------
 
-@asset(name="injection_manifests", partitions_def=tier_partitions, check_specs=MANIFEST_CHECKS)
-def spark_injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig, compute: ComputeResource,
-                              data_store: DataStoreResource, phase3: Phase3SourceResource) -> MaterializeResult:
-    """What the lead's asset does for engine != local (see the report / README)."""
-    run = run_manifests(context, compute, data_store, phase3, config.config_overrides, context.partition_key,
-                        config.force, part_rows=PART_ROWS)
-    return MaterializeResult(metadata={"n_tasks": run.summary["n_tasks"], **run.metadata},
-                             check_results=run.check_results)
-
-
 @pytest.mark.spark
 def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
     data = tmp_path / "spark"
     store = Store(data / "outputs")
     for name in ("parent_catalog", "bricks_with_region", "region_selections"):
         write_dataset(store, phase3_rel(name), [getattr(phase3_tables, name)], fingerprint=str(SPEC.seed))
-    compute = ComputeResource(engine="spark", spark_master="local[2]", log_dir=str(data / "logs"))
+    compute = ComputeResource(engine="spark", spark_master="local[2]", log_dir=str(data / "logs"),
+                              part_rows=PART_ROWS)
     result = materialize(
-        [spark_injection_manifests], partition_key=TIER,
+        [injection_manifests], partition_key=TIER,
         resources={"compute": compute, "data_store": DataStoreResource(root=str(data / "outputs")),
                    "phase3": Phase3SourceResource(mode="synthetic")},
         run_config={"ops": {"injection_manifests": {"config": {"config_overrides": OVERRIDES}}}})
@@ -160,7 +148,7 @@ def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
     md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     assert md["engine/spark_master"] == "local[2]" and md["engine/name"] == "spark"
     assert md["engine/parts_written"] == 2 * -(-n_rows // PART_ROWS)
-    assert md["engine/rows_written"] == 2 * n_rows == md["n_tasks"]
+    assert md["engine/rows_written"] == 2 * n_rows == md["n_tasks"] and md["engine"] == "spark"
     assert (data / "logs").is_dir() and str(md["engine/log"]).startswith(str(data / "logs"))
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(checks) == {s.name for s in MANIFEST_CHECKS}

@@ -49,6 +49,8 @@ class ComputeResource(ConfigurableResource):
 
     engine: str = Field(default="local", description="local (in-process) | spark (spark-submit here) | emr")
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings for spark and emr")
+    part_rows: int | None = Field(default=None, description="Rows per Parquet part written by Spark executors "
+                                                            "(default: the local engine's 1M)")
     # engine=spark
     spark_master: str = Field(default="local[2]", description="Master URL for the spark engine")
     spark_submit: str | None = Field(default=None, description="spark-submit path (default: beside this Python)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from .compute import ComputeResource
 from .phase3 import Phase3SourceResource
 from .storage import DataStoreResource
 from .survey import NERSC_DR10_URL, SurveyResource
@@ -26,6 +27,8 @@ def resources_for_env(env: str | None = None) -> dict:
             "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=phase3.brick_pixels,
                                      backoff_base_s=0.2),
             "phase3": phase3,
+            # DARKHALO_ENGINE=spark runs the heavy steps with a local spark-submit.
+            "compute": ComputeResource(engine=os.environ.get("DARKHALO_ENGINE", "local"), log_dir=f"{data}/spark_logs"),
         }
     if env == "aws":
         root = os.environ.get("DARKHALO_S3_ROOT", "s3://darkhaloscope/darkhalo")
@@ -42,5 +45,12 @@ def resources_for_env(env: str | None = None) -> dict:
                 bricks_uri=f"{p3}/phase3a/v3_color_relaxed/bricks_with_region/",
                 selections_uri=f"{p3}/phase3b/v3_color_relaxed/region_selections/",
                 metrics_uri=f"{p3}/phase3a/v3_color_relaxed/region_metrics/"),
+            "compute": ComputeResource(
+                engine=os.environ.get("DARKHALO_ENGINE", "emr"), region=os.environ.get("AWS_REGION"),
+                s3_code_prefix=os.environ.get("DARKHALO_EMR_CODE_PREFIX", f"{root}/emr"),
+                log_uri=os.environ.get("DARKHALO_EMR_LOG_URI"), subnet_id=os.environ.get("DARKHALO_EMR_SUBNET"),
+                key_name=os.environ.get("DARKHALO_EMR_KEY"),
+                emr_mode=os.environ.get("DARKHALO_EMR_MODE", "cluster_per_run"),
+                emr_cluster_id=os.environ.get("DARKHALO_EMR_CLUSTER_ID")),
         }
     raise ValueError(f"DARKHALO_ENV must be one of {ENVIRONMENTS}, got {env!r}")

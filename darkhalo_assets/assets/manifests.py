@@ -13,6 +13,7 @@ from darkhalo_assets.pipeline.datasets import read_dataset, read_success, write_
 from darkhalo_assets.pipeline.manifest_build import (build_bricks_manifest, build_tier_manifests, manifest_rel,
                                                      stage_config_rel)
 from darkhalo_assets.pipeline.manifests import prepare_candidates
+from resources.compute import ComputeResource
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 
@@ -46,7 +47,7 @@ MANIFEST_CHECKS = [
     metadata={"dagster/column_schema": table_schema(schemas.MANIFEST)},
 )
 def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig, data_store: DataStoreResource,
-                        phase3: Phase3SourceResource) -> MaterializeResult:
+                        phase3: Phase3SourceResource, compute: ComputeResource) -> MaterializeResult:
     """Stage 4a: one manifest per experiment `{tier}_stamp{N}_bands{b}_grid{grid}` of the tier.
 
     Stratified (PSF x depth x EBV x magnitude) hash-ordered sampling per selection set and
@@ -56,16 +57,24 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
     tier = context.partition_key
     cfg = config.phase4()
     store = data_store.store()
-    parent = load_phase3_table("parent_catalog", data_store, phase3)
-    bricks = load_phase3_table("bricks_with_region", data_store, phase3)
-    selections = load_phase3_table("region_selections", data_store, phase3)
-    cand = prepare_candidates(parent, bricks, selections, cfg)
-    fp_input = f"{parent.num_rows}:{bricks.num_rows}:{selections.num_rows}"
-    summary = build_tier_manifests(store, cand, cfg, tier, input_fingerprint=fp_input, force=config.force,
-                                   progress=context.log.info)
+    engine_metadata = {}
+    if compute.engine == "local":
+        parent = load_phase3_table("parent_catalog", data_store, phase3)
+        bricks = load_phase3_table("bricks_with_region", data_store, phase3)
+        selections = load_phase3_table("region_selections", data_store, phase3)
+        cand = prepare_candidates(parent, bricks, selections, cfg)
+        fp_input = f"{parent.num_rows}:{bricks.num_rows}:{selections.num_rows}"
+        summary = build_tier_manifests(store, cand, cfg, tier, input_fingerprint=fp_input, force=config.force,
+                                       progress=context.log.info)
+        checks = _manifest_checks(store, cfg, tier, summary)
+    else:
+        # Same batch functions on spark-submit or EMR, reporting back through Dagster Pipes.
+        from darkhalo_assets.spark.dispatch import run_manifests
+        run = run_manifests(context, compute, data_store, phase3, config.config_overrides, tier, config.force,
+                            part_rows=compute.part_rows)
+        summary, checks, engine_metadata = run.summary, run.check_results, run.metadata
     if "warning" in summary:
         context.log.warning(f"tier {tier}: {summary['warning']}")
-    checks = _manifest_checks(store, cfg, tier, summary)
     rows = {e: v["rows"] for e, v in summary["experiments"].items()}
     return MaterializeResult(
         metadata={
@@ -84,6 +93,7 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
                                                            "max_total_tasks_soft", "lrg_flag")}),
             "stage_config": MetadataValue.path(store.url(stage_config_rel(tier))),
             "experiments_written_or_skipped": json_md({e: v["action"] for e, v in summary["experiments"].items()}),
+            "engine": compute.engine, **engine_metadata,
         },
         check_results=checks,
     )
