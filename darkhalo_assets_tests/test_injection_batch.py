@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from support_survey import cached_survey
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, fetch_bricks
 from darkhalo_assets.pipeline.inject import inject_brick
 from darkhalo_assets.pipeline.injection_run import plan_shards, read_metrics, run_injection
 from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, sample_tier
@@ -21,25 +21,17 @@ from darkhalo_assets.pipeline.phase4_config import load_config
 from darkhalo_assets.pipeline.storage import Store
 from darkhalo_assets.science.bricks import brick
 from darkhalo_assets.stamps import load_stamps
-from darkhalo_assets.synthetic.coadds import write_survey_coadds
-from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
-from darkhalo_assets.synthetic.server import SurveyServer
+from darkhalo_assets.synthetic.phase3 import Phase3Spec
 
 PIX = 256
+SPEC = Phase3Spec(regions_per_split={"train": 2, "val": 1, "test": 0}, bricks_per_region=2, lrgs_per_brick=25,
+                  brick_pixels=PIX, n_missing_bricks=0, seed=11)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("inj")
-    t3 = generate_phase3(Phase3Spec(regions_per_split={"train": 2, "val": 1, "test": 0}, bricks_per_region=2,
-                                    lrgs_per_brick=25, brick_pixels=PIX, n_missing_bricks=0, seed=11))
-    write_survey_coadds(root / "survey", t3.bricks_with_region.to_pandas(), t3.parent_catalog.to_pandas(),
-                        brick_pixels=PIX)
-    cache = Store(str(root / "cache"))
-    names = t3.bricks_with_region.column("brickname").to_pylist()
-    with SurveyServer(root / "survey") as srv, CoaddFetcher(srv.base_url, cache, expected_shape=(PIX, PIX)) as f:
-        results = list(fetch_bricks(f, names[:-1]))   # the last brick stays uncached on purpose
-    assert all(r.status == "cached" for r in results)
+    t3, cache, names = cached_survey(root, SPEC, n_uncached=1)   # the last brick stays uncached
     cfg = load_config({"stamp_sizes": [32], "replicates": 1,
                        "tiers": {"debug": {"control_frac": 0.25}}})
     cand = prepare_candidates(t3.parent_catalog, t3.bricks_with_region, t3.region_selections, cfg)

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from support_survey import cached_survey
 from astropy.io import fits
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, fetch_bricks
 from darkhalo_assets.pipeline.cutouts import BrickImages
 from darkhalo_assets.pipeline.inject import inject_brick
 from darkhalo_assets.pipeline.injection_run import _brick_groups
@@ -20,24 +20,17 @@ from darkhalo_assets.pipeline.storage import Store
 from darkhalo_assets.science.detect import blind_residual_snr
 from darkhalo_assets.science.survey_layout import find_file
 from darkhalo_assets.stamps import load_stamps
-from darkhalo_assets.synthetic.coadds import write_survey_coadds
-from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
-from darkhalo_assets.synthetic.server import SurveyServer
+from darkhalo_assets.synthetic.phase3 import Phase3Spec
 
 PIX = 300   # not a multiple of the 100 px tiles: partial edge tiles are read too
+SPEC = Phase3Spec(regions_per_split={"train": 2, "val": 0, "test": 0}, bricks_per_region=1, lrgs_per_brick=30,
+                  brick_pixels=PIX, n_missing_bricks=0, seed=5)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("col")
-    t3 = generate_phase3(Phase3Spec(regions_per_split={"train": 2, "val": 0, "test": 0}, bricks_per_region=1,
-                                    lrgs_per_brick=30, brick_pixels=PIX, n_missing_bricks=0, seed=5))
-    write_survey_coadds(root / "survey", t3.bricks_with_region.to_pandas(), t3.parent_catalog.to_pandas(),
-                        brick_pixels=PIX)
-    cache = Store(str(root / "cache"))
-    names = t3.bricks_with_region.column("brickname").to_pylist()
-    with SurveyServer(root / "survey") as srv, CoaddFetcher(srv.base_url, cache, expected_shape=(PIX, PIX)) as f:
-        assert all(r.status == "cached" for r in fetch_bricks(f, names))
+    t3, cache, names = cached_survey(root, SPEC)
     cfg = load_config({"stamp_sizes": [48, 32], "bandsets": ["grz", "gr"], "replicates": 1,
                        "tiers": {"debug": {"control_frac": 0.3}}})
     cand = prepare_candidates(t3.parent_catalog, t3.bricks_with_region, t3.region_selections, cfg)
