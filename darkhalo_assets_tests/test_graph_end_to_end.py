@@ -52,7 +52,7 @@ def graph(tmp_path_factory):
     last = run(DOWNSTREAM, partition_key="debug")
     return {"instance": instance, "out": Store(str(root / "out")), "cache": Store(str(root / "cache")),
             "survey": json.loads((root / "survey" / "synthetic_survey.json").read_text()), "last": last,
-            "bricks": bricks, "root": root}
+            "bricks": bricks, "root": root, "resources": resources}
 
 
 def test_every_asset_materialized_with_lineage_metadata(graph):
@@ -134,3 +134,23 @@ def test_fill_tier_job_records_each_brick_of_the_tier(graph):
                 for e in [e.event_specific_data.materialization]}
     tier_bricks = set(pq.read_table(graph["out"].url("phase4a/tier_bricks/debug.parquet"))["brickname"].to_pylist())
     assert recorded == tier_bricks
+
+
+def test_completeness_from_external_classifier_scores(graph, tmp_path):
+    out = graph["out"]
+    m = read_metrics(out.child("phase4c/debug")).to_pandas()
+    inj = m[m["cutout_ok"] & ~m["is_control"]]
+    # a made-up classifier that scores by theta_E: recovered at threshold 0.5 iff theta_E >= 0.6
+    scores = pa.table({"task_id": inj["task_id"].tolist(), "score": (inj["theta_e_arcsec"] / 1.2).tolist()})
+    pq.write_table(scores, tmp_path / "scores.parquet")
+    res = materialize(ALL_ASSETS, selection=["completeness_surfaces"], partition_key="debug",
+                      instance=graph["instance"], resources=graph["resources"], run_config={"ops": {
+                          "completeness_surfaces": {"config": {"classifier_scores": str(tmp_path / "scores.parquet"),
+                                                               "classifier_thresholds": [0.5]}}}})
+    assert res.success
+    s = pq.read_table(out.url("phase4d/debug/surfaces.parquet")).to_pandas()
+    c = s[(s["criterion"].astype(str) == "classifier_ge0p5") & (s["axis1"].astype(str) == "theta_e")
+          & (s["group_by"].astype(str) == "all") & (s["subset"].astype(str) == "all") & (s["n"] > 0)]
+    assert len(c) > 0
+    for _, r in c.iterrows():
+        assert r["fraction"] == (1.0 if r["bin1_lo"] >= 0.6 else 0.0)

@@ -3,6 +3,7 @@ import io
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
@@ -11,7 +12,7 @@ from darkhalo_assets.pipeline.completeness import ranking_mode_ablation as compu
 from darkhalo_assets.pipeline.datasets import read_table, write_table
 from darkhalo_assets.pipeline.injection_run import injection_rel, read_metrics
 from darkhalo_assets.science import plots
-from darkhalo_assets.science.recovery import BlindResidual, LensPopDetectable, SeedSnrResolved
+from darkhalo_assets.science.recovery import BlindResidual, ClassifierScores, LensPopDetectable, SeedSnrResolved
 from resources.storage import DataStoreResource
 
 from .metadata import json_md, png_markdown
@@ -27,10 +28,17 @@ class CompletenessRunConfig(Phase4RunConfig):
     clean_max_bad_pixel_frac: float = 0.2
     blind_target_fpr: float = Field(default=0.01, description="Blind detector threshold set to this FPR on controls "
                                                               "(a tier without controls reports it as not measured)")
+    classifier_scores: str | None = Field(
+        default=None, description="Parquet table (task_id, score) of an external classifier, local path or s3://")
+    classifier_thresholds: list[float] = Field(default=[0.5], description="Score thresholds for the classifier")
 
 
 def criteria_for(config: "CompletenessRunConfig") -> tuple:
-    return (SeedSnrResolved(), LensPopDetectable(), BlindResidual(target_fpr=config.blind_target_fpr))
+    criteria = [SeedSnrResolved(), LensPopDetectable(), BlindResidual(target_fpr=config.blind_target_fpr)]
+    if config.classifier_scores:
+        scores = pads.dataset(config.classifier_scores, format="parquet").to_table(columns=["task_id", "score"])
+        criteria.append(ClassifierScores(scores=scores.to_pandas(), thresholds=tuple(config.classifier_thresholds)))
+    return tuple(criteria)
 
 
 def out_rel(tier: str, name: str = "") -> str:
