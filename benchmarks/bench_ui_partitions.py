@@ -37,9 +37,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "darkhalo_assets_tests"))
 
-from support_dagster_ui import (CHROMIUM_INSTALL, DagsterStack, GraphQLClient, chromium_available,  # noqa: E402
-                                chromium_page, dismiss_onboarding, launch_asset_backfill, launch_run,
-                                make_dagster_home)
+from support_dagster_graphql import (LAUNCH_BACKFILL, GraphQLClient, GraphQLError,  # noqa: E402
+                                     launch_asset_backfill, launch_run)
+from support_dagster_ui import (CHROMIUM_INSTALL, DagsterStack, chromium_available, chromium_page,  # noqa: E402
+                                dismiss_onboarding, make_dagster_home)
 
 from darkhalo_assets.science.bricks import all_bricks  # noqa: E402
 
@@ -167,8 +168,6 @@ def measure_submissions(gql: GraphQLClient, names: list[str]) -> dict:
 
 
 def _launch_all(gql: GraphQLClient) -> None:
-    from support_dagster_ui import LAUNCH_BACKFILL, GraphQLError
-
     res = gql.query(LAUNCH_BACKFILL, {"backfillParams": {"assetSelection": [{"path": ["coadd_cache"]}],
                                                          "allPartitions": True, "fromFailure": False}})
     if res["launchPartitionBackfill"]["__typename"] != "LaunchBackfillSuccess":

@@ -25,11 +25,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from support_dagster_ui import (ARTIFACTS_UI, ASSET_NODES, CHROMIUM, CHROMIUM_INSTALL, REPO, DagsterStack,
-                                asset_materializations, backfill_runs, check_executions, chromium_available,
-                                chromium_page, dismiss_onboarding, launch_asset_backfill, launch_run,
-                                make_dagster_home, run_failure_messages, run_tags, seed_instance, wait_for_backfills,
-                                wait_for_runs)
+from support_dagster_graphql import (ASSET_NODES, asset_materializations, backfill_runs, check_executions,
+                                     launch_asset_backfill, launch_run, run_failure_messages, run_tags,
+                                     wait_for_backfills, wait_for_runs)
+from support_dagster_ui import (ARTIFACTS_UI, CHROMIUM, CHROMIUM_INSTALL, REPO, DagsterStack, chromium_available,
+                                chromium_page, dismiss_onboarding, make_dagster_home, seed_instance)
 
 from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath
 
