@@ -66,7 +66,7 @@ def fill_bricks(context, bricks: list[str], survey: SurveyResource, data_store: 
 
 
 @asset(
-    partitions_def=brick_partitions, group_name="coadds", kinds={"fits", "s3"}, owners=["team:darkhalo"],
+    partitions_def=brick_partitions, group_name="coadds", kinds={"fits"}, owners=["team:darkhalo"],
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=BRICKS_PER_RUN), pool="downloads",
     code_version="4b-1",
     deps=["bricks_manifest"],
@@ -135,7 +135,7 @@ def load_blacklist(store: Store) -> set[str]:
     return set(json.loads(store.read_bytes("phase4b/brick_blacklist.json")))
 
 
-@op(required_resource_keys=set(), out=Out(Nothing))
+@op(out=Out(Nothing), pool="downloads")
 def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
                      data_store: DataStoreResource) -> None:
     """Fill the coadd cache for every brick of one tier, in one run.
@@ -175,7 +175,7 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
                                 "unverified": json_md({v.brickname: v.problems for v in bad[:50]})})
 
 
-@job(partitions_def=tier_partitions, tags={"darkhalo/pool": "downloads"},
+@job(partitions_def=tier_partitions,
      description="Fill the coadd cache for every brick of a tier in one run (records coadd_cache[brick])")
 def fill_tier_coadd_cache():
     fill_tier_bricks()
