@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
@@ -154,3 +155,21 @@ def test_completeness_from_external_classifier_scores(graph, tmp_path):
     assert len(c) > 0
     for _, r in c.iterrows():
         assert r["fraction"] == (1.0 if r["bin1_lo"] >= 0.6 else 0.0)
+
+
+def test_tasks_on_uncached_bricks_are_reported_not_dropped(graph):
+    cache, out = graph["cache"], graph["out"]
+    brick = sorted(set(graph["bricks"]) - set(graph["survey"]["missing_bricks"]))[0]
+    success = cache.read_bytes(f"{brick}/_SUCCESS")
+    cache.rm(f"{brick}/_SUCCESS")
+    try:
+        res = materialize(ALL_ASSETS, selection=["injection_tasks"], partition_key="debug",
+                          instance=graph["instance"], resources=graph["resources"])
+        md = res.asset_materializations_for_node("injection_tasks")[0].metadata
+        reported = md["tasks_on_uncached_bricks"].value
+        tasks = pa.concat_tables([read_dataset(out, f"phase4b/injection_tasks/{e}") for e in reported])
+        on_brick = tasks.filter(pa.compute.equal(tasks["brickname"], brick)).num_rows
+        assert on_brick > 0 and sum(v["tasks"] for v in reported.values()) == on_brick
+        assert all(v["bricks"] == 1 for v in reported.values())
+    finally:
+        cache.write_bytes_atomic(f"{brick}/_SUCCESS", success)
