@@ -86,7 +86,7 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     s = res["surfaces"]
     overall = s[(s["axis1"] == "overall") & (s["group_by"] == "all") & (s["subset"] == "all")]
     theta = s[(s["axis1"] == "theta_e") & (s["axis2"] == "") & (s["group_by"] == "all") & (s["subset"] == "all")]
-    summary = _summary_text(tier, overall, theta, res)
+    summary = _summary_text(tier, overall, theta, res, config.interval, config.level)
     store.write_bytes_atomic(out_rel(tier, "summary.txt"), summary.encode())
     splits = res["splits"]
     used = splits[splits["used"]]["region_split"].tolist() if "used" in splits else []
@@ -99,15 +99,21 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
                                                   "final_evaluation": config.final_evaluation})])
 
 
-def _summary_text(tier, overall, theta, res) -> str:
-    lines = [f"completeness (tier {tier}, splits used: "
-             f"{', '.join(res['splits'].loc[res['splits']['used'], 'region_split']) if 'used' in res['splits'] else '?'})"]
-    lines.append(f"{'criterion':<22} {'experiment':<40} {'theta_E':>7} {'k':>6} {'n':>6} {'C':>6}  95% interval")
-    for _, r in pd.concat([overall, theta]).sort_values(["criterion", "experiment_id", "bin1_lo"]).iterrows():
-        te = "all" if r["axis1"] == "overall" else f"{r['bin1_lo']:.2f}"
-        frac = "  n/a" if r["n"] == 0 else f"{r['fraction']:.3f}"
-        iv = "" if r["n"] == 0 else f"[{r['lo']:.3f}, {r['hi']:.3f}]"
-        lines.append(f"{r['criterion']:<22} {r['experiment_id']:<40} {te:>7} {int(r['k']):>6} {int(r['n']):>6} {frac:>6}  {iv}")
+def _summary_text(tier, overall, theta, res, interval: str, level: float) -> str:
+    splits = res["splits"]
+    used = ", ".join(splits.loc[splits["used"], "region_split"]) if "used" in splits else "?"
+    lines = [f"completeness (tier {tier}, splits used: {used}; {interval} {level:.0%} intervals)",
+             f"{'criterion':<22} {'experiment':<40} {'theta_E':>7} {'k':>6} {'n':>6} {'C':>6}  interval"]
+    rows = pd.concat([overall, theta])
+    for crit, g in rows.groupby("criterion", observed=True, sort=True):
+        if (g["n"] == 0).all():
+            lines.append(f"{crit:<22} not measured in this tier (e.g. no controls to calibrate on)")
+            continue
+        for _, r in g.sort_values(["experiment_id", "bin1_lo"], na_position="last").iterrows():
+            te = "all" if r["axis1"] == "overall" else f"{r['bin1_lo']:.2f}"
+            frac = "  n/a" if r["n"] == 0 else f"{r['fraction']:.3f}"
+            iv = "" if r["n"] == 0 else f"[{r['lo']:.3f}, {r['hi']:.3f}]"
+            lines.append(f"{crit:<22} {r['experiment_id']:<40} {te:>7} {int(r['k']):>6} {int(r['n']):>6} {frac:>6}  {iv}")
     return "\n".join(lines)
 
 
