@@ -29,13 +29,13 @@ EXTINCTION = {"g": 3.214, "r": 2.165, "z": 1.211, "w1": 0.184}
 class Phase3Spec:
     """What to generate. Defaults give the small demo sky of the embedded environment."""
     regions_per_split: dict = field(default_factory=lambda: {"train": 5, "val": 3, "test": 3})
-    bricks_per_region: int = 4
+    bricks_per_region: int = 4     # mean; regions differ in size (+-50%) so n_lrg and density rank differently
     lrgs_per_brick: int = 40
     # Pixels per side of a synthetic coadd; LRGs are placed inside that footprint.
     # None = catalog only (positions anywhere in the brick cell), for benchmarks.
     brick_pixels: int | None = 512
     n_missing_bricks: int = 2
-    selection_top_frac: float = 0.75
+    selection_top_frac: float = 0.5
     seed: int = 20260119
 
 
@@ -58,14 +58,17 @@ def _region_strips(n_regions: int, bricks_per_region: int, rng: np.random.Genera
     allb = brick_geom.all_bricks()
     dec = allb["dec"]
     rows = np.unique(dec[(dec > -60) & (dec < 30)])
+    lo, hi = max(1, bricks_per_region - bricks_per_region // 2), bricks_per_region + bricks_per_region // 2
+    sizes = rng.integers(lo, hi + 1, n_regions)
     strips, used = [], set()
     while len(strips) < n_regions:
+        size = int(sizes[len(strips)])
         row_dec = rows[rng.integers(len(rows))]
         in_row = np.flatnonzero(dec == row_dec)
-        if len(in_row) < bricks_per_region:
+        if len(in_row) < size:
             continue
-        start = rng.integers(0, len(in_row) - bricks_per_region + 1)
-        strip = in_row[start:start + bricks_per_region]
+        start = rng.integers(0, len(in_row) - size + 1)
+        strip = in_row[start:start + size]
         if used.isdisjoint(strip.tolist()):
             used.update(strip.tolist())
             strips.append(strip)
