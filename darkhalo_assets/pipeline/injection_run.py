@@ -74,8 +74,9 @@ def _brick_groups(tasks: pa.Table) -> list[pa.Table]:
     return [tasks.take(pa.array(g)) for g in groups]
 
 
-def _run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, out_root: str,
-               out_options: dict, settings: InjectionSettings) -> dict:
+def run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, out_root: str,
+              out_options: dict, settings: InjectionSettings) -> dict:
+    """Inject one shard and commit it (stamps, then metrics); any engine's worker calls this."""
     cache, out = Store(cache_root, cache_options), Store(out_root, out_options)
     t0, c0 = time.time(), time.process_time()
     metrics, stamps = [], []
@@ -94,44 +95,64 @@ def _run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict,
             "reasons": {r["values"]: int(r["counts"]) for r in reasons}}
 
 
-def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int = 2000, workers: int = 1,
-                  force: bool = False, settings: InjectionSettings = InjectionSettings(),
-                  progress: Callable[[str], None] = lambda msg: None) -> dict:
-    """Inject every task; return counts by outcome and per-shard timings."""
-    shards = plan_shards(tasks, shard_tasks)
+def prepare_output(out: Store, shards: list[tuple[str, pa.Table]], force: bool) -> list[tuple[str, pa.Table]]:
+    """Uncommit the tier, drop shards of another plan, and return the shards still to run."""
     names = {n for n, _ in shards}
     out.rm(SUCCESS)
     for sub in ("metrics", "stamps"):
         for f in out.ls(sub):   # shards of another plan (inputs changed) are not ours any more
             if f.removesuffix(".parquet") not in names or f.startswith("."):
                 out.rm(f"{sub}/{f}")
-    todo = [(n, t) for n, t in shards if force or not out.exists(f"metrics/{n}.parquet")]
+    return [(n, t) for n, t in shards if force or not out.exists(f"metrics/{n}.parquet")]
+
+
+def commit_injection(out: Store, shards: list[tuple[str, pa.Table]], n_tasks: int,
+                     settings: InjectionSettings) -> None:
+    """The tier's commit marker, written once every shard's metrics file exists."""
+    present = set(out.ls("metrics"))   # one listing, not a request per shard (S3)
+    missing = [n for n, _ in shards if f"{n}.parquet" not in present]
+    if missing:
+        raise RuntimeError(f"{len(missing)} shard(s) have no metrics file (e.g. {missing[0]}); not committing")
+    record = {"shards": sorted(n for n, _ in shards), "tasks": n_tasks, "settings": asdict(settings)}
+    out.write_bytes_atomic(SUCCESS, json.dumps(record, indent=1).encode())
+
+
+def run_summary(results: list[dict], n_shards: int, n_tasks: int, seconds: float) -> dict:
+    """Counts and rates of one run from its shards' ``run_shard`` records."""
+    n_run = sum(r["tasks"] for r in results)
+    cpu = sum(r["cpu_seconds"] for r in results)
+    # cpu_seconds: the shards' own process CPU time (per core, whatever else loads the machine)
+    return {"shards": n_shards, "shards_run": len(results), "tasks": n_tasks, "tasks_run": n_run,
+            "stamps_run": sum(r["stamps"] for r in results),
+            "seconds": round(seconds, 2), "tasks_per_s": round(n_run / seconds, 1) if seconds > 0 else None,
+            "cpu_seconds": round(cpu, 2), "tasks_per_cpu_s": round(n_run / cpu, 1) if cpu > 0 else None}
+
+
+def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int = 2000, workers: int = 1,
+                  force: bool = False, settings: InjectionSettings = InjectionSettings(),
+                  progress: Callable[[str], None] = lambda msg: None) -> dict:
+    """Inject every task; return counts by outcome and per-shard timings."""
+    shards = plan_shards(tasks, shard_tasks)
+    todo = prepare_output(out, shards, force)
     progress(f"{len(shards)} shards, {len(shards) - len(todo)} already committed, {len(todo)} to run")
     done, results = len(shards) - len(todo), []
     t0 = time.time()
     args = (cache.root, cache.storage_options, out.root, out.storage_options, settings)
     if workers <= 1:
         for n, t in todo:
-            results.append(_run_shard(n, t, *args))
+            results.append(run_shard(n, t, *args))
             done += 1
             progress(f"shard {done}/{len(shards)}: {results[-1]['tasks']} tasks in {results[-1]['seconds']:.1f}s")
     else:
         with ProcessPoolExecutor(workers) as pool:
-            futs = [pool.submit(_run_shard, n, t, *args) for n, t in todo]
+            futs = [pool.submit(run_shard, n, t, *args) for n, t in todo]
             for f in as_completed(futs):
                 results.append(f.result())
                 done += 1
                 progress(f"shard {done}/{len(shards)}: {results[-1]['tasks']} tasks in {results[-1]['seconds']:.1f}s")
     seconds = time.time() - t0
-    record = {"shards": sorted(names), "tasks": tasks.num_rows, "settings": asdict(settings)}
-    out.write_bytes_atomic(SUCCESS, json.dumps(record, indent=1).encode())
-    n_run = sum(r["tasks"] for r in results)
-    cpu = sum(r["cpu_seconds"] for r in results)
-    # cpu_seconds: the shards' own process CPU time (per core, whatever else loads the machine)
-    return {"shards": len(shards), "shards_run": len(results), "tasks": tasks.num_rows, "tasks_run": n_run,
-            "stamps_run": sum(r["stamps"] for r in results),
-            "seconds": round(seconds, 2), "tasks_per_s": round(n_run / seconds, 1) if seconds > 0 else None,
-            "cpu_seconds": round(cpu, 2), "tasks_per_cpu_s": round(n_run / cpu, 1) if cpu > 0 else None}
+    commit_injection(out, shards, tasks.num_rows, settings)
+    return run_summary(results, len(shards), tasks.num_rows, seconds)
 
 
 def read_metrics(out: Store, columns: list[str] | None = None) -> pa.Table:
@@ -152,5 +173,5 @@ def stamp_files(out: Store) -> list[str]:
     return [out.url(f"stamps/{n}.parquet") for n in rec["shards"]]
 
 
-__all__ = ["STAMP_SCHEMA", "InjectionSettings", "injection_rel", "plan_shards", "read_metrics", "run_injection",
-           "stamp_files"]
+__all__ = ["STAMP_SCHEMA", "InjectionSettings", "commit_injection", "injection_rel", "plan_shards", "prepare_output",
+           "read_metrics", "run_injection", "run_shard", "run_summary", "stamp_files"]

@@ -3,6 +3,7 @@
 Job side (runs under spark-submit; imports dagster_pipes, never dagster):
   ``manifests_job`` entry point -> ``manifests_spark`` (driver + executor functions)
   -> ``manifest_parts`` (engine-agnostic part build/commit) -> ``darkhalo_assets.pipeline``.
+  ``injection_job`` entry point -> ``injection_spark`` -> ``pipeline.injection_run.run_shard``.
   ``pipes_io`` holds the Pipes wiring every entry point shares.
 Orchestrator side (imports dagster): ``dispatch`` builds a stage's Pipes extras and runs it
 through ``resources.compute.ComputeResource``; ``emr_packaging`` stages code on S3.
@@ -14,4 +15,5 @@ A new stage plugs in with an entry point module registered in ``SPARK_JOBS`` and
 # Entry point module of each stage's Spark job (stage name -> module).
 SPARK_JOBS = {
     "manifests": "darkhalo_assets.spark.manifests_job",
+    "injection": "darkhalo_assets.spark.injection_job",
 }

@@ -1,7 +1,7 @@
 """Orchestrator side of the Spark stages: build a stage's Pipes extras, run it, read its summary.
 
 The Dagster-layer half of ``darkhalo_assets.spark`` (the job-side modules never import
-Dagster). An asset calls ``run_manifests`` when ``compute.engine != "local"`` and turns
+Dagster). An asset calls ``run_manifests`` (4a) or ``run_injection_spark`` (4c) when ``compute.engine != "local"`` and turns
 the returned summary into the same metadata the local engine gives.
 """
 from __future__ import annotations
@@ -49,4 +49,29 @@ def run_manifests(context, compute, data_store, phase3, config_overrides: str, t
         extras["part_rows"] = int(part_rows)
     job = compute.run_spark_job(context, "manifests", extras)
     summary = json.loads(data_store.store().read_bytes(stage_config_rel(tier)))
+    return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)
+
+
+def run_injection_spark(context, compute, data_store, tier: str, experiments: list[str], force: bool,
+                        settings, *, shard_tasks: int = 2000) -> StageRun:
+    """Stage 4c for one tier on ``compute``'s Spark engine: the shards, files and ``_SUCCESS`` of
+    ``run_injection``; ``summary`` is ``run_injection``'s return value (timed over the executors).
+
+    ``experiments`` are the tier's experiment ids (their ``injection_tasks`` datasets are read
+    by the Spark driver, not sent through Pipes); ``settings`` an ``InjectionSettings``.
+    """
+    from dataclasses import asdict
+    from darkhalo_assets.assets.tasks import tasks_rel
+    from darkhalo_assets.pipeline.injection_run import injection_rel
+    cache = data_store.cache_store()
+    extras = {"tier": tier, "force": bool(force), "shard_tasks": int(shard_tasks),
+              "data_store": store_spec(data_store),
+              "cache_store": {"root": cache.root, "storage_options": cache.storage_options},
+              "task_rels": [tasks_rel(e) for e in experiments], "out_rel": injection_rel(tier),
+              "settings": asdict(settings)}
+    job = compute.run_spark_job(context, "injection", extras)
+    entry = job.metadata.get("engine/run_summary")
+    if entry is None:
+        raise RuntimeError("the injection Spark job finished without reporting its run summary")
+    summary = dict(getattr(entry, "value", entry))
     return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)
