@@ -208,3 +208,12 @@ def test_invalid_config_lists_every_problem():
     with pytest.raises(ValueError) as e:
         load_config({"replicates": 0, "tiers": {"x": {"grid": "nope", "sampling": "bogus"}}})
     assert "replicates" in str(e.value) and "unknown grid" in str(e.value) and "sampling" in str(e.value)
+
+
+def test_control_fraction_tolerance_is_binomial():
+    from darkhalo_assets.pipeline.manifest_checks import control_fraction_ok, control_fraction_tolerance
+    # 150 galaxies at 20%: sigma = 0.0327, so 0.255 is 1.7 sigma (fine) and 0.35 is 4.6 sigma (not)
+    assert control_fraction_ok(0.255, 0.2, 300, 2) and not control_fraction_ok(0.35, 0.2, 300, 2)
+    # a large tier is held much tighter than a fixed 0.05 would
+    assert control_fraction_tolerance(0.5, 1_000_000) == 0.01
+    assert not control_fraction_ok(0.53, 0.5, 2_000_000, 2)

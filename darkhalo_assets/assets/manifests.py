@@ -10,6 +10,7 @@ from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSeverity, 
 
 from darkhalo_assets import schemas
 from darkhalo_assets.pipeline.datasets import read_dataset, read_success, write_dataset
+from darkhalo_assets.pipeline.manifest_checks import control_fraction_ok
 from darkhalo_assets.pipeline.manifest_build import (build_bricks_manifest, build_tier_manifests, manifest_rel,
                                                      stage_config_rel)
 from darkhalo_assets.pipeline.manifests import prepare_candidates
@@ -24,7 +25,6 @@ from .phase4_run_config import Phase4RunConfig
 
 CODE_VERSION_4A = "4a-1"
 BRICKS_CHUNK = 10_000  # SQLite caps the size of one insert; register keys in chunks.
-CONTROL_FRAC_TOLERANCE = 0.05
 
 MANIFEST_CHECKS = [
     AssetCheckSpec("required_columns", asset="injection_manifests", blocking=True,
@@ -32,7 +32,7 @@ MANIFEST_CHECKS = [
     AssetCheckSpec("unique_task_id", asset="injection_manifests", blocking=True,
                    description="task_id is unique within each experiment"),
     AssetCheckSpec("control_fraction", asset="injection_manifests",
-                   description=f"Control fraction within {CONTROL_FRAC_TOLERANCE} of the tier's control_frac"),
+                   description="Control fraction within 4 binomial sigmas (over galaxies) of the tier's control_frac"),
     AssetCheckSpec("no_region_in_two_splits", asset="injection_manifests", blocking=True,
                    description="Holdout discipline: every region sits in exactly one split"),
     AssetCheckSpec("guardrail", asset="injection_manifests", blocking=True,
@@ -116,7 +116,7 @@ def _manifest_checks(store, cfg, tier: str, summary: dict) -> list[AssetCheckRes
             dup[exp_id] = n - n_unique
         frac = float(pc.mean(t.column("is_control").cast("int8")).as_py() or 0.0) if n else 0.0
         fracs[exp_id] = round(frac, 4)
-        if n and abs(frac - target) > CONTROL_FRAC_TOLERANCE:
+        if n and not control_fraction_ok(frac, target, n, cfg.replicates):
             frac_bad[exp_id] = frac
         if n:
             pairs = np.unique(np.stack([t.column("region_id").to_numpy().astype(str),

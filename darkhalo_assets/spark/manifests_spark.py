@@ -21,7 +21,6 @@ import time
 from typing import Callable
 
 MANIFEST_CHECK_COLUMNS = ["experiment_id", "task_id", "is_control", "region_id", "region_split"]
-CONTROL_FRAC_TOLERANCE = 0.05   # as the injection_manifests asset's control_fraction check
 
 
 def _store(spec: dict):
@@ -173,6 +172,7 @@ def manifest_check_values(spark, store, store_spec: dict, cfg, tier: str, summar
     from darkhalo_assets import schemas
     from darkhalo_assets.pipeline.datasets import read_success
     from darkhalo_assets.pipeline.manifest_build import manifest_rel
+    from darkhalo_assets.pipeline.manifest_checks import control_fraction_ok
 
     problems, refs = [], []
     for exp_id in summary["experiments"]:
@@ -203,7 +203,7 @@ def manifest_check_values(spark, store, store_spec: dict, cfg, tier: str, summar
             dup[exp_id] = n - int(r["n_unique"])
         frac = float(r["frac"] or 0.0) if n else 0.0
         fracs[exp_id] = round(frac, 4)
-        if n and abs(frac - target) > CONTROL_FRAC_TOLERANCE:
+        if n and not control_fraction_ok(frac, target, n, cfg.replicates):
             frac_bad[exp_id] = frac
     return {
         "required_columns": {"passed": not problems, "metadata": {"problems": problems}},
