@@ -9,17 +9,13 @@ from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSpec, Asse
 from darkhalo_assets import schemas
 from darkhalo_assets.pipeline.coadd_cache import SUCCESS_NAME
 from darkhalo_assets.pipeline.datasets import read_dataset, write_dataset
-from darkhalo_assets.pipeline.manifest_build import manifest_rel
+from darkhalo_assets.pipeline.manifest_build import manifest_rel, tasks_rel
 from resources.storage import DataStoreResource
 
 from .coadds import load_blacklist
 from .metadata import counts_markdown, json_md, table_schema
 from .phase4_run_config import Phase4RunConfig
 from .partitions import tier_partitions
-
-
-def tasks_rel(experiment_id: str) -> str:
-    return f"phase4b/injection_tasks/{experiment_id}"
 
 
 @asset(

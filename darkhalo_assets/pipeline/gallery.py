@@ -27,22 +27,21 @@ def write_gallery(out: Store, metrics: pa.Table, n: int = 6) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = metrics.filter(pc.and_(metrics.column("cutout_ok"), pc.invert(metrics.column("is_control"))))
+    # Examples come from the first stamps shard: one file read, however large the tier.
+    shards = [n for n in out.ls("stamps") if n.endswith(".parquet")]
+    if not shards:
+        raise FileNotFoundError("no stamps shards to draw a gallery from")
+    with out.open_read(f"stamps/{shards[0]}") as fh:
+        stamps = pq.read_table(fh)
+    ok = metrics.filter(pc.and_(pc.and_(metrics.column("cutout_ok"), pc.invert(metrics.column("is_control"))),
+                                pc.is_in(metrics.column("task_id"), value_set=stamps.column("task_id"))))
     ok = ok.sort_by([("arc_snr", "descending")])
     # spread the picks over the S/N range rather than showing only the brightest arcs
     idx = np.unique(np.linspace(0, max(ok.num_rows - 1, 0), n).astype(int)) if ok.num_rows else []
     picks = ok.take(pa.array(idx, pa.int64())) if len(idx) else ok
-    wanted = set(picks.column("task_id").to_pylist())
-    tables = []
-    for name in out.ls("stamps"):
-        with out.open_read(f"stamps/{name}") as fh:
-            t = pq.read_table(fh)
-        t = t.filter(pc.is_in(t.column("task_id"), value_set=pa.array(list(wanted))))
-        if t.num_rows:
-            tables.append(t)
-    if not tables:
-        raise FileNotFoundError("no stamps found for the gallery")
-    st = load_stamps(pa.concat_tables(tables))
+    if picks.num_rows == 0:
+        raise FileNotFoundError("no injected stamps in the first shard")
+    st = load_stamps(stamps.filter(pc.is_in(stamps.column("task_id"), value_set=picks.column("task_id"))))
     rows = {tid: i for i, tid in enumerate(st["task_id"])}
     info = {r["task_id"]: r for r in picks.to_pylist()}
     order = [t for t in picks.column("task_id").to_pylist() if t in rows]

@@ -30,6 +30,11 @@ def manifest_rel(experiment_id: str) -> str:
     return f"{PHASE4A}/manifests/{experiment_id}"
 
 
+def tasks_rel(experiment_id: str) -> str:
+    """Stage 4b's filtered manifests (the seed's manifests_filtered)."""
+    return f"phase4b/injection_tasks/{experiment_id}"
+
+
 def tier_bricks_rel(tier: str) -> str:
     return f"{PHASE4A}/tier_bricks/{tier}.parquet"
 
