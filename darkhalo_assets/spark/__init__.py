@@ -4,6 +4,7 @@ Job side (runs under spark-submit; imports dagster_pipes, never dagster):
   ``manifests_job`` entry point -> ``manifests_spark`` (driver + executor functions)
   -> ``manifest_parts`` (engine-agnostic part build/commit) -> ``darkhalo_assets.pipeline``.
   ``injection_job`` entry point -> ``injection_spark`` -> ``pipeline.injection_run.run_shard``.
+  ``cache_fill_job`` (4b: driver + executor functions in one module) -> ``pipeline.coadd_fetch``.
   ``pipes_io`` holds the Pipes wiring every entry point shares.
 Orchestrator side (imports dagster): ``dispatch`` builds a stage's Pipes extras and runs it
 through ``resources.compute.ComputeResource``; ``emr_packaging`` stages code on S3.
@@ -16,4 +17,5 @@ A new stage plugs in with an entry point module registered in ``SPARK_JOBS`` and
 SPARK_JOBS = {
     "manifests": "darkhalo_assets.spark.manifests_job",
     "injection": "darkhalo_assets.spark.injection_job",
+    "cache_fill": "darkhalo_assets.spark.cache_fill_job",
 }

@@ -75,3 +75,35 @@ def run_injection_spark(context, compute, data_store, tier: str, experiments: li
         raise RuntimeError("the injection Spark job finished without reporting its run summary")
     summary = dict(getattr(entry, "value", entry))
     return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)
+
+
+def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str], force: bool, *,
+                         bricks_per_task: int = 50, run_key: str = "fill") -> StageRun:
+    """Stage 4b for ``bricks`` on ``compute``'s Spark engine, with the local engine's fetcher settings.
+
+    ``survey`` is the SurveyResource (its ``url`` and retry/timeout fields reach executors).
+    ``summary`` holds counts by status, bytes and rates; ``summary["bricks"]`` one record per
+    brick (brickname, status, bytes_downloaded, files_fetched, files_adopted, seconds, error,
+    verified_ok, problems), read back from the file the driver wrote.
+    """
+    import pyarrow.parquet as pq
+    from darkhalo_assets.assets.coadds import MISSING_DIR
+    cache = data_store.cache_store()
+    results_rel = f"phase4b/fill_runs/{context.run.run_id}-{run_key}.parquet"
+    fields = ("connect_timeout_s", "read_timeout_s", "max_attempts", "backoff_base_s", "backoff_cap_s",
+              "concurrency", "brick_pixels")
+    extras = {"tier": run_key, "force": bool(force), "bricks": list(bricks), "bricks_per_task": int(bricks_per_task),
+              "survey": {"url": survey.url, **{f: getattr(survey, f) for f in fields}},
+              "data_store": store_spec(data_store),
+              "cache_store": {"root": cache.root, "storage_options": cache.storage_options},
+              "missing_dir": MISSING_DIR, "results_rel": results_rel}
+    job = compute.run_spark_job(context, "cache_fill", extras)
+    entry = job.metadata.get("engine/fill_summary")
+    if entry is None:
+        raise RuntimeError("the cache fill Spark job finished without reporting its summary")
+    summary = dict(getattr(entry, "value", entry))
+    with data_store.store().open_read(results_rel) as fh:
+        summary["bricks"] = pq.read_table(fh).to_pylist()
+    for b in summary["bricks"]:
+        b["problems"] = json.loads(b["problems"]) if b["problems"] else []
+    return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)

@@ -1,0 +1,83 @@
+"""Stage 4b on the spark engine: a real spark-submit (local[2]) through Dagster Pipes fills the coadd
+cache from the synthetic survey served over real HTTP, exactly as the local fetcher does: the same
+files byte for byte, the same status per brick (cached, skipped when already verified, missing with
+404 evidence for a brick the survey does not have), each cached brick deep-verified.
+"""
+import pytest
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset, materialize
+
+from darkhalo_assets.assets.coadds import missing_rel
+from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, fill_cache
+from darkhalo_assets.pipeline.storage import Store
+from darkhalo_assets.science.survey_layout import COADD_FILES
+from darkhalo_assets.spark.dispatch import run_cache_fill_spark
+from darkhalo_assets.synthetic.coadds import write_survey_coadds
+from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
+from darkhalo_assets.synthetic.server import SurveyServer
+from resources.compute import ComputeResource
+from resources.storage import DataStoreResource
+from resources.survey import SurveyResource
+
+PIX = 128
+SPEC = Phase3Spec(regions_per_split={"train": 2, "val": 1, "test": 0}, bricks_per_region=2, lrgs_per_brick=5,
+                  brick_pixels=PIX, n_missing_bricks=0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    """The catalog's bricks; the survey serves all but the last (a coverage gap: 404)."""
+    root = tmp_path_factory.mktemp("fill_survey")
+    t3 = generate_phase3(SPEC)
+    bricks = t3.bricks_with_region.to_pandas()
+    write_survey_coadds(root, bricks.iloc[:-1], t3.parent_catalog.to_pandas(), brick_pixels=PIX)
+    return root, bricks["brickname"].tolist()
+
+
+def _fill_asset(bricks: list[str]):
+    @asset(name="spark_cache_fill")
+    def spark_cache_fill(context: AssetExecutionContext, compute: ComputeResource, data_store: DataStoreResource,
+                         survey: SurveyResource) -> MaterializeResult:
+        run = run_cache_fill_spark(context, compute, data_store, survey, bricks, False, bricks_per_task=2)
+        return MaterializeResult(metadata={"summary": MetadataValue.json(run.summary), **run.metadata})
+    return spark_cache_fill
+
+
+def _cache_files(cache: Store, brick: str) -> dict[str, bytes]:
+    return {f.filename(brick): cache.read_bytes(f"{brick}/{f.filename(brick)}") for f in COADD_FILES}
+
+
+@pytest.mark.spark
+def test_spark_fill_caches_what_the_local_fetcher_caches(survey, tmp_path):
+    root, bricks = survey
+    present, gap = bricks[:-1], bricks[-1]
+    local_cache, spark_cache = Store(str(tmp_path / "local_cache")), Store(str(tmp_path / "spark_cache"))
+    with SurveyServer(root) as srv, CoaddFetcher(srv.base_url, local_cache, expected_shape=(PIX, PIX)) as f:
+        local, _ = fill_cache(f, bricks)
+        # One brick is already in the spark cache: the spark fill must skip it, not fetch it again.
+        with CoaddFetcher(srv.base_url, spark_cache, expected_shape=(PIX, PIX)) as f2:
+            assert f2.fetch_brick(present[0]).status == "cached"
+    assert {r.brickname: r.status for r in local} == {**{b: "cached" for b in present}, gap: "missing"}
+
+    data = tmp_path / "data"
+    resources = {"compute": ComputeResource(engine="spark", spark_master="local[2]", log_dir=str(data / "logs")),
+                 "data_store": DataStoreResource(root=str(data / "outputs"), cache_root=spark_cache.root),
+                 "survey": SurveyResource(synthetic_root=str(root), brick_pixels=PIX, max_attempts=2,
+                                          backoff_base_s=0.05)}
+    result = materialize([_fill_asset(bricks)], resources=resources)
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("spark_cache_fill")
+    s = mat.metadata["summary"].value
+    per_brick = {b["brickname"]: b for b in s["bricks"]}
+    assert sorted(per_brick) == sorted(bricks)                       # every brick reported once
+    assert {b: r["status"] for b, r in per_brick.items()} == \
+        {present[0]: "skipped", **{b: "cached" for b in present[1:]}, gap: "missing"}
+    assert (s["cached"], s["skipped"], s["missing"], s["failed"]) == (len(present) - 1, 1, 1, 0)
+    assert s["files_fetched"] == (len(present) - 1) * len(COADD_FILES)
+    assert per_brick[present[0]]["bytes_downloaded"] == 0
+    assert all(per_brick[b]["verified_ok"] for b in present[1:]) and s["unverified"] == 0
+    assert s["bytes_downloaded"] == sum(len(v) for b in present[1:] for v in _cache_files(spark_cache, b).values())
+    for b in present:                                                # the local fetcher's bytes
+        assert _cache_files(spark_cache, b) == _cache_files(local_cache, b), b
+    assert spark_cache.ls(gap) == []
+    store = Store(str(data / "outputs"))
+    assert store.exists(missing_rel(gap)) and not any(store.exists(missing_rel(b)) for b in present)
