@@ -12,10 +12,10 @@ import pytest
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset, materialize
 from support_survey import cached_survey
 
-from darkhalo_assets.assets.tasks import tasks_rel
 from darkhalo_assets.pipeline.datasets import SUCCESS, write_dataset
 from darkhalo_assets.pipeline.injection_run import (InjectionSettings, injection_rel, plan_shards, read_metrics,
                                                     run_injection)
+from darkhalo_assets.pipeline.manifest_build import tasks_rel
 from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, sample_tier
 from darkhalo_assets.pipeline.phase4_config import load_config
 from darkhalo_assets.pipeline.storage import Store

@@ -61,7 +61,7 @@ def run_injection_spark(context, compute, data_store, tier: str, experiments: li
     by the Spark driver, not sent through Pipes); ``settings`` an ``InjectionSettings``.
     """
     from dataclasses import asdict
-    from darkhalo_assets.assets.tasks import tasks_rel
+    from darkhalo_assets.pipeline.manifest_build import tasks_rel
     from darkhalo_assets.pipeline.injection_run import injection_rel
     cache = data_store.cache_store()
     extras = {"tier": tier, "force": bool(force), "shard_tasks": int(shard_tasks),
