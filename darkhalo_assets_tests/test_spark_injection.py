@@ -114,3 +114,19 @@ def test_spark_engine_writes_the_local_shards_and_skips_committed_ones(world, tm
     assert {n: out.fs.info(out.url(f"metrics/{n}.parquet"))["mtime"] for n in kept} == kept
     assert read_metrics(out).sort_by("task_id").to_pandas().equals(local_m.to_pandas())
     assert out.read_bytes(f"stamps/{lost}.parquet") == ref.read_bytes(f"stamps/{lost}.parquet")
+
+
+def test_commit_refuses_a_tier_with_a_shard_missing(world, tmp_path):
+    """What the Spark driver relies on: ``_SUCCESS`` only when every planned shard committed."""
+    from darkhalo_assets.pipeline.injection_run import commit_injection, prepare_output, run_shard
+    tasks = world["tasks"][world["experiments"][0]]
+    out = Store(str(tmp_path / "out"))
+    shards = plan_shards(tasks, SHARD_TASKS)
+    todo = prepare_output(out, shards, force=False)
+    assert [n for n, _ in todo] == [n for n, _ in shards]
+    for n, t in todo[:-1]:   # an executor lost before the last shard
+        run_shard(n, t, world["cache"].root, {}, out.root, {}, SETTINGS)
+    with pytest.raises(RuntimeError, match=todo[-1][0]):
+        commit_injection(out, shards, tasks.num_rows, SETTINGS)
+    assert not out.exists(SUCCESS)
+    assert [n for n, _ in prepare_output(out, shards, force=False)] == [todo[-1][0]]   # a rerun redoes only it
