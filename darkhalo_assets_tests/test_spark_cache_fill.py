@@ -4,7 +4,8 @@ files byte for byte, the same status per brick (cached, skipped when already ver
 404 evidence for a brick the survey does not have), each cached brick deep-verified.
 """
 import pytest
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset, materialize
+from dagster import (AssetExecutionContext, MaterializeResult, MetadataValue, OpExecutionContext, asset, job,
+                     materialize, op)
 
 from darkhalo_assets.assets.coadds import missing_rel
 from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, fill_cache
@@ -40,6 +41,20 @@ def _fill_asset(bricks: list[str]):
         run = run_cache_fill_spark(context, compute, data_store, survey, bricks, False, bricks_per_task=2)
         return MaterializeResult(metadata={"summary": MetadataValue.json(run.summary), **run.metadata})
     return spark_cache_fill
+
+
+def _fill_job(bricks: list[str], seen: dict):
+    """The tier-wide fill is an op, not an asset: the Spark job must not report a materialization."""
+    @op
+    def fill_op(context: OpExecutionContext, compute: ComputeResource, data_store: DataStoreResource,
+                survey: SurveyResource) -> None:
+        seen.update(run_cache_fill_spark(context, compute, data_store, survey, bricks, False,
+                                         bricks_per_task=3, run_key="debug").summary)
+
+    @job
+    def fill_job():
+        fill_op()
+    return fill_job
 
 
 def _cache_files(cache: Store, brick: str) -> dict[str, bytes]:
@@ -81,3 +96,11 @@ def test_spark_fill_caches_what_the_local_fetcher_caches(survey, tmp_path):
     assert spark_cache.ls(gap) == []
     store = Store(str(data / "outputs"))
     assert store.exists(missing_rel(gap)) and not any(store.exists(missing_rel(b)) for b in present)
+
+    # Again, from an op: every brick already verified is skipped, nothing is downloaded.
+    seen = {}
+    assert _fill_job(bricks, seen).execute_in_process(resources=resources).success
+    assert {b["brickname"]: b["status"] for b in seen["bricks"]} == {**{b: "skipped" for b in present}, gap: "missing"}
+    assert seen["bytes_downloaded"] == 0 and seen["files_fetched"] == 0
+    for b in present:
+        assert _cache_files(spark_cache, b) == _cache_files(local_cache, b), b

@@ -99,8 +99,16 @@ def fill_on_spark(spark, extras: dict, log=print) -> dict:
     if extras.get("results_rel"):   # per-brick outcomes as a file: 180k bricks do not fit a Pipes message
         import pyarrow as pa
         from darkhalo_assets.pipeline.datasets import write_table
-        write_table(_store(extras["data_store"]), extras["results_rel"], pa.Table.from_pylist(rows))
+        table = pa.Table.from_pylist(rows, schema=_result_schema())
+        table = table.replace_schema_metadata({"fill_summary": json.dumps(summary)})
+        write_table(_store(extras["data_store"]), extras["results_rel"], table)
     return {"summary": summary, "bricks": rows}
+
+
+def _result_schema():
+    import pyarrow as pa
+    types = {"string": pa.string(), "long": pa.int64(), "double": pa.float64(), "boolean": pa.bool_()}
+    return pa.schema([(n, types[t]) for n, t in (f.split(" ") for f in BRICK_RESULT_SCHEMA.split(", "))])
 
 
 def _body(spark, extras: dict, pipes, log) -> None:
@@ -115,7 +123,10 @@ def _body(spark, extras: dict, pipes, log) -> None:
     if pipes is None:
         print(METADATA_PREFIX + json.dumps({k: (v["raw_value"] if isinstance(v, dict) else v) for k, v in md.items()}))
         return
-    pipes.report_asset_materialization(metadata=md)
+    if extras.get("report_materialization", True):
+        pipes.report_asset_materialization(metadata=md)
+    else:   # launched from an op (e.g. the tier-wide fill job): no asset to report on
+        log(f"[{STAGE}] fill summary: {json.dumps(result['summary'])}")
 
 
 def main(argv: list[str] | None = None) -> None:

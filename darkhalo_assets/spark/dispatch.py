@@ -84,7 +84,8 @@ def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str]
     ``survey`` is the SurveyResource (its ``url`` and retry/timeout fields reach executors).
     ``summary`` holds counts by status, bytes and rates; ``summary["bricks"]`` one record per
     brick (brickname, status, bytes_downloaded, files_fetched, files_adopted, seconds, error,
-    verified_ok, problems), read back from the file the driver wrote.
+    verified_ok, problems), both read back from the file the driver wrote (so this works from
+    an op as well as from an asset: only an asset gets the job's Pipes materialization).
     """
     import pyarrow.parquet as pq
     from darkhalo_assets.assets.coadds import MISSING_DIR
@@ -96,14 +97,14 @@ def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str]
               "survey": {"url": survey.url, **{f: getattr(survey, f) for f in fields}},
               "data_store": store_spec(data_store),
               "cache_store": {"root": cache.root, "storage_options": cache.storage_options},
-              "missing_dir": MISSING_DIR, "results_rel": results_rel}
+              "missing_dir": MISSING_DIR, "results_rel": results_rel,
+              # An op (the tier-wide fill job) has no asset for the job to report a materialization on.
+              "report_materialization": bool(getattr(context, "has_assets_def", True))}
     job = compute.run_spark_job(context, "cache_fill", extras)
-    entry = job.metadata.get("engine/fill_summary")
-    if entry is None:
-        raise RuntimeError("the cache fill Spark job finished without reporting its summary")
-    summary = dict(getattr(entry, "value", entry))
     with data_store.store().open_read(results_rel) as fh:
-        summary["bricks"] = pq.read_table(fh).to_pylist()
+        table = pq.read_table(fh)
+    summary = json.loads(table.schema.metadata[b"fill_summary"])
+    summary["bricks"] = table.to_pylist()
     for b in summary["bricks"]:
         b["problems"] = json.loads(b["problems"]) if b["problems"] else []
     return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)
