@@ -16,6 +16,7 @@ from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSpec, Asse
 from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fetch_bricks, summarize_fill
 from darkhalo_assets.pipeline.datasets import write_table
 from darkhalo_assets.pipeline.storage import Store
+from resources.compute import ComputeResource
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -137,7 +138,7 @@ def load_blacklist(store: Store) -> set[str]:
 
 @op(out=Out(Nothing), pool="downloads")
 def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
-                     data_store: DataStoreResource) -> None:
+                     data_store: DataStoreResource, compute: ComputeResource) -> None:
     """Fill the coadd cache for every brick of one tier, in one run.
 
     Each brick it caches (or finds cached, or finds missing upstream) is recorded as a
@@ -159,6 +160,10 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
                       f"(e.g. {unregistered[:3]}): materialize bricks_manifest first")
     context.log.info(f"filling the coadd cache for tier {tier}: {len(bricks):,} bricks")
 
+    if compute.engine != "local":
+        _fill_tier_on_spark(context, config, survey, data_store, compute, tier, bricks)
+        return
+
     def record(r):
         if r.status != "failed":
             context.log_event(AssetMaterialization(asset_key="coadd_cache", partition=r.brickname, metadata={
@@ -167,12 +172,29 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
     results, verified, t0 = fill_bricks(context, bricks, survey, data_store, config.force, on_result=record)
     summary = summarize_fill(results, time.monotonic() - t0)
     context.log.info(f"tier {tier} cache fill: {summary.as_metadata()}")
-    failed = [r for r in results if r.status == "failed"]
-    bad = [v for v in verified if not v.ok]
+    _raise_for(failed={r.brickname: r.error for r in results if r.status == "failed"},
+               bad={v.brickname: v.problems for v in verified if not v.ok})
+
+
+def _fill_tier_on_spark(context, config, survey, data_store, compute, tier: str, bricks: list[str]) -> None:
+    """The same fetcher on Spark executors; materializations are recorded when the job ends."""
+    from darkhalo_assets.spark.dispatch import run_cache_fill_spark
+    run = run_cache_fill_spark(context, compute, data_store, survey, bricks, config.force, run_key=tier)
+    for b in run.summary["bricks"]:
+        if b["status"] != "failed":
+            context.log_event(AssetMaterialization(asset_key="coadd_cache", partition=b["brickname"], metadata={
+                "status": b["status"], "bytes_downloaded": b["bytes_downloaded"], "tier_fill": tier,
+                "engine": compute.engine}))
+    context.log.info(f"tier {tier} cache fill: { {k: v for k, v in run.summary.items() if k != 'bricks'} }")
+    _raise_for(failed={b["brickname"]: b["error"] for b in run.summary["bricks"] if b["status"] == "failed"},
+               bad={b["brickname"]: b["problems"] for b in run.summary["bricks"] if b["verified_ok"] is False})
+
+
+def _raise_for(failed: dict, bad: dict) -> None:
     if failed or bad:
         raise Failure(description=f"{len(failed)} bricks failed, {len(bad)} failed verification; re-run to resume",
-                      metadata={"failed": json_md({r.brickname: r.error for r in failed[:50]}),
-                                "unverified": json_md({v.brickname: v.problems for v in bad[:50]})})
+                      metadata={"failed": json_md(dict(list(failed.items())[:50])),
+                                "unverified": json_md(dict(list(bad.items())[:50]))})
 
 
 @job(partitions_def=tier_partitions,
