@@ -25,7 +25,7 @@ from bench_coadd_fill import make_survey, some_bricks, start_server  # noqa: E40
 
 from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fill_cache  # noqa: E402
 from darkhalo_assets.pipeline.storage import Store  # noqa: E402
-from darkhalo_assets.spark.cache_fill_job import METADATA_PREFIX  # noqa: E402
+from darkhalo_assets.spark.pipes_io import stdout_metadata  # noqa: E402
 
 ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/spark/cache_fill_job.py"
 
@@ -59,8 +59,7 @@ def run_spark(base_url: str, bricks: list[str], cache: str, data: str, threads: 
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"spark-submit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(METADATA_PREFIX))
-    return wall, json.loads(line[len(METADATA_PREFIX):])["engine/fill_summary"]
+    return wall, stdout_metadata(proc.stdout)["engine/fill_summary"]
 
 
 def main() -> None:

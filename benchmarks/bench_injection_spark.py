@@ -21,7 +21,7 @@ from bench_injection_e2e import SHARD_TASKS, _world  # noqa: E402
 from darkhalo_assets.pipeline.datasets import write_dataset  # noqa: E402
 from darkhalo_assets.pipeline.injection_run import read_metrics, run_injection  # noqa: E402
 from darkhalo_assets.pipeline.storage import Store  # noqa: E402
-from darkhalo_assets.spark.injection_job import METADATA_PREFIX  # noqa: E402
+from darkhalo_assets.spark.pipes_io import stdout_metadata  # noqa: E402
 
 ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/spark/injection_job.py"
 
@@ -41,8 +41,7 @@ def run_spark(data_root: str, cache_root: str, master: str, workdir: Path) -> tu
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"spark-submit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(METADATA_PREFIX))
-    return wall, json.loads(line[len(METADATA_PREFIX):])
+    return wall, stdout_metadata(proc.stdout)
 
 
 def main() -> None:

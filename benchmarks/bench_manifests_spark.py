@@ -27,7 +27,7 @@ from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manife
 from darkhalo_assets.pipeline.manifests import prepare_candidates
 from darkhalo_assets.pipeline.phase4_config import load_config
 from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.manifests_job import METADATA_PREFIX
+from darkhalo_assets.spark.pipes_io import stdout_metadata
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 
 INPUTS = ("parent_catalog", "bricks_with_region", "region_selections")
@@ -62,8 +62,7 @@ def run_spark(root: str, overrides: str, tier: str, master: str, workdir: Path) 
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"spark-submit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(METADATA_PREFIX))
-    return wall, json.loads(line[len(METADATA_PREFIX):])
+    return wall, stdout_metadata(proc.stdout)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import sys
 import time
 
 STAGE = "4b"
-METADATA_PREFIX = "darkhalo-job-metadata: "
 BRICK_RESULT_SCHEMA = ("brickname string, status string, bytes_downloaded long, files_fetched long, "
                        "files_adopted long, seconds double, error string, verified_ok boolean, problems string")
 
@@ -112,19 +111,14 @@ def _result_schema():
 
 
 def _body(spark, extras: dict, pipes, log) -> None:
-    from darkhalo_assets.spark.pipes_io import pipes_json
+    from darkhalo_assets.spark.pipes_io import engine_metadata, pipes_json, report_materialization
     result = fill_on_spark(spark, extras, log=log)
-    sc = spark.sparkContext
-    md = {"engine/name": extras.get("engine", "spark"), "engine/spark_master": sc.master,
-          "engine/spark_app_id": sc.applicationId, "engine/fill_summary": pipes_json(result["summary"]),
+    md = {**engine_metadata(spark, extras), "engine/fill_summary": pipes_json(result["summary"]),
           "engine/failed_bricks": pipes_json({r["brickname"]: r["error"] for r in result["bricks"]
                                               if r["status"] == "failed"}),
           "engine/brick_results": extras.get("results_rel") or ""}
-    if pipes is None:
-        print(METADATA_PREFIX + json.dumps({k: (v["raw_value"] if isinstance(v, dict) else v) for k, v in md.items()}))
-        return
-    if extras.get("report_materialization", True):
-        pipes.report_asset_materialization(metadata=md)
+    if pipes is None or extras.get("report_materialization", True):
+        report_materialization(pipes, md)
     else:   # launched from an op (e.g. the tier-wide fill job): no asset to report on
         log(f"[{STAGE}] fill summary: {json.dumps(result['summary'])}")
 

@@ -10,23 +10,16 @@ library is imported at module level.
 """
 from __future__ import annotations
 
-import json
 import sys
 
 STAGE = "4c"
-METADATA_PREFIX = "darkhalo-job-metadata: "
 
 
 def _materialization_metadata(result: dict, spark, extras: dict) -> dict:
-    from darkhalo_assets.spark.pipes_io import pipes_json
+    from darkhalo_assets.spark.pipes_io import engine_metadata, pipes_json
     s = result["summary"]
-    sc = spark.sparkContext
     return {
-        "engine/name": extras.get("engine", "spark"),
-        "engine/spark_version": spark.version,
-        "engine/spark_master": sc.master,
-        "engine/spark_app_id": sc.applicationId,
-        "engine/default_parallelism": int(sc.defaultParallelism),
+        **engine_metadata(spark, extras),
         "engine/shards": int(s["shards"]),
         "engine/shards_run": int(s["shards_run"]),
         "engine/tasks_run": int(s["tasks_run"]),
@@ -39,19 +32,11 @@ def _materialization_metadata(result: dict, spark, extras: dict) -> dict:
     }
 
 
-def _report(pipes, result: dict, spark, extras: dict) -> None:
-    metadata = _materialization_metadata(result, spark, extras)
-    if pipes is None:   # standalone: one parseable line
-        print(METADATA_PREFIX + json.dumps({k: (v["raw_value"] if isinstance(v, dict) else v)
-                                            for k, v in metadata.items()}))
-        return
-    pipes.report_asset_materialization(metadata=metadata)
-
-
 def _body(spark, extras: dict, pipes, log) -> None:
     from darkhalo_assets.spark.injection_spark import inject_tier_on_spark
+    from darkhalo_assets.spark.pipes_io import report_materialization
     result = inject_tier_on_spark(spark, extras, log=log)
-    _report(pipes, result, spark, extras)
+    report_materialization(pipes, _materialization_metadata(result, spark, extras))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,23 +10,16 @@ the standard library is imported at module level.
 """
 from __future__ import annotations
 
-import json
 import sys
 
 STAGE = "4a"
-METADATA_PREFIX = "darkhalo-job-metadata: "
 
 
 def _materialization_metadata(result: dict, spark, extras: dict) -> dict:
-    from darkhalo_assets.spark.pipes_io import pipes_json
+    from darkhalo_assets.spark.pipes_io import engine_metadata, pipes_json
     s = result["summary"]
-    sc = spark.sparkContext
     return {
-        "engine/name": extras.get("engine", "spark"),
-        "engine/spark_version": spark.version,
-        "engine/spark_master": sc.master,
-        "engine/spark_app_id": sc.applicationId,
-        "engine/default_parallelism": int(sc.defaultParallelism),
+        **engine_metadata(spark, extras),
         "engine/parts_written": int(result["parts_written"]),
         "engine/rows_written": int(result["rows_written"]),
         "engine/bytes_written": int(result["bytes_written"]),
@@ -40,13 +33,9 @@ def _materialization_metadata(result: dict, spark, extras: dict) -> dict:
 
 
 def _report(pipes, result: dict, spark, extras: dict) -> None:
-    from darkhalo_assets.spark.pipes_io import pipes_json
-    metadata = _materialization_metadata(result, spark, extras)
-    if pipes is None:   # standalone: one parseable line
-        print(METADATA_PREFIX + json.dumps({k: (v["raw_value"] if isinstance(v, dict) else v)
-                                            for k, v in metadata.items()}))
+    from darkhalo_assets.spark.pipes_io import pipes_json, report_materialization
+    if not report_materialization(pipes, _materialization_metadata(result, spark, extras)):
         return
-    pipes.report_asset_materialization(metadata=metadata)
     for name, check in result["checks"].items():
         md = {k: (v if isinstance(v, (int, float, str, bool)) else pipes_json(v))
               for k, v in check["metadata"].items()}

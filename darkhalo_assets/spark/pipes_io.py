@@ -84,6 +84,33 @@ def write_failure_report(uri: str | None, exc: BaseException, storage_options: d
         print(f"could not write failure report to {uri}: {write_exc}", file=sys.stderr)
 
 
+METADATA_PREFIX = "darkhalo-job-metadata: "
+
+
+def engine_metadata(spark, extras: dict) -> dict:
+    """What every job reports about where it ran."""
+    sc = spark.sparkContext
+    return {"engine/name": extras.get("engine", "spark"), "engine/spark_version": spark.version,
+            "engine/spark_master": sc.master, "engine/spark_app_id": sc.applicationId,
+            "engine/default_parallelism": int(sc.defaultParallelism)}
+
+
+def report_materialization(pipes, metadata: dict) -> bool:
+    """Report through Pipes; standalone (no Pipes) print one parseable line. True if Pipes."""
+    if pipes is None:
+        print(METADATA_PREFIX + json.dumps({k: (v["raw_value"] if isinstance(v, dict) else v)
+                                            for k, v in metadata.items()}))
+        return False
+    pipes.report_asset_materialization(metadata=metadata)
+    return True
+
+
+def stdout_metadata(stdout: str) -> dict:
+    """The metadata a standalone job printed (benchmarks run jobs without Pipes)."""
+    line = next(ln for ln in stdout.splitlines() if ln.startswith(METADATA_PREFIX))
+    return json.loads(line[len(METADATA_PREFIX):])
+
+
 def pipes_json(value: Any) -> dict:
     """A Pipes metadata entry of type json (round-tripped so numpy/ints serialise)."""
     return {"raw_value": json.loads(json.dumps(value, default=str)), "type": "json"}
