@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +23,7 @@ from bench_coadd_fill import make_survey, some_bricks, start_server  # noqa: E40
 
 from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fill_cache  # noqa: E402
 from darkhalo_assets.pipeline.storage import Store  # noqa: E402
-from darkhalo_assets.spark.pipes_io import stdout_metadata  # noqa: E402
+from spark_standalone import submit_standalone  # noqa: E402
 
 ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/spark/cache_fill_job.py"
 
@@ -46,20 +44,9 @@ def run_spark(base_url: str, bricks: list[str], cache: str, data: str, threads: 
     extras = {"tier": "bench", "bricks": bricks, "bricks_per_task": per_task,
               "survey": {"url": base_url, "concurrency": threads, "brick_pixels": shape, "max_attempts": 5,
                          "backoff_base_s": 0.1, "backoff_cap_s": 2.0},
-              "data_store": {"root": data}, "cache_store": {"root": cache}, "missing_dir": "phase4b/missing",
-              "failure_report_uri": str(work / "driver_error.json")}
-    (work / "extras.json").write_text(json.dumps(extras))
-    cmd = [str(Path(sys.executable).with_name("spark-submit")), "--master", master,
-           "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN",
-           str(ENTRY), "--extras", str(work / "extras.json")]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"spark-submit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return wall, stdout_metadata(proc.stdout)["engine/fill_summary"]
+              "data_store": {"root": data}, "cache_store": {"root": cache}, "missing_dir": "phase4b/missing"}
+    wall, md = submit_standalone(ENTRY, extras, master, work)
+    return wall, md["engine/fill_summary"]
 
 
 def main() -> None:

@@ -7,9 +7,7 @@ tasks, same shards; prints both wall times, the ratio, where the Spark run spend
     .venv/bin/python benchmarks/bench_injection_spark.py [--bricks 6] [--pixels 1024] [--root DIR]
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ from bench_injection_e2e import SHARD_TASKS, _world  # noqa: E402
 from darkhalo_assets.pipeline.datasets import write_dataset  # noqa: E402
 from darkhalo_assets.pipeline.injection_run import read_metrics, run_injection  # noqa: E402
 from darkhalo_assets.pipeline.storage import Store  # noqa: E402
-from darkhalo_assets.spark.pipes_io import stdout_metadata  # noqa: E402
+from spark_standalone import submit_standalone  # noqa: E402
 
 ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/spark/injection_job.py"
 
@@ -29,19 +27,8 @@ ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/spark/injection_j
 def run_spark(data_root: str, cache_root: str, master: str, workdir: Path) -> tuple[float, dict]:
     extras = {"tier": "bench", "force": True, "shard_tasks": SHARD_TASKS, "data_store": {"root": data_root},
               "cache_store": {"root": cache_root}, "task_rels": ["tasks"], "out_rel": "phase4c/bench",
-              "settings": {}, "failure_report_uri": str(workdir / "driver_error.json")}
-    (workdir / "extras.json").write_text(json.dumps(extras))
-    cmd = [str(Path(sys.executable).with_name("spark-submit")), "--master", master,
-           "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN",
-           str(ENTRY), "--extras", str(workdir / "extras.json")]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"spark-submit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return wall, stdout_metadata(proc.stdout)
+              "settings": {}}
+    return submit_standalone(ENTRY, extras, master, workdir)
 
 
 def main() -> None:

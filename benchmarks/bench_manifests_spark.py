@@ -12,10 +12,7 @@ The train tier's n_per_split scales with the parent as in bench_manifests.py (2.
 split at 19.7M LRGs) so the number of tasks per LRG matches the production run.
 """
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manife
 from darkhalo_assets.pipeline.manifests import prepare_candidates
 from darkhalo_assets.pipeline.phase4_config import load_config
 from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.pipes_io import stdout_metadata
+from spark_standalone import submit_standalone  # noqa: E402
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 
 INPUTS = ("parent_catalog", "bricks_with_region", "region_selections")
@@ -48,21 +45,9 @@ def run_local(root: str, overrides: str, tier: str) -> tuple[float, dict]:
 
 def run_spark(root: str, overrides: str, tier: str, master: str, workdir: Path) -> tuple[float, dict]:
     extras = {"tier": tier, "force": True, "config_overrides": overrides, "data_store": {"root": root},
-              "phase3": {n: {"kind": "dataset", "root": root, "rel": f"phase3/{n}"} for n in INPUTS},
-              "failure_report_uri": str(workdir / "driver_error.json")}
-    (workdir / "extras.json").write_text(json.dumps(extras))
-    spark_submit = str(Path(sys.executable).with_name("spark-submit"))
-    cmd = [spark_submit, "--master", master, "--conf", "spark.ui.enabled=false",
-           "--conf", "spark.sql.shuffle.partitions=8", "--conf", "spark.driver.memory=6g",
-           str(ENTRY), "--extras", str(workdir / "extras.json")]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"spark-submit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return wall, stdout_metadata(proc.stdout)
+              "phase3": {n: {"kind": "dataset", "root": root, "rel": f"phase3/{n}"} for n in INPUTS}}
+    return submit_standalone(ENTRY, extras, master, workdir,
+                             conf={"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "6g"})
 
 
 def main() -> None:

@@ -1,41 +1,23 @@
 """Fixtures for the EMR tests: a moto EMR+S3 server, AWS env, a fake EMR node, staged code."""
-import io
-import json
 import os
-import shutil
-import subprocess
 import sys
-import textwrap
 import threading
 import time
-import tomllib
-import zipfile
 from pathlib import Path
 
 import boto3
 import requests
 import pytest
-from dagster import AssetExecutionContext, MaterializeResult, asset, materialize
-from dagster_pipes import decode_param
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 from moto.server import ThreadedMotoServer
 
-from darkhalo_assets.assets.manifests import MANIFEST_CHECKS, injection_manifests
-from darkhalo_assets.assets.partitions import tier_partitions
 from darkhalo_assets.assets.phase3 import phase3_rel
-from darkhalo_assets.assets.phase4_run_config import Phase4RunConfig
-from darkhalo_assets.pipeline.datasets import is_committed, read_dataset, read_success, write_dataset
-from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manifest_rel
-from darkhalo_assets.pipeline.manifests import prepare_candidates
-from darkhalo_assets.pipeline.phase4_config import load_config
+from darkhalo_assets.pipeline.datasets import write_dataset
 from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.dispatch import run_manifests
-from darkhalo_assets.spark.emr_packaging import BOOTSTRAP_SCRIPT, stage_code
+from darkhalo_assets.spark.emr_packaging import stage_code
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
-from resources.compute import ComputeConfigError, ComputeResource
-from resources.phase3 import Phase3SourceResource
-from resources.storage import DataStoreResource
+from resources.compute import ComputeResource
 
 
 REPO = Path(__file__).resolve().parents[1]

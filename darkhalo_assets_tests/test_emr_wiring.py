@@ -8,63 +8,23 @@ step and cluster configuration carry, and its messages reach Dagster only throug
 Not covered here (needs AWS): the bootstrap on real nodes, IAM roles, YARN, EMRFS.
 """
 import io
-import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 import tomllib
 import zipfile
-from pathlib import Path
 
-import boto3
 import pytest
-from dagster import AssetExecutionContext, MaterializeResult, asset, materialize
-from dagster_pipes import decode_param
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.emr.models import emr_backends
-from moto.server import ThreadedMotoServer
+from dagster import materialize
 
-from darkhalo_assets.assets.manifests import MANIFEST_CHECKS
-from darkhalo_assets.assets.partitions import tier_partitions
-from darkhalo_assets.assets.phase3 import phase3_rel
-from darkhalo_assets.assets.phase4_run_config import Phase4RunConfig
-from darkhalo_assets.pipeline.datasets import is_committed, read_dataset, read_success, write_dataset
-from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manifest_rel
-from darkhalo_assets.pipeline.manifests import prepare_candidates
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.dispatch import run_manifests
-from darkhalo_assets.spark.emr_packaging import BOOTSTRAP_SCRIPT, stage_code
-from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
-from resources.compute import ComputeConfigError, ComputeResource
+from darkhalo_assets.assets.manifests import injection_manifests
+from darkhalo_assets.spark.emr_packaging import BOOTSTRAP_SCRIPT
+from resources.compute import ComputeConfigError
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
-from support_emr import (  # noqa: F401 (fixtures are used by name)
-    REGION,
-    REPO,
-    SPARK_HOME,
-    SPARK_SUBMIT,
-    SPEC,
-    TIER,
-    _download,
-    _node_command,
-    _node_env,
-    _set_step,
-    aws_env,
-    client,
-    emr_compute,
-    failure_message,
-    fake_emr_node,
-    injection_manifests,
-    moto_url,
-    phase3_tables,
-    s3_bytes,
-    staged,
-    write_phase3)
+from support_emr import REGION, REPO, TIER, client, emr_compute, failure_message, s3_bytes
+from support_emr import aws_env, moto_url, staged  # noqa: F401 (pytest fixtures)
 
 
 def test_missing_region_fails_before_anything_is_uploaded_or_launched(moto_url, aws_env, tmp_path):
