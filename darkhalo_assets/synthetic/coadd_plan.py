@@ -87,15 +87,8 @@ class NoDataStrip:
 
 
 @dataclass(frozen=True)
-class BrickPlan:
-    brickname: str
-    brickid: int
-    ra: float
-    dec: float
-    ra1: float
-    ra2: float
-    dec1: float
-    dec2: float
+class BrickPlan(bricks.Brick):
+    """A brick of the tiling plus everything drawn for its synthetic coadds."""
     brick_pixels: int
     seed: int
     bands: Mapping[str, BandConditions]
