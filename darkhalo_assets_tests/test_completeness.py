@@ -232,3 +232,31 @@ def test_no_controls_leaves_the_blind_criterion_empty_not_zero():
     assert blind["n"] == 0 and np.isnan(blind["fraction"])
     assert "no control" in one(out["criteria"], criterion="blind_resid")["note"]
     assert one(out, criterion="seed_snr_resolved", subset="all")[["k", "n"]].tolist() == [1, 2]
+
+
+def test_counts_of_chunks_add_up_to_the_counts_of_the_whole():
+    """What lets an engine split the rows: scanning, counting and summing chunks (in any order,
+    in one process or through the long format a Spark job sums) gives the one-chunk tables."""
+    import pyarrow as pa
+
+    from darkhalo_assets.pipeline.completeness import finish_surfaces
+    from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_from_long, counts_to_long, merge_counts
+    from darkhalo_assets.pipeline.surface_plan import make_spec, plan_from_scans, scan_chunk
+    from darkhalo_assets.science.recovery import BlindResidual
+
+    df = logistic_metrics(6000, seed=3, control_frac=0.3)
+    df.loc[df.index % 17 == 0, "psfdepth_r"] = np.nan
+    kw = dict(criteria=[SeedSnrResolved(), BlindResidual(target_fpr=0.1, calibration_splits=("train",))],
+              group_bys=("all", "region_split", "ranking_mode", "region_id"))
+    whole = compute_surfaces(df, **kw)
+    spec = make_spec(**kw)
+    table = pa.Table.from_pandas(df.sample(frac=1.0, random_state=2), preserve_index=False)
+    chunks = [table.slice(i, 700) for i in range(0, table.num_rows, 700)]
+    plan = plan_from_scans(spec, [scan_chunk(c, spec) for c in chunks[::-1]])
+    counts = [count_chunk(c, spec, plan) for c in chunks]
+    long = pa.concat_tables([counts_to_long(c) for c in counts[::-1]])
+    for got in (finish_surfaces(spec, plan, merge_counts(counts)),
+                finish_surfaces(spec, plan, counts_from_long(long, spec, plan, counts[0].criteria))):
+        for name in whole:
+            pd.testing.assert_frame_equal(got[name], whole[name], check_exact=True, obj=name)
+    assert whole["criteria"].set_index("criterion").loc["blind_resid", "n_holdout_controls"] > 0

@@ -31,14 +31,17 @@ out_of_range (those rows are left out of that axis only).
 split is used only with final_evaluation=True (holdout discipline).
 ``config`` — one row: interval, level, clean cut, splits used, final_evaluation, axes (JSON).
 
-Speed: one pass per surface over integer codes (np.bincount on a combined code of the finest
-group x bin x clean flag), then sparse sums up to each grouping; no pandas groupby, no
-per-combination copies of the table. seeing_wall and ranking_mode_ablation live in walls.py
-and are re-exported here.
+Three steps, so that any engine can split the rows into chunks (surface_plan.py,
+surface_counts.py): scan each chunk for the global decisions (data-driven bins, blind
+thresholds) and plan them; count each chunk (one np.bincount per array over a combined
+code of finest group x bin x clean flag); add the counts up and ``finish_surfaces`` here
+(sparse sums up to each grouping, intervals). ``compute_surfaces`` is the one-chunk case;
+the Spark job (spark/completeness_spark.py) runs the same three steps over many chunks, so
+both give the same rows. seeing_wall and ranking_mode_ablation live in walls.py and are
+re-exported here.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Mapping, Sequence
 
@@ -47,57 +50,16 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..science.intervals import binomial_interval
-from ..science.recovery import DEFAULT_CRITERIA, BlindResidual, ClassifierScores, Criterion, evaluate_criteria
-from .binning import DEFAULT_SURFACES, assign, axis_values, make_bins, merged_axes, needed_columns
-from .metrics_columns import extract_columns, join_scores
-
-GROUP_BYS = ("all", "region_split", "selection_set_id", "ranking_mode", "region_id")
-_KEYS = ("experiment_id", "region_split", "selection_set_id", "ranking_mode", "region_id")
-_RECOVERY_COLUMNS = ("is_control", "cutout_ok", "theta_e_arcsec", "arc_snr", "psf_fwhm_g", "psf_fwhm_r",
-                     "psf_fwhm_z", "src_reff_arcsec", "magnification", "blind_resid_snr")
-
-
-def _fine_groups(codes: dict[str, np.ndarray], sizes: dict[str, int], use: np.ndarray):
-    """Dense id of the finest key (experiment, split, selection set, mode, region) per used row,
-    and the key codes of every fine group. Unused rows get id n_fine."""
-    key = np.zeros(use.size, dtype=np.int64)
-    for name in _KEYS:
-        key *= sizes[name]
-        key += codes[name]
-    space = int(np.prod([sizes[n] for n in _KEYS], dtype=np.int64))
-    if space <= 50_000_000:
-        present = np.bincount(key[use], minlength=space) > 0
-        uniq = np.flatnonzero(present)
-        lookup = np.full(space, -1, dtype=np.int64)
-        lookup[uniq] = np.arange(uniq.size)
-        fine = lookup[key]
-    else:
-        uniq, inv = np.unique(key[use], return_inverse=True)
-        fine = np.full(use.size, -1, dtype=np.int64)
-        fine[use] = inv
-    fine[~use] = uniq.size
-    parts, rest = {}, uniq.copy()
-    for name in reversed(_KEYS):
-        parts[name] = rest % sizes[name]
-        rest //= sizes[name]
-    return fine, uniq.size, parts
-
-
-def _splits_used(splits_allowed: Sequence[str], final_evaluation: bool) -> tuple[str, ...]:
-    allowed = tuple(dict.fromkeys(splits_allowed))
-    if "test" in allowed and not final_evaluation:
-        raise ValueError("the test split is the holdout: it is used only with final_evaluation=True "
-                         f"(got splits_allowed={allowed})")
-    if final_evaluation and "test" not in allowed:
-        allowed += ("test",)
-    return allowed
+from ..science.recovery import DEFAULT_CRITERIA, REPORT_COLUMNS, Criterion, rates_from_counts
+from .binning import DEFAULT_SURFACES
+from .surface_counts import REPORT_COUNTS, SurfaceCounts, count_chunk, inner_size, merge_counts
+from .surface_plan import GROUP_BYS, KEYS, SurfacePlan, SurfaceSpec, make_spec, plan_from_scans, scan_chunk
 
 
 def compute_surfaces(metrics: "pd.DataFrame | Any", *, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
                      binning: Mapping[str, Mapping[str, Any]] | None = None,
                      surfaces: Sequence[Sequence[str]] = DEFAULT_SURFACES,
-                     group_bys: Sequence[str] = ("all", "region_split", "selection_set_id", "ranking_mode",
-                                                 "region_id"),
+                     group_bys: Sequence[str] = GROUP_BYS,
                      dense_group_bys: Sequence[str] = ("all", "region_split", "selection_set_id", "ranking_mode"),
                      interval: str = "wilson", level: float = 0.95, clean_max_bad_pixel_frac: float = 0.2,
                      splits_allowed: Sequence[str] = ("train", "val"), final_evaluation: bool = False
@@ -117,103 +79,76 @@ def compute_surfaces(metrics: "pd.DataFrame | Any", *, criteria: Sequence[Criter
     ranking mode that picked the region), only that grouping's surfaces are meaningful.
     Returns {"surfaces", "exclusions", "criteria", "splits", "config"} (see module doc).
     """
-    bad = [g for g in group_bys if g not in GROUP_BYS]
-    if bad:
-        raise ValueError(f"unknown group_by {bad}; choose from {GROUP_BYS}")
-    axes = merged_axes(binning)
-    for s in surfaces:
-        if not 1 <= len(s) <= 2 or any(a not in axes and a != "overall" for a in s) or ("overall" in s and len(s) != 1):
-            raise ValueError(f"bad surface {tuple(s)}: axes must be 'overall' or 1-2 of {sorted(axes)}")
-    used_splits = _splits_used(splits_allowed, final_evaluation)
-    value_cols = {c for s in surfaces for a in s if a != "overall" for c in needed_columns(axes[a])}
-    cols, cats = extract_columns(metrics, numeric=sorted(value_cols | set(_RECOVERY_COLUMNS) | {"bad_pixel_frac"}),
-                                 categorical=_KEYS + ("cutout_reason",),
-                                 optional=("blind_resid_snr", "experiment_id", "selection_set_id", "ranking_mode",
-                                           "cutout_reason", "psf_fwhm_g", "psf_fwhm_z", "src_reff_arcsec",
-                                           "magnification", "arc_snr"))
-    n_rows = cols["is_control"].size
-    split_names = np.asarray(cats["region_split"], dtype=object)
-    split_ok = np.isin(split_names, list(used_splits))
-    in_split = split_ok[cats.codes("region_split")] if split_names.size else np.zeros(n_rows, bool)
-    ctrl, ok = cols["is_control"], cols["cutout_ok"]
-    use = in_split & ok & ~ctrl
-    if any(isinstance(c, BlindResidual) and c.calibration_splits for c in criteria):
-        cols["region_split"] = split_names[cats.codes("region_split")]
-    criteria = list(criteria)
-    for i, c in enumerate(criteria):  # classifier joins run in Arrow/pandas, not via Python strings
-        if isinstance(c, ClassifierScores) and c.scores is not None:
-            cols[f"__score_{c.name}"] = join_scores(metrics, c.scores)
-            criteria[i] = dataclasses.replace(c, scores=None, column=f"__score_{c.name}")
-    rec = evaluate_criteria(cols, criteria, rows=in_split, level=level, interval=interval)
-    clean = cols["bad_pixel_frac"] <= clean_max_bad_pixel_frac  # NaN -> not clean
-    cols.drop(*(set(cols) - value_cols - {"is_control", "cutout_ok"}))
+    spec = make_spec(criteria=criteria, binning=binning, surfaces=surfaces, group_bys=group_bys,
+                     dense_group_bys=dense_group_bys, interval=interval, level=level,
+                     clean_max_bad_pixel_frac=clean_max_bad_pixel_frac, splits_allowed=splits_allowed,
+                     final_evaluation=final_evaluation)
+    return surfaces_for_spec(metrics, spec)
 
-    codes = {k: cats.codes(k) for k in _KEYS}
-    sizes = {k: max(len(cats[k]), 1) for k in _KEYS}
-    fine, n_fine, parts = _fine_groups(codes, sizes, use)
-    crit_names = list(rec.flags)
-    pieces, excl = [], _exclusions(cats, in_split, ok, ctrl)
-    # Bin every axis once, keeping small-int codes and dropping each value column when no
-    # later axis needs it: the float columns are the bulk of the memory at 30M rows.
-    axis_order = list(dict.fromkeys(a for surf in surfaces for a in surf if a != "overall"))
-    bin_cache: dict[str, Any] = {}
-    for i, a in enumerate(axis_order):
-        vals = axis_values(cols, axes[a])
-        bins = make_bins(vals, use, axes[a])
-        bcode, missing, out = assign(vals, bins)
-        del vals
-        bin_cache[a] = (bins, bcode.astype(np.int16 if bins.nb < 32000 else np.int32))
-        excl += _axis_exclusions(cats, use, a, missing, out)
-        del bcode, missing, out
-        later = {c for b in axis_order[i + 1:] for c in needed_columns(axes[b])}
-        cols.drop(*(set(needed_columns(axes[a])) - later))
-    # Two row-sized buffers reused by every surface: fresh 240 MB temporaries per bincount
-    # cost more in page faults than the counting itself.
-    code = np.empty(n_rows, dtype=np.int64)
-    wbuf = np.empty(n_rows, dtype=np.float64)
 
-    def counts(weights):
-        if weights is None:
-            return np.bincount(code, minlength=size)
-        np.copyto(wbuf, weights)
-        return np.bincount(code, weights=wbuf, minlength=size)
+def surfaces_for_spec(metrics: "pd.DataFrame | Any", spec: SurfaceSpec) -> dict[str, pd.DataFrame]:
+    """``compute_surfaces`` for a prepared spec: all rows as one chunk."""
+    plan = plan_from_scans(spec, [scan_chunk(metrics, spec)])
+    return finish_surfaces(spec, plan, merge_counts([count_chunk(metrics, spec, plan)]))
 
-    for surf in surfaces:
+
+def _category_key(v):
+    # the order metrics_columns gives categories: non-strings (region ids) first, then strings
+    return (0, v) if not isinstance(v, str) else (1, v)
+
+
+def finish_surfaces(spec: SurfaceSpec, plan: SurfacePlan, counts: SurfaceCounts) -> dict[str, pd.DataFrame]:
+    """The output tables from the counts of all rows (however they were chunked)."""
+    cats = {k: sorted(set(counts.groups[k]), key=_category_key) for k in KEYS}
+    parts = {}
+    for k in KEYS:
+        index = {v: i for i, v in enumerate(cats[k])}
+        parts[k] = np.fromiter((index[v] for v in counts.groups[k]), dtype=np.int64, count=len(counts.groups[k]))
+    pieces = []
+    for surf, cells in zip(spec.surfaces, counts.cells):
         axes_here = [] if surf[0] == "overall" else list(surf)
-        np.copyto(code, fine)
-        shape = []
-        for a in axes_here:
-            bins, bcode = bin_cache[a]
-            code *= bins.nb + 1
-            code += bcode
-            shape.append(bins.nb + 1)
-        code *= 2
-        code += clean
-        inner = int(np.prod(shape, dtype=np.int64)) * 2
-        size = (n_fine + 1) * inner
-        n_all = counts(None)
-        k_c = [counts(rec.flags[c]) for c in crit_names]
-        n_c = [n_all if rec.eligible[c] is None else counts(rec.eligible[c]) for c in crit_names]
+        shape = [plan.bins[a].nb + 1 for a in axes_here]
+        assert cells["n"].shape[1] == inner_size(shape)
         keep = _valid_inner(shape)  # drop the "not binned" slot of every axis, after summing
-        n_fine_arr = n_all.reshape(n_fine + 1, inner)[:n_fine]
-        k_arr = [a.reshape(n_fine + 1, inner)[:n_fine] for a in k_c]
-        nc_arr = [None if a is n_all else a.reshape(n_fine + 1, inner)[:n_fine] for a in n_c]
-        bins_here = [bin_cache[a][0] for a in axes_here]
-        for gb in group_bys:
-            pieces += _emit(gb, gb in dense_group_bys, parts, cats, n_fine_arr, k_arr, nc_arr, crit_names,
-                            axes_here, bins_here, keep)
-    del code, wbuf
-    table = _assemble(pieces, interval, level)
-    splits = pd.DataFrame({"region_split": split_names,
-                           "n_rows": np.bincount(codes["region_split"], minlength=len(split_names)),
-                           "n_injections_used": np.bincount(codes["region_split"][use], minlength=len(split_names)),
-                           "used": split_ok})
-    config = pd.DataFrame([{"interval": interval, "level": level, "clean_max_bad_pixel_frac": clean_max_bad_pixel_frac,
-                            "splits_used": ",".join(used_splits), "final_evaluation": bool(final_evaluation),
-                            "n_rows": n_rows, "axes": json.dumps(axes, default=float, sort_keys=True)}])
-    exclusions = (pd.DataFrame(excl, columns=["experiment_id", "region_split", "reason", "axis", "n"])
-                  .query("n > 0").reset_index(drop=True))
-    return {"surfaces": table, "exclusions": exclusions, "criteria": rec.report, "splits": splits, "config": config}
+        bins_here = [plan.bins[a] for a in axes_here]
+        for gb in spec.group_bys:
+            pieces += _emit(gb, gb in spec.dense_group_bys, parts, cats, cells["n"], cells["k"], cells["nc"],
+                            counts.criteria, axes_here, bins_here, keep)
+    table = _assemble(pieces, spec.interval, spec.level)
+    names = sorted(counts.splits, key=_category_key)
+    splits = pd.DataFrame({"region_split": np.asarray(names, dtype=object),
+                           "n_rows": np.asarray([counts.splits[s][0] for s in names], dtype=np.int64),
+                           "n_injections_used": np.asarray([counts.splits[s][1] for s in names], dtype=np.int64),
+                           "used": np.isin(np.asarray(names, dtype=object), list(spec.used_splits))})
+    config = pd.DataFrame([{"interval": spec.interval, "level": spec.level,
+                            "clean_max_bad_pixel_frac": spec.clean_max_bad_pixel_frac,
+                            "splits_used": ",".join(spec.used_splits), "final_evaluation": spec.final_evaluation,
+                            "n_rows": counts.n_rows, "axes": json.dumps(spec.axes, default=float, sort_keys=True)}])
+    return {"surfaces": table, "exclusions": _exclusion_table(counts.exclusions, spec.axis_order),
+            "criteria": _report(counts.report, spec), "splits": splits, "config": config}
+
+
+def _report(report: pd.DataFrame, spec: SurfaceSpec) -> pd.DataFrame:
+    out = rates_from_counts(report, level=spec.level, interval=spec.interval)[list(REPORT_COLUMNS)]
+    for c in REPORT_COUNTS:  # counts stay integers where every criterion has one
+        if out[c].notna().all():
+            out[c] = out[c].astype(np.int64)
+    return out.reset_index(drop=True)
+
+
+def _exclusion_table(excl: dict, axis_order: list[str]) -> pd.DataFrame:
+    axis_rank = {a: i for i, a in enumerate(axis_order)}
+
+    def order(item):
+        (exp, split, reason, axis), _ = item
+        if axis:
+            block = 3 + 2 * axis_rank.get(axis, len(axis_rank)) + (reason == "out_of_range")
+        else:
+            block = {"split_not_used": 0, "control": 1}.get(reason, 2)
+        return block, _category_key(exp), _category_key(split), reason
+
+    rows = [(*key, n) for key, n in sorted(excl.items(), key=order) if n > 0]
+    return pd.DataFrame(rows, columns=["experiment_id", "region_split", "reason", "axis", "n"])
 
 
 def _valid_inner(shape: list[int]) -> np.ndarray:
@@ -294,41 +229,6 @@ def _assemble(pieces: list[dict], interval: str, level: float) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def _exclusions(cats, in_split, ok, ctrl) -> list[tuple]:
-    exp, spl = cats.codes("experiment_id"), cats.codes("region_split")
-    reason_codes = cats.codes("cutout_reason")
-    out = []
-    ne, ns = max(len(cats["experiment_id"]), 1), max(len(cats["region_split"]), 1)
-
-    def count(mask, reason, by_reason=False):
-        if by_reason:
-            nr = max(len(cats["cutout_reason"]), 1)
-            c = np.bincount(((exp * ns + spl) * nr + reason_codes)[mask], minlength=ne * ns * nr).reshape(ne, ns, nr)
-            for (i, j, r) in zip(*np.nonzero(c)):
-                name = cats["cutout_reason"][r] if len(cats["cutout_reason"]) else "unknown"
-                out.append((cats["experiment_id"][i], cats["region_split"][j], f"cutout:{name}", "", int(c[i, j, r])))
-            return
-        c = np.bincount((exp * ns + spl)[mask], minlength=ne * ns).reshape(ne, ns)
-        for (i, j) in zip(*np.nonzero(c)):
-            out.append((cats["experiment_id"][i], cats["region_split"][j], reason, "", int(c[i, j])))
-
-    count(~in_split, "split_not_used")
-    count(in_split & ctrl, "control")
-    count(in_split & ~ctrl & ~ok, "", by_reason=True)
-    return out
-
-
-def _axis_exclusions(cats, use, axis, missing, out) -> list[tuple]:
-    exp, spl = cats.codes("experiment_id"), cats.codes("region_split")
-    ne, ns = max(len(cats["experiment_id"]), 1), max(len(cats["region_split"]), 1)
-    rows = []
-    for reason, m in (("missing_value", missing), ("out_of_range", out)):
-        c = np.bincount((exp * ns + spl)[use & m], minlength=ne * ns).reshape(ne, ns)
-        for (i, j) in zip(*np.nonzero(c)):
-            rows.append((cats["experiment_id"][i], cats["region_split"][j], reason, axis, int(c[i, j])))
-    return rows
-
-
 from .walls import ranking_mode_ablation, seeing_wall  # noqa: E402  (re-exported API)
 
-__all__ = ["compute_surfaces", "seeing_wall", "ranking_mode_ablation", "GROUP_BYS"]
+__all__ = ["compute_surfaces", "surfaces_for_spec", "finish_surfaces", "seeing_wall", "ranking_mode_ablation", "GROUP_BYS"]

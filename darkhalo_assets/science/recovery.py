@@ -123,6 +123,12 @@ def threshold_name(name: str, t: float) -> str:
     return f"{name}_ge{format(float(t), 'g').replace('.', 'p').replace('-', 'm')}"
 
 
+def criterion_columns(criteria: Sequence[Criterion]) -> list[str]:
+    """The ``recovered_<name>`` names evaluate_criteria produces, in its order."""
+    return [n for c in criteria for n in ([threshold_name(c.name, t) for t in c.thresholds]
+                                          if isinstance(c, ClassifierScores) else [c.name])]
+
+
 def _col(metrics, name: str) -> np.ndarray:
     try:
         c = metrics[name]
@@ -186,10 +192,29 @@ def _fpr_row(name, kind, threshold, target, detected, controls, level, interval,
         est, lo, hi = binomial_interval(k, n, method=interval, level=level)
     row = {"criterion": name, "kind": kind, "threshold": threshold, "target_fpr": target,
            "n_controls": n, "k_controls_detected": k, "fpr": float(est), "fpr_lo": float(lo), "fpr_hi": float(hi),
-           "n_calibration": np.nan, "n_holdout_controls": np.nan, "fpr_holdout": np.nan,
+           "n_calibration": np.nan, "n_holdout_controls": np.nan, "k_holdout_detected": np.nan, "fpr_holdout": np.nan,
            "fpr_holdout_lo": np.nan, "fpr_holdout_hi": np.nan, "n_unscored": np.nan, "note": ""}
     row.update(extra or {})
     return row
+
+
+REPORT_COLUMNS = tuple(_fpr_row("", "", np.nan, np.nan, None, np.zeros(0, bool), 0.95, "wilson"))
+
+
+def rates_from_counts(report, *, level: float = 0.95, interval: str = "wilson"):
+    """The report's FPR columns recomputed from its count columns (e.g. after adding the
+    reports of several chunks of rows); truth criteria keep a NaN FPR."""
+    out = report.copy()
+    est, lo, hi = binomial_interval(out["k_controls_detected"].to_numpy(np.int64),
+                                    out["n_controls"].to_numpy(np.int64), method=interval, level=level)
+    truth = (out["kind"] == "truth").to_numpy()
+    out["fpr"], out["fpr_lo"], out["fpr_hi"] = (np.where(truth, np.nan, v) for v in (est, lo, hi))
+    held = out["n_holdout_controls"].notna().to_numpy()
+    kh = np.where(held, out["k_holdout_detected"].fillna(0), 0).astype(np.int64)
+    nh = np.where(held, out["n_holdout_controls"].fillna(0), 0).astype(np.int64)
+    est, lo, hi = binomial_interval(kh, nh, method=interval, level=level)
+    out["fpr_holdout"], out["fpr_holdout_lo"], out["fpr_holdout_hi"] = (np.where(held, v, np.nan) for v in (est, lo, hi))
+    return out
 
 
 def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA, *,
@@ -258,7 +283,7 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
                 hold = controls & ~calib
                 kh, nh = int(np.count_nonzero(detected & hold)), int(np.count_nonzero(hold))
                 est, lo, hi = binomial_interval(kh, nh, method=interval, level=level)
-                extra.update(n_holdout_controls=nh, fpr_holdout=float(est), fpr_holdout_lo=float(lo),
+                extra.update(n_holdout_controls=nh, k_holdout_detected=kh, fpr_holdout=float(est), fpr_holdout_lo=float(lo),
                              fpr_holdout_hi=float(hi))
             report.append(_fpr_row(c.name, "image", thr, c.target_fpr if c.threshold is None else np.nan,
                                    detected, controls, level, interval, extra))
