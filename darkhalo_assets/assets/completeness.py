@@ -3,16 +3,17 @@ import io
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from darkhalo_assets.pipeline.completeness import compute_surfaces, seeing_wall
+from darkhalo_assets.pipeline.completeness import seeing_wall, surfaces_for_spec
+from darkhalo_assets.pipeline.completeness_run import (build_criteria, completeness_rel, read_surfaces, tier_spec,
+                                                       write_surfaces)
 from darkhalo_assets.pipeline.completeness import ranking_mode_ablation as compute_ranking_mode_ablation
 from darkhalo_assets.pipeline.datasets import read_table, write_table
 from darkhalo_assets.pipeline.injection_run import injection_rel, read_metrics
 from darkhalo_assets.science import plots
-from darkhalo_assets.science.recovery import BlindResidual, ClassifierScores, LensPopDetectable, SeedSnrResolved
+from resources.compute import ComputeResource
 from resources.storage import DataStoreResource
 
 from .metadata import json_md, png_markdown
@@ -33,16 +34,20 @@ class CompletenessRunConfig(Phase4RunConfig):
     classifier_thresholds: list[float] = Field(default=[0.5], description="Score thresholds for the classifier")
 
 
+    def surface_options(self) -> dict:
+        """The plain options both engines build the run from (pipeline.completeness_run)."""
+        return {"interval": self.interval, "level": self.level, "final_evaluation": self.final_evaluation,
+                "clean_max_bad_pixel_frac": self.clean_max_bad_pixel_frac,
+                "blind_target_fpr": self.blind_target_fpr, "classifier_scores": self.classifier_scores,
+                "classifier_thresholds": list(self.classifier_thresholds)}
+
+
 def criteria_for(config: "CompletenessRunConfig") -> tuple:
-    criteria = [SeedSnrResolved(), LensPopDetectable(), BlindResidual(target_fpr=config.blind_target_fpr)]
-    if config.classifier_scores:
-        scores = pads.dataset(config.classifier_scores, format="parquet").to_table(columns=["task_id", "score"])
-        criteria.append(ClassifierScores(scores=scores.to_pandas(), thresholds=tuple(config.classifier_thresholds)))
-    return tuple(criteria)
+    return build_criteria(config.surface_options())
 
 
 def out_rel(tier: str, name: str = "") -> str:
-    return f"phase4d/{tier}" + (f"/{name}" if name else "")
+    return completeness_rel(tier, name)
 
 
 def explode_ranking_modes(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -70,19 +75,23 @@ def _save_png(store, rel: str, fig_writer, *args) -> str:
                                             "final_evaluation")],
 )
 def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRunConfig,
-                          data_store: DataStoreResource) -> MaterializeResult:
+                          data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
     """Recovered fraction k/n with binomial intervals over theta_E, PSF FWHM, resolution,
-    depth, EBV, source magnitude and their 2-D combinations; per split, selection set,
-    ranking mode and region; all data and a clean subset; for every recovery criterion."""
+    depth, EBV, source magnitude and their 2-D combinations; per split, selection set
+    and region; all data and a clean subset; for every recovery criterion. Runs on the
+    compute resource's engine (local, or a Spark job that writes the same tables)."""
     tier = context.partition_key
     store = data_store.store()
-    # Not exploded by ranking mode: a task counts once in every grouping here.
-    metrics = _load_metrics(store, tier)
-    res = compute_surfaces(metrics, criteria=criteria_for(config), group_bys=("all", "region_split", "selection_set_id", "region_id"), interval=config.interval, level=config.level,
-                           clean_max_bad_pixel_frac=config.clean_max_bad_pixel_frac,
-                           final_evaluation=config.final_evaluation)
-    for name, df in res.items():
-        write_table(store, out_rel(tier, f"{name}.parquet"), pa.Table.from_pandas(df, preserve_index=False))
+    options = config.surface_options()
+    engine_md = {}
+    if compute.engine == "local":
+        # Not exploded by ranking mode: a task counts once in every grouping here.
+        res = surfaces_for_spec(_load_metrics(store, tier), tier_spec(options))
+        write_surfaces(store, tier, res)
+    else:
+        from darkhalo_assets.spark.dispatch import run_completeness_spark
+        engine_md = run_completeness_spark(context, compute, data_store, tier, options).metadata
+        res = read_surfaces(store, tier)
     s = res["surfaces"]
     overall = s[(s["axis1"] == "overall") & (s["group_by"] == "all") & (s["subset"] == "all")]
     theta = s[(s["axis1"] == "theta_e") & (s["axis2"] == "") & (s["group_by"] == "all") & (s["subset"] == "all")]
@@ -93,7 +102,8 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     ok = "test" not in used or config.final_evaluation
     return MaterializeResult(
         metadata={"dagster/row_count": len(s), "summary": MetadataValue.md(f"```\n{summary}\n```"),
-                  "splits_used": json_md(used), "path": MetadataValue.path(store.url(out_rel(tier)))},
+                  "splits_used": json_md(used), "path": MetadataValue.path(store.url(out_rel(tier))),
+                  "engine": compute.engine, **engine_md},
         check_results=[AssetCheckResult(check_name="holdout_splits_used", passed=ok,
                                         metadata={"splits_used": json_md(used),
                                                   "final_evaluation": config.final_evaluation})])

@@ -5,6 +5,8 @@ Job side (runs under spark-submit; imports dagster_pipes, never dagster):
   -> ``manifest_parts`` (engine-agnostic part build/commit) -> ``darkhalo_assets.pipeline``.
   ``injection_job`` entry point -> ``injection_spark`` -> ``pipeline.injection_run.run_shard``.
   ``cache_fill_job`` (4b: driver + executor functions in one module) -> ``pipeline.coadd_fetch``.
+  ``completeness_job`` entry point -> ``completeness_spark`` -> ``pipeline.surface_plan`` /
+  ``surface_counts`` / ``completeness.finish_surfaces`` (4d).
   ``pipes_io`` holds the Pipes wiring every entry point shares.
 Orchestrator side (imports dagster): ``dispatch`` builds a stage's Pipes extras and runs it
 through ``resources.compute.ComputeResource``; ``emr_packaging`` stages code on S3.
@@ -18,4 +20,5 @@ SPARK_JOBS = {
     "manifests": "darkhalo_assets.spark.manifests_job",
     "injection": "darkhalo_assets.spark.injection_job",
     "cache_fill": "darkhalo_assets.spark.cache_fill_job",
+    "completeness": "darkhalo_assets.spark.completeness_job",
 }

@@ -1,8 +1,9 @@
 """Orchestrator side of the Spark stages: build a stage's Pipes extras, run it, read its summary.
 
 The Dagster-layer half of ``darkhalo_assets.spark`` (the job-side modules never import
-Dagster). An asset calls ``run_manifests`` (4a) or ``run_injection_spark`` (4c) when ``compute.engine != "local"`` and turns
-the returned summary into the same metadata the local engine gives.
+Dagster). An asset calls ``run_manifests`` (4a), ``run_injection_spark`` (4c) or ``run_completeness_spark``
+(4d) when ``compute.engine != "local"`` and turns the returned summary into the same metadata
+the local engine gives (the tier fill job calls ``run_cache_fill_spark``, 4b).
 """
 from __future__ import annotations
 
@@ -107,4 +108,19 @@ def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str]
     summary["bricks"] = table.to_pylist()
     for b in summary["bricks"]:
         b["problems"] = json.loads(b["problems"]) if b["problems"] else []
+    return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)
+
+
+def run_completeness_spark(context, compute, data_store, tier: str, options: dict, *,
+                           rows_per_partition: int | None = None) -> StageRun:
+    """Stage 4d for one tier on ``compute``'s Spark engine: the job writes the tier's completeness
+    tables (``completeness_run.write_surfaces``); ``summary`` is what it reported (rows, partitions,
+    timings). ``options`` is the plain dict ``completeness_run.tier_spec`` takes."""
+    from darkhalo_assets.pipeline.injection_run import injection_rel
+    extras = {"tier": tier, "options": dict(options), "data_store": store_spec(data_store),
+              "metrics_rel": injection_rel(tier)}
+    if rows_per_partition:
+        extras["rows_per_partition"] = int(rows_per_partition)
+    job = compute.run_spark_job(context, "completeness", extras)
+    summary = {k.removeprefix("engine/"): getattr(v, "value", v) for k, v in job.metadata.items()}
     return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)

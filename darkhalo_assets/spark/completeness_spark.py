@@ -1,0 +1,144 @@
+"""Stage 4d on Spark: completeness surfaces of one tier from its committed metrics shards.
+
+The same three steps as the local engine (pipeline/completeness.py), with chunks spread
+over executors:
+1. scan — each executor reads a slice of the tier's metrics shards and returns
+   ``scan_chunk`` (axis ranges, control scores); the driver calls ``plan_from_scans``.
+2. count — executors read the shards again (only the columns 4d needs) into Spark rows,
+   Spark repartitions them by region_id, and each partition's rows go through
+   ``count_chunk`` as one chunk and leave as ``counts_to_long`` rows. A region's rows sit in
+   one partition, so every finest group is counted once and the long table stays as small
+   as the surfaces themselves (a per-file count would repeat every group in every file).
+3. finish — the driver sums the long rows (``counts_from_long``), calls ``finish_surfaces``
+   and writes the same tables as the asset's local engine (``write_surfaces``).
+Shard files are read by executors through ``Store`` (local paths and s3:// alike), never by
+Spark's own readers, so no Hadoop S3 connector is needed.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import pickle
+import time
+from typing import Callable
+
+_SPARK_TYPES = {"string": "string", "large_string": "string", "int64": "long", "int32": "int", "int16": "short",
+                "float": "float", "double": "double", "bool": "boolean"}
+
+
+def _store(spec: dict):
+    from darkhalo_assets.pipeline.storage import Store
+    return Store(spec["root"], spec.get("storage_options") or {})
+
+
+@functools.lru_cache(maxsize=4)
+def _spec(options_json: str):
+    from darkhalo_assets.pipeline.completeness_run import tier_spec
+    return tier_spec(json.loads(options_json))
+
+
+def needed_columns(spec) -> list[str]:
+    """The INJECTION_METRICS columns stage 4d reads, in schema order."""
+    from darkhalo_assets import schemas
+    from darkhalo_assets.pipeline.surface_plan import KEYS, RECOVERY_COLUMNS
+    from darkhalo_assets.science.recovery import ClassifierScores
+    want = set(KEYS) | {"cutout_reason", "bad_pixel_frac"} | set(RECOVERY_COLUMNS) | spec.value_columns
+    if any(isinstance(c, ClassifierScores) for c in spec.criteria):
+        want.add("task_id")
+    return [f.name for f in schemas.INJECTION_METRICS if f.name in want]
+
+
+def rows_ddl(columns: list[str]) -> str:
+    from darkhalo_assets import schemas
+    fields = {f.name: f for f in schemas.INJECTION_METRICS}
+    return ", ".join(f"{c} {_SPARK_TYPES[str(fields[c].type)]}" for c in columns)
+
+
+def _read_shards(batches, *, metrics_spec: dict, columns: list[str]):
+    """(executor) yield the needed columns of each shard named in the input, dictionaries decoded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    store = _store(metrics_spec)
+    for batch in batches:
+        for shard in batch.column("shard").to_pylist():
+            with store.open_read(f"metrics/{shard}.parquet") as fh:
+                t = pq.read_table(fh, columns=columns)
+            t = t.cast(pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                                  for f in t.schema]))
+            yield from t.to_batches(max_chunksize=65536)
+
+
+def _scan_udf(batches, *, metrics_spec: dict, columns: list[str], options_json: str):
+    import pyarrow as pa
+    from darkhalo_assets.pipeline.surface_plan import scan_chunk
+    table = pa.Table.from_batches(list(_read_shards(batches, metrics_spec=metrics_spec, columns=columns)))
+    if table.num_rows:
+        scan = scan_chunk(table, _spec(options_json))
+        scan["n_rows"] = table.num_rows
+        yield pa.RecordBatch.from_pydict({"scan": [pickle.dumps(scan)]}, schema=pa.schema([("scan", pa.binary())]))
+
+
+def _count_udf(batches, *, options_json: str, plan_bytes: bytes):
+    """(executor) one partition of rows -> its counts in the long format."""
+    import pyarrow as pa
+    from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_to_long
+    table = pa.Table.from_batches(list(batches))
+    if table.num_rows:
+        counts = count_chunk(table, _spec(options_json), pickle.loads(plan_bytes))
+        yield from counts_to_long(counts).to_batches()
+
+
+def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -> dict:
+    """Compute and write one tier's completeness tables; return a summary with timings."""
+    from darkhalo_assets.pipeline.completeness import finish_surfaces
+    from darkhalo_assets.pipeline.completeness_run import write_surfaces
+    from darkhalo_assets.pipeline.datasets import SUCCESS
+    from darkhalo_assets.pipeline.surface_counts import counts_from_long, long_schema
+    from darkhalo_assets.pipeline.surface_plan import plan_from_scans
+    from darkhalo_assets.science.recovery import criterion_columns
+
+    t0 = time.perf_counter()
+    timings = {}
+    tier, store = extras["tier"], _store(extras["data_store"])
+    metrics = store.child(extras["metrics_rel"])
+    metrics_spec = {"root": metrics.root, "storage_options": metrics.storage_options}
+    if not metrics.exists(SUCCESS):
+        raise FileNotFoundError(f"tier {tier} has no committed injection output at {metrics.url('')} "
+                                f"(materialize injected_cutouts[{tier}] first)")
+    shards = json.loads(metrics.read_bytes(SUCCESS))["shards"]
+    options_json = json.dumps(extras.get("options", {}), sort_keys=True)
+    spec = _spec(options_json)
+    columns = needed_columns(spec)
+    sc = spark.sparkContext
+    files = spark.createDataFrame(sc.parallelize([(s,) for s in shards], max(1, min(len(shards),
+                                                                                     4 * sc.defaultParallelism))),
+                                  "shard string")
+    read = functools.partial(_read_shards, metrics_spec=metrics_spec, columns=columns)
+
+    scans = [pickle.loads(r["scan"]) for r in files.mapInArrow(
+        functools.partial(_scan_udf, metrics_spec=metrics_spec, columns=columns, options_json=options_json),
+        "scan binary").collect()]
+    plan = plan_from_scans(spec, scans)
+    n_rows = sum(s["n_rows"] for s in scans)
+    timings["scan_s"] = time.perf_counter() - t0
+    log(f"[4d] tier {tier}: {n_rows:,} metrics rows in {len(shards)} shards; bins and thresholds planned "
+        f"({', '.join(f'{k}={v:.4g}' for k, v in plan.thresholds.items()) or 'no calibrated criteria'})")
+
+    t1 = time.perf_counter()
+    rows_per_partition = int(extras.get("rows_per_partition", 2_000_000))
+    partitions = max(sc.defaultParallelism, math.ceil(n_rows / rows_per_partition))
+    crit = criterion_columns(spec.criteria)
+    rows = files.mapInArrow(read, rows_ddl(columns)).repartition(partitions, "region_id")
+    long = rows.mapInArrow(functools.partial(_count_udf, options_json=options_json, plan_bytes=pickle.dumps(plan)),
+                           long_schema(len(crit))).toArrow()
+    timings["count_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    result = finish_surfaces(spec, plan, counts_from_long(long, spec, plan, crit))
+    write_surfaces(store, tier, result)
+    timings["finish_s"] = time.perf_counter() - t2
+    timings["total_s"] = time.perf_counter() - t0
+    log(f"[4d] tier {tier}: {len(result['surfaces']):,} surface rows from {long.num_rows:,} count rows "
+        f"over {partitions} partitions")
+    return {"n_rows": n_rows, "shards": len(shards), "partitions": partitions, "count_rows": long.num_rows,
+            "surface_rows": len(result["surfaces"]), "timings": {k: round(v, 3) for k, v in timings.items()}}

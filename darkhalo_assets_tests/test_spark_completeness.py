@@ -1,0 +1,133 @@
+"""Stage 4d on the spark engine: the real ``completeness_surfaces`` asset, materialized once on the
+local engine and once through a real spark-submit (local[2]) launched by Dagster Pipes, writes the
+same tables — every surface row, the exclusions, the calibrated blind threshold and FPR report, the
+split and config records — and the same summary, from a tier's metrics spread over several shards
+(regions split across shards, controls, a test split, failed cutouts, missing values, classifier
+scores read by the executors). A tier without injection output fails with the driver's error.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import materialize
+
+from darkhalo_assets import schemas
+from darkhalo_assets.assets.completeness import completeness_surfaces
+from darkhalo_assets.pipeline.completeness_run import TABLES, completeness_rel
+from darkhalo_assets.pipeline.datasets import SUCCESS
+from darkhalo_assets.pipeline.injection_run import injection_rel
+from darkhalo_assets.pipeline.storage import Store
+from resources.compute import ComputeResource
+from resources.storage import DataStoreResource
+
+from support_completeness import logistic_metrics
+
+TIER = "grid"
+N_SHARDS = 5
+
+
+def metrics_table(n: int = 12_000) -> pa.Table:
+    """INJECTION_METRICS rows (every column of the contract) around a known logistic wall."""
+    df = logistic_metrics(n, seed=5, control_frac=0.2, n_regions=9)
+    rng = np.random.default_rng(6)
+    df["experiment_id"] = np.where(rng.random(n) < 0.5, "grid_stamp64_bandsgrz", "grid_stamp96_bandsgrz")
+    bad = rng.random(n) < 0.03
+    df.loc[bad, "cutout_ok"] = False
+    df.loc[bad, "cutout_reason"] = np.where(rng.random(bad.sum()) < 0.5, "edge", "not_cached")
+    df.loc[rng.random(n) < 0.02, "psfdepth_r"] = np.nan          # missing values on one axis
+    df["blind_resid_snr"] = (df["blind_resid_snr"] + np.where(df["is_control"], 0.0, 2.0)).astype(np.float32)
+    df["task_id"] = [f"{i:032x}" for i in range(n)]
+    cols = {}
+    for f in schemas.INJECTION_METRICS:
+        cols[f.name] = (pa.array(df[f.name].to_numpy(), type=f.type, from_pandas=True) if f.name in df
+                        else pa.nulls(n, f.type))
+    return pa.table(cols, schema=schemas.INJECTION_METRICS)
+
+
+def write_tier_metrics(root, table: pa.Table) -> list[str]:
+    """Committed injection output: metrics shards (rows dealt out, so a region spans shards) + _SUCCESS."""
+    out = Store(str(root)).child(injection_rel(TIER))
+    names = [f"shard-{i:05d}-test" for i in range(N_SHARDS)]
+    idx = np.arange(table.num_rows)
+    for i, name in enumerate(names):
+        buf = pa.BufferOutputStream()
+        pq.write_table(table.take(idx[idx % N_SHARDS == i]), buf)
+        out.write_bytes_atomic(f"metrics/{name}.parquet", buf.getvalue().to_pybytes())
+    out.write_bytes_atomic(SUCCESS, json.dumps({"shards": names, "tasks": table.num_rows}).encode())
+    return names
+
+
+@pytest.fixture(scope="module")
+def tier_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spark_4d")
+    table = metrics_table()
+    write_tier_metrics(root / "outputs", table)
+    scores = pa.table({"task_id": table["task_id"],
+                       "score": pa.array(np.random.default_rng(7).random(table.num_rows))}).slice(0, 10_000)
+    pq.write_table(scores, root / "scores.parquet")   # the last 2,000 tasks have no score
+    return {"root": root, "scores": str(root / "scores.parquet")}
+
+
+def _materialize(root, engine: str, run_config: dict, *, raise_on_error: bool = True):
+    resources = {"compute": ComputeResource(engine=engine, spark_master="local[2]", log_dir=str(root / "logs")),
+                 "data_store": DataStoreResource(root=str(root / "outputs"), cache_root=str(root / "cache"))}
+    return materialize([completeness_surfaces], partition_key=TIER, resources=resources,
+                       run_config={"ops": {"completeness_surfaces": {"config": run_config}}},
+                       raise_on_error=raise_on_error)
+
+
+def _outputs(root) -> dict:
+    store = Store(str(root / "outputs"))
+    out = {name: pq.read_table(store.url(completeness_rel(TIER, f"{name}.parquet"))).to_pandas() for name in TABLES}
+    out["summary"] = store.read_bytes(completeness_rel(TIER, "summary.txt")).decode()
+    return out
+
+
+@pytest.mark.spark
+def test_spark_engine_writes_the_local_completeness_tables(tier_data):
+    root = tier_data["root"]
+    config = {"blind_target_fpr": 0.05, "classifier_scores": tier_data["scores"], "classifier_thresholds": [0.3, 0.7],
+              "interval": "jeffreys"}
+    local = _materialize(root, "local", config)
+    (mat_local,) = local.asset_materializations_for_node("completeness_surfaces")
+    ref = _outputs(root)
+    spark = _materialize(root, "spark", config)
+    (mat,) = spark.asset_materializations_for_node("completeness_surfaces")
+    got = _outputs(root)
+
+    for name in TABLES:
+        pd.testing.assert_frame_equal(got[name], ref[name], check_exact=True, obj=name)
+    assert got["summary"] == ref["summary"]
+    md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    assert md["engine"] == "spark" and md["engine/spark_master"] == "local[2]"
+    assert md["engine/metrics_rows"] == 12_000 and md["engine/shards"] == N_SHARDS
+    assert md["engine/partitions"] >= 2              # regions counted on different executors
+    assert md["dagster/row_count"] == mat_local.metadata["dagster/row_count"].value
+
+    # What the tables say is right, not only equal: the threshold passes at most 5% of the
+    # controls in use, test rows are left out, and unscored tasks are not counted as misses.
+    crit = got["criteria"].set_index("criterion")
+    assert np.isfinite(crit.loc["blind_resid", "threshold"])
+    assert crit.loc["blind_resid", "k_controls_detected"] <= 0.05 * crit.loc["blind_resid", "n_controls"]
+    assert crit.loc["classifier_ge0p3", "n_unscored"] > 0
+    splits = got["splits"].set_index("region_split")
+    assert not splits.loc["test", "used"] and splits.loc["train", "used"]
+    s = got["surfaces"]
+    overall = s[(s["axis1"] == "overall") & (s["group_by"] == "all") & (s["subset"] == "all")]
+    classifier = overall[overall["criterion"] == "classifier_ge0p3"]["n"].sum()
+    assert 0 < classifier < overall[overall["criterion"] == "seed_snr_resolved"]["n"].sum()
+    excl = got["exclusions"]
+    assert set(excl["reason"]) >= {"split_not_used", "control", "cutout:edge", "cutout:not_cached", "missing_value"}
+
+
+@pytest.mark.spark
+def test_spark_job_failure_reports_the_driver_error(tmp_path):
+    result = _materialize(tmp_path, "spark", {}, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    text = str(failure.event_specific_data.error)
+    assert "has no committed injection output" in text and f"injected_cutouts[{TIER}]" in text
+    assert not Store(str(tmp_path / "outputs")).exists(completeness_rel(TIER, "surfaces.parquet"))
