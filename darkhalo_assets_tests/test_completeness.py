@@ -236,11 +236,11 @@ def test_no_controls_leaves_the_blind_criterion_empty_not_zero():
 
 def test_counts_of_chunks_add_up_to_the_counts_of_the_whole():
     """What lets an engine split the rows: scanning, counting and summing chunks (in any order,
-    in one process or through the long format a Spark job sums) gives the one-chunk tables."""
+    in one process or serialised as a Spark executor sends them) gives the one-chunk tables."""
     import pyarrow as pa
 
     from darkhalo_assets.pipeline.completeness import finish_surfaces
-    from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_from_long, counts_to_long, merge_counts
+    from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_from_bytes, counts_to_bytes, merge_counts
     from darkhalo_assets.pipeline.surface_plan import make_spec, plan_from_scans, scan_chunk
     from darkhalo_assets.science.recovery import BlindResidual
 
@@ -254,9 +254,8 @@ def test_counts_of_chunks_add_up_to_the_counts_of_the_whole():
     chunks = [table.slice(i, 700) for i in range(0, table.num_rows, 700)]
     plan = plan_from_scans(spec, [scan_chunk(c, spec) for c in chunks[::-1]])
     counts = [count_chunk(c, spec, plan) for c in chunks]
-    long = pa.concat_tables([counts_to_long(c) for c in counts[::-1]])
-    for got in (finish_surfaces(spec, plan, merge_counts(counts)),
-                finish_surfaces(spec, plan, counts_from_long(long, spec, plan, counts[0].criteria))):
+    sent = [counts_from_bytes(counts_to_bytes(c)) for c in counts[::-1]]
+    for got in (finish_surfaces(spec, plan, merge_counts(counts)), finish_surfaces(spec, plan, merge_counts(sent))):
         for name in whole:
             pd.testing.assert_frame_equal(got[name], whole[name], check_exact=True, obj=name)
     assert whole["criteria"].set_index("criterion").loc["blind_resid", "n_holdout_controls"] > 0

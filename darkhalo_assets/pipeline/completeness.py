@@ -52,7 +52,7 @@ import scipy.sparse as sp
 from ..science.intervals import binomial_interval
 from ..science.recovery import DEFAULT_CRITERIA, REPORT_COLUMNS, Criterion, rates_from_counts
 from .binning import DEFAULT_SURFACES
-from .surface_counts import REPORT_COUNTS, SurfaceCounts, count_chunk, inner_size, merge_counts
+from .surface_counts import REPORT_COUNTS, SurfaceCounts, count_chunk, dense_cells, inner_size, merge_counts
 from .surface_plan import GROUP_BYS, KEYS, SurfacePlan, SurfaceSpec, make_spec, plan_from_scans, scan_chunk
 
 
@@ -105,15 +105,16 @@ def finish_surfaces(spec: SurfaceSpec, plan: SurfacePlan, counts: SurfaceCounts)
         index = {v: i for i, v in enumerate(cats[k])}
         parts[k] = np.fromiter((index[v] for v in counts.groups[k]), dtype=np.int64, count=len(counts.groups[k]))
     pieces = []
-    for surf, cells in zip(spec.surfaces, counts.cells):
+    for s, surf in enumerate(spec.surfaces):
         axes_here = [] if surf[0] == "overall" else list(surf)
         shape = [plan.bins[a].nb + 1 for a in axes_here]
-        assert cells["n"].shape[1] == inner_size(shape)
+        n, k, nc = dense_cells(counts, s, inner_size(shape))
         keep = _valid_inner(shape)  # drop the "not binned" slot of every axis, after summing
         bins_here = [plan.bins[a] for a in axes_here]
         for gb in spec.group_bys:
-            pieces += _emit(gb, gb in spec.dense_group_bys, parts, cats, cells["n"], cells["k"], cells["nc"],
-                            counts.criteria, axes_here, bins_here, keep)
+            pieces += _emit(gb, gb in spec.dense_group_bys, parts, cats, n, k, nc, counts.criteria, axes_here,
+                            bins_here, keep)
+        del n, k, nc
     table = _assemble(pieces, spec.interval, spec.level)
     names = sorted(counts.splits, key=_category_key)
     splits = pd.DataFrame({"region_split": np.asarray(names, dtype=object),

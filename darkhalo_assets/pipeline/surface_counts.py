@@ -4,12 +4,12 @@
 and, per surface, sums injections and recoveries over (finest group) x (bins) x (clean
 flag) — one ``np.bincount`` per array over integer codes, no pandas groupby. The finest
 group is (experiment, split, selection set, ranking mode, region), named by its values, so
-counts of different chunks add up by name: ``merge_counts`` for chunks in one process,
-``counts_to_long`` / ``counts_from_long`` for engines (Spark) that sum long tables by key.
+counts of different chunks add up by name (``merge_counts``). Cells are kept sparse (only
+those with injections), so a chunk's counts are about as small as its share of the surfaces;
+``counts_to_bytes`` / ``counts_from_bytes`` carry them between processes (Spark executors).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,10 +30,13 @@ class SurfaceCounts:
     """Additive counts of a set of metrics rows.
 
     groups: per KEYS column, the value of each finest group (lists of length n_groups).
-    cells: per surface of the spec, {"n": (n_groups, inner) injections, "k": [per criterion
-      recovered], "nc": [per criterion injections eligible, None = all]}, float64 holding
-      integers; inner runs over (bin of axis 1 [, bin of axis 2], clean flag), each axis with
-      a last "not binned" slot.
+    cells: per surface of the spec, the cells with injections in sparse form: "group" and
+      "cell" (int64 arrays) and "values" (int64, rows [n, k per criterion, n per criterion
+      with its own eligibility]); a cell index runs over (bin of axis 1 [, bin of axis 2],
+      clean flag), each axis with a last "not binned" slot. A (group, cell) pair may appear
+      more than once after a merge: its values add up.
+    criteria: criterion column names; own_eligibility: per criterion, whether its n is its own
+      (a classifier's scored tasks, an unevaluated criterion) rather than all injections.
     exclusions: (experiment_id, region_split, reason, axis) -> rows left out.
     splits: region_split -> [rows, injections used].
     report: evaluate_criteria's report rows (count columns REPORT_COUNTS are additive).
@@ -41,6 +44,7 @@ class SurfaceCounts:
     groups: dict
     cells: list
     criteria: list
+    own_eligibility: list
     exclusions: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict)
     report: pd.DataFrame | None = None
@@ -135,21 +139,25 @@ def count_chunk(metrics, spec: SurfaceSpec, plan: SurfacePlan) -> SurfaceCounts:
 
         def counts(weights):
             if weights is None:
-                return np.bincount(code, minlength=size).astype(np.float64)
+                return np.bincount(code, minlength=size).reshape(n_fine + 1, inner)[:n_fine]
             np.copyto(wbuf, weights)
-            return np.bincount(code, weights=wbuf, minlength=size)
+            return np.rint(np.bincount(code, weights=wbuf, minlength=size)).astype(np.int64).reshape(
+                n_fine + 1, inner)[:n_fine]
 
-        n_all = counts(None).reshape(n_fine + 1, inner)[:n_fine]
-        k = [counts(rec.flags[c]).reshape(n_fine + 1, inner)[:n_fine] for c in crit_names]
-        nc = [None if rec.eligible[c] is None else counts(rec.eligible[c]).reshape(n_fine + 1, inner)[:n_fine]
-              for c in crit_names]
-        cells.append({"n": n_all, "k": k, "nc": nc})
+        n_all = counts(None)
+        g, cell = np.nonzero(n_all)  # recovered and eligible counts are never above n
+        values = [n_all[g, cell]]
+        del n_all
+        values += [counts(rec.flags[c])[g, cell] for c in crit_names]
+        values += [counts(rec.eligible[c])[g, cell] for c in crit_names if rec.eligible[c] is not None]
+        cells.append({"group": g, "cell": cell, "values": np.stack(values).astype(np.int64)})
     del code, wbuf
     splits = {_plain(s): [int(a), int(b)] for s, a, b in zip(
         split_names, np.bincount(cats.codes("region_split"), minlength=len(split_names)),
         np.bincount(cats.codes("region_split")[use], minlength=len(split_names)))}
-    return SurfaceCounts(groups=groups, cells=cells, criteria=crit_names, exclusions=excl, splits=splits,
-                         report=report, n_rows=int(n_rows))
+    return SurfaceCounts(groups=groups, cells=cells, criteria=crit_names,
+                         own_eligibility=[rec.eligible[c] is not None for c in crit_names], exclusions=excl,
+                         splits=splits, report=report, n_rows=int(n_rows))
 
 
 def _plain(v):
@@ -195,33 +203,20 @@ def _axis_exclusions(cats, use, axis, missing, out) -> dict:
 
 
 def merge_counts(parts: list[SurfaceCounts]) -> SurfaceCounts:
-    """The counts of all chunks together (groups matched by their key values)."""
+    """The counts of all chunks together (groups matched by their key values, cells concatenated)."""
     if len(parts) == 1:
         return parts[0]
-    keys = [tuple(zip(*(p.groups[k] for k in KEYS))) for p in parts]
     index: dict[tuple, int] = {}
-    for ks in keys:
-        for key in ks:
-            index.setdefault(key, len(index))
-    n_groups = len(index)
+    remaps = []
+    for p in parts:
+        keys = zip(*(p.groups[k] for k in KEYS))
+        remaps.append(np.fromiter((index.setdefault(key, len(index)) for key in keys), dtype=np.int64,
+                                  count=len(p.groups[KEYS[0]])))
     groups = {k: [key[i] for key in index] for i, k in enumerate(KEYS)}
-    first = parts[0]
-    cells = []
-    for s, surf in enumerate(first.cells):
-        inner = surf["n"].shape[1]
-
-        def total(get):
-            if all(get(p.cells[s]) is None for p in parts):
-                return None
-            acc = np.zeros((n_groups, inner))
-            for p, ks in zip(parts, keys):
-                rows = np.fromiter((index[key] for key in ks), dtype=np.int64, count=len(ks))
-                a = get(p.cells[s])
-                acc[rows] += p.cells[s]["n"] if a is None else a  # group ids are unique within a chunk
-            return acc
-        cells.append({"n": total(lambda c: c["n"]),
-                      "k": [total(lambda c, j=j: c["k"][j]) for j in range(len(first.criteria))],
-                      "nc": [total(lambda c, j=j: c["nc"][j]) for j in range(len(first.criteria))]})
+    cells = [{"group": np.concatenate([r[p.cells[s]["group"]] for p, r in zip(parts, remaps)]),
+              "cell": np.concatenate([p.cells[s]["cell"] for p in parts]),
+              "values": np.concatenate([p.cells[s]["values"] for p in parts], axis=1)}
+             for s in range(len(parts[0].cells))]
     excl: dict = {}
     splits: dict = {}
     for p in parts:
@@ -231,7 +226,9 @@ def merge_counts(parts: list[SurfaceCounts]) -> SurfaceCounts:
             acc = splits.setdefault(key, [0, 0])
             acc[0] += v[0]
             acc[1] += v[1]
-    return SurfaceCounts(groups=groups, cells=cells, criteria=list(first.criteria), exclusions=excl, splits=splits,
+    first = parts[0]
+    return SurfaceCounts(groups=groups, cells=cells, criteria=list(first.criteria),
+                         own_eligibility=list(first.own_eligibility), exclusions=excl, splits=splits,
                          report=sum_reports([p.report for p in parts]), n_rows=sum(p.n_rows for p in parts))
 
 
@@ -243,99 +240,30 @@ def sum_reports(reports: list[pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-# -- long format: one table of (kind, surface, key, cell, v0..vm) rows whose v columns add up by
-# (kind, surface, key, cell); what a Spark job sums with a groupBy. Keys are JSON.
+def dense_cells(counts: SurfaceCounts, surface: int, inner: int) -> tuple[np.ndarray, list, list]:
+    """(n, k per criterion, n per criterion or None = n) of one surface as (n_groups, inner)
+    float64 arrays, duplicate cells added up."""
+    c = counts.cells[surface]
+    n_groups = len(counts.groups[KEYS[0]])
+    flat = c["group"] * inner + c["cell"]
 
-def long_schema(n_criteria: int) -> str:
-    """Spark DDL of the long format for a run with ``n_criteria`` criterion columns."""
-    return "kind string, surface int, key string, cell long, " + ", ".join(
-        f"v{i} long" for i in range(_n_values(n_criteria)))
-
-
-def _n_values(n_criteria: int) -> int:
-    return max(1 + 2 * n_criteria, len(REPORT_COUNTS) + 1)
-
-
-def counts_to_long(c: SurfaceCounts) -> pa.Table:
-    m = _n_values(len(c.criteria))
-    kinds, surfaces, keys, cells, values = [], [], [], [], []
-
-    def add(kind, surface, key, cell, vals):
-        kinds.append(np.full(len(key), kind, dtype=object))
-        surfaces.append(np.full(len(key), surface, dtype=np.int32))
-        keys.append(np.asarray(key, dtype=object))
-        cells.append(np.asarray(cell, dtype=np.int64))
-        padded = np.zeros((len(key), m), dtype=np.int64)
-        padded[:, :vals.shape[1]] = vals
-        values.append(padded)
-
-    group_keys = np.asarray([json.dumps(list(key)) for key in zip(*(c.groups[k] for k in KEYS))], dtype=object)
-    for s, surf in enumerate(c.cells):
-        g, cell = np.nonzero(surf["n"])  # k and eligible n are never above n
-        cols = [surf["n"]] + surf["k"] + [surf["n"] if a is None else a for a in surf["nc"]]
-        add("cell", s, group_keys[g], cell, np.rint(np.stack([a[g, cell] for a in cols], axis=1)).astype(np.int64))
-    if c.exclusions:
-        add("excl", -1, [json.dumps(list(k)) for k in c.exclusions], np.zeros(len(c.exclusions)),
-            np.asarray(list(c.exclusions.values()), dtype=np.int64)[:, None])
-    if c.splits:
-        add("split", -1, [json.dumps(k) for k in c.splits], np.zeros(len(c.splits)),
-            np.asarray(list(c.splits.values()), dtype=np.int64))
-    rep = c.report
-    fixed = ("criterion", "kind", "threshold", "target_fpr", "note")  # the rates are recomputed from the counts
-    rkeys = [json.dumps({"order": i, **{f: _plain(rep[f].iloc[i]) for f in fixed}}) for i in range(len(rep))]
-    # NaN counts (not applicable to that criterion) travel as -1 and a presence flag in v0.
-    rv = np.stack([rep[col].to_numpy(dtype=np.float64) for col in REPORT_COUNTS], axis=1)
-    add("report", -1, rkeys, np.zeros(len(rep)), np.concatenate(
-        [np.ones((len(rep), 1)), np.where(np.isnan(rv), -1, rv)], axis=1).astype(np.int64))
-    add("rows", -1, ["n_rows"], [0], np.asarray([[c.n_rows]], dtype=np.int64))
-    names = ["kind", "surface", "key", "cell"] + [f"v{i}" for i in range(m)]
-    v = np.concatenate(values)
-    arrays = [pa.array(np.concatenate(kinds), pa.string()), pa.array(np.concatenate(surfaces)),
-              pa.array(np.concatenate(keys), pa.string()), pa.array(np.concatenate(cells))]
-    return pa.table(arrays + [pa.array(v[:, i]) for i in range(m)], names=names)
+    def dense(row):
+        return np.bincount(flat, weights=row, minlength=n_groups * inner).reshape(n_groups, inner)
+    v = c["values"]
+    nc = len(counts.criteria)
+    own = iter(range(1 + nc, v.shape[0]))
+    return (dense(v[0]), [dense(v[1 + j]) for j in range(nc)],
+            [dense(v[next(own)]) if o else None for o in counts.own_eligibility])
 
 
-def counts_from_long(table: pa.Table, spec: SurfaceSpec, plan: SurfacePlan, criteria: list[str]) -> SurfaceCounts:
-    """SurfaceCounts from long tables of any number of chunks (rows are summed by key here).
+def counts_to_bytes(counts: SurfaceCounts) -> bytes:
+    """Compact serialised counts (pickle, zstd-compressed: the cell arrays are mostly small ints)."""
+    import pickle
+    raw = pickle.dumps(counts, protocol=5)
+    return len(raw).to_bytes(8, "little") + pa.compress(raw, codec="zstd", asbytes=True)
 
-    ``criteria``: the criterion column names in count order (``SurfaceCounts.criteria``).
-    """
-    values = [c for c in table.column_names if c.startswith("v")]
-    table = table.group_by(["kind", "surface", "key", "cell"], use_threads=False).aggregate(
-        [(v, "sum") for v in values])
-    table = table.rename_columns([c.removesuffix("_sum") for c in table.column_names])
-    d = table.to_pandas()
-    nc = len(criteria)
-    by_kind = {k: g for k, g in d.groupby("kind", sort=False)}
-    cell_rows = by_kind.get("cell", d.iloc[:0])
-    gkeys = pd.unique(cell_rows["key"])
-    gindex = pd.Index(gkeys)
-    decoded = [json.loads(k) for k in gkeys]
-    groups = {k: [key[i] for key in decoded] for i, k in enumerate(KEYS)}
-    cells = []
-    for s, shape in enumerate(_cell_shapes(spec, plan)):
-        r = cell_rows[cell_rows["surface"] == s]
-        g, cell = gindex.get_indexer(r["key"]), r["cell"].to_numpy()
-        arrays = []
-        for j in range(1 + 2 * nc):
-            a = np.zeros((len(gkeys), inner_size(shape)))
-            a[g, cell] = r[f"v{j}"].to_numpy(dtype=np.float64)
-            arrays.append(a)
-        cells.append({"n": arrays[0], "k": arrays[1:1 + nc], "nc": arrays[1 + nc:]})
-    excl = {tuple(json.loads(k)): int(v) for k, v in zip(by_kind.get("excl", d.iloc[:0])["key"],
-                                                         by_kind.get("excl", d.iloc[:0])["v0"])}
-    sp = by_kind.get("split", d.iloc[:0])
-    splits = {json.loads(k): [int(a), int(b)] for k, a, b in zip(sp["key"], sp["v0"], sp["v1"])}
-    rep_rows = []
-    rp = by_kind["report"]
-    for k, *vals in zip(rp["key"], *(rp[f"v{i}"] for i in range(1 + len(REPORT_COUNTS)))):
-        row = json.loads(k)
-        n_chunks = vals[0]
-        for col, v in zip(REPORT_COUNTS, vals[1:]):
-            row[col] = np.nan if v == -n_chunks else float(v)  # every chunk said "not applicable"
-        rep_rows.append(row)
-    rep_rows.sort(key=lambda r: r["order"])
-    report = pd.DataFrame(rep_rows).drop(columns="order")
-    n_rows = int(by_kind["rows"]["v0"].sum())
-    return SurfaceCounts(groups=groups, cells=cells, criteria=list(criteria), exclusions=excl, splits=splits,
-                         report=report, n_rows=n_rows)
+
+def counts_from_bytes(blob: bytes) -> SurfaceCounts:
+    import pickle
+    size = int.from_bytes(blob[:8], "little")
+    return pickle.loads(pa.decompress(blob[8:], decompressed_size=size, codec="zstd", asbytes=True))

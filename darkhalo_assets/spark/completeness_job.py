@@ -25,7 +25,7 @@ def _body(spark, extras: dict, pipes, log) -> None:
         "engine/metrics_rows": int(result["n_rows"]),
         "engine/shards": int(result["shards"]),
         "engine/partitions": int(result["partitions"]),
-        "engine/count_rows": int(result["count_rows"]),
+        "engine/counts_mib": float(result["count_mib"]),
         "engine/timings_s": pipes_json(result["timings"]),
     })
 

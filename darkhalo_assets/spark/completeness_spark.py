@@ -6,11 +6,12 @@ over executors:
    ``scan_chunk`` (axis ranges, control scores); the driver calls ``plan_from_scans``.
 2. count — executors read the shards again (only the columns 4d needs) into Spark rows,
    Spark repartitions them by region_id, and each partition's rows go through
-   ``count_chunk`` as one chunk and leave as ``counts_to_long`` rows. A region's rows sit in
-   one partition, so every finest group is counted once and the long table stays as small
-   as the surfaces themselves (a per-file count would repeat every group in every file).
-3. finish — the driver sums the long rows (``counts_from_long``), calls ``finish_surfaces``
-   and writes the same tables as the asset's local engine (``write_surfaces``).
+   ``count_chunk`` as one chunk and leave as one compressed ``counts_to_bytes`` blob. A
+   region's rows sit in one partition, so every finest group is counted once and what the
+   driver collects is about the size of the surfaces themselves (counting per file would
+   repeat every group in every file).
+3. finish — the driver merges the blobs (``merge_counts``), calls ``finish_surfaces`` and
+   writes the same tables as the asset's local engine (``write_surfaces``).
 Shard files are read by executors through ``Store`` (local paths and s3:// alike), never by
 Spark's own readers, so no Hadoop S3 connector is needed.
 """
@@ -80,13 +81,13 @@ def _scan_udf(batches, *, metrics_spec: dict, columns: list[str], options_json: 
 
 
 def _count_udf(batches, *, options_json: str, plan_bytes: bytes):
-    """(executor) one partition of rows -> its counts in the long format."""
+    """(executor) one partition of rows -> its counts, one compressed blob."""
     import pyarrow as pa
-    from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_to_long
+    from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_to_bytes
     table = pa.Table.from_batches(list(batches))
     if table.num_rows:
-        counts = count_chunk(table, _spec(options_json), pickle.loads(plan_bytes))
-        yield from counts_to_long(counts).to_batches()
+        blob = counts_to_bytes(count_chunk(table, _spec(options_json), pickle.loads(plan_bytes)))
+        yield pa.RecordBatch.from_pydict({"counts": [blob]}, schema=pa.schema([("counts", pa.binary())]))
 
 
 def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -> dict:
@@ -94,9 +95,8 @@ def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -
     from darkhalo_assets.pipeline.completeness import finish_surfaces
     from darkhalo_assets.pipeline.completeness_run import write_surfaces
     from darkhalo_assets.pipeline.datasets import SUCCESS
-    from darkhalo_assets.pipeline.surface_counts import counts_from_long, long_schema
+    from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_from_bytes, merge_counts
     from darkhalo_assets.pipeline.surface_plan import plan_from_scans
-    from darkhalo_assets.science.recovery import criterion_columns
 
     t0 = time.perf_counter()
     timings = {}
@@ -128,17 +128,23 @@ def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -
     t1 = time.perf_counter()
     rows_per_partition = int(extras.get("rows_per_partition", 2_000_000))
     partitions = max(sc.defaultParallelism, math.ceil(n_rows / rows_per_partition))
-    crit = criterion_columns(spec.criteria)
     rows = files.mapInArrow(read, rows_ddl(columns)).repartition(partitions, "region_id")
-    long = rows.mapInArrow(functools.partial(_count_udf, options_json=options_json, plan_bytes=pickle.dumps(plan)),
-                           long_schema(len(crit))).toArrow()
+    blobs = [r["counts"] for r in rows.mapInArrow(
+        functools.partial(_count_udf, options_json=options_json, plan_bytes=pickle.dumps(plan)),
+        "counts binary").collect()]
     timings["count_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    result = finish_surfaces(spec, plan, counts_from_long(long, spec, plan, crit))
+    if blobs:
+        counts = merge_counts([counts_from_bytes(b) for b in blobs])
+    else:  # a tier whose shards hold no rows: the local engine's empty tables
+        from darkhalo_assets import schemas
+        counts = count_chunk(schemas.INJECTION_METRICS.empty_table().select(columns), spec, plan)
+    result = finish_surfaces(spec, plan, counts)
     write_surfaces(store, tier, result)
     timings["finish_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
-    log(f"[4d] tier {tier}: {len(result['surfaces']):,} surface rows from {long.num_rows:,} count rows "
-        f"over {partitions} partitions")
-    return {"n_rows": n_rows, "shards": len(shards), "partitions": partitions, "count_rows": long.num_rows,
+    count_mib = sum(len(b) for b in blobs) / 2**20
+    log(f"[4d] tier {tier}: {len(result['surfaces']):,} surface rows; counts of {len(blobs)} partitions "
+        f"({count_mib:.1f} MiB compressed) merged")
+    return {"n_rows": n_rows, "shards": len(shards), "partitions": partitions, "count_mib": round(count_mib, 2),
             "surface_rows": len(result["surfaces"]), "timings": {k: round(v, 3) for k, v in timings.items()}}
