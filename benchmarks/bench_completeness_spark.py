@@ -26,8 +26,7 @@ from bench_completeness import build_table  # noqa: E402
 from spark_standalone import submit_standalone  # noqa: E402
 
 from darkhalo_assets import schemas  # noqa: E402
-from darkhalo_assets.pipeline.completeness import surfaces_for_spec  # noqa: E402
-from darkhalo_assets.pipeline.completeness_run import TABLES, read_surfaces, tier_spec, write_surfaces  # noqa: E402
+from darkhalo_assets.pipeline.completeness_run import TABLES, read_surfaces, surfaces_of, write_surfaces  # noqa: E402
 from darkhalo_assets.pipeline.datasets import SUCCESS  # noqa: E402
 from darkhalo_assets.pipeline.injection_run import injection_rel, read_metrics  # noqa: E402
 from darkhalo_assets.pipeline.storage import Store  # noqa: E402
@@ -79,7 +78,7 @@ def main() -> None:
     t0 = time.perf_counter()
     metrics = read_metrics(local.child(injection_rel(TIER)))
     t_read = time.perf_counter() - t0
-    res = surfaces_for_spec(metrics, tier_spec(OPTIONS))
+    res = surfaces_of(metrics, OPTIONS)
     write_surfaces(local, TIER, res)
     t_local = time.perf_counter() - t0
     print(f"local  (one process)            : {t_local:6.1f} s  (read shards {t_read:.1f} s)  "

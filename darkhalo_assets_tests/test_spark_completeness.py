@@ -1,9 +1,11 @@
-"""Stage 4d on the spark engine: the real ``completeness_surfaces`` asset, materialized once on the
-local engine and once through a real spark-submit (local[2]) launched by Dagster Pipes, writes the
-same tables — every surface row, the exclusions, the calibrated blind threshold and FPR report, the
-split and config records — and the same summary, from a tier's metrics spread over several shards
-(regions split across shards, controls, a test split, failed cutouts, missing values, classifier
-scores read by the executors). A tier without injection output fails with the driver's error.
+"""Stage 4d on the spark engine: the real ``completeness_surfaces`` and ``ranking_mode_ablation``
+assets, materialized once on the local engine and once through a real spark-submit (local[2])
+launched by Dagster Pipes, write the same tables — every surface row, the exclusions, the
+calibrated blind threshold and FPR report, the split and config records, the per-mode surfaces
+and the ablation — and the same summary, from a tier's metrics spread over several shards
+(regions split across shards, controls, a test split, failed cutouts, missing values, tasks
+picked by two ranking modes, classifier scores read by the executors). A tier without injection
+output fails with the driver's error.
 """
 import json
 
@@ -15,8 +17,8 @@ import pytest
 from dagster import materialize
 
 from darkhalo_assets import schemas
-from darkhalo_assets.assets.completeness import completeness_surfaces
-from darkhalo_assets.pipeline.completeness_run import TABLES, completeness_rel
+from darkhalo_assets.assets.completeness import completeness_surfaces, ranking_mode_ablation
+from darkhalo_assets.pipeline.completeness_run import TABLES, completeness_rel, view_rel
 from darkhalo_assets.pipeline.datasets import SUCCESS
 from darkhalo_assets.pipeline.injection_run import injection_rel
 from darkhalo_assets.pipeline.storage import Store
@@ -40,6 +42,8 @@ def metrics_table(n: int = 12_000) -> pa.Table:
     df.loc[rng.random(n) < 0.02, "psfdepth_r"] = np.nan          # missing values on one axis
     df["blind_resid_snr"] = (df["blind_resid_snr"] + np.where(df["is_control"], 0.0, 2.0)).astype(np.float32)
     df["task_id"] = [f"{i:032x}" for i in range(n)]
+    two = rng.random(n) < 0.3                                      # regions picked by two modes
+    df["ranking_modes"] = np.where(two, "density,psf_weighted", df["ranking_mode"])
     cols = {}
     for f in schemas.INJECTION_METRICS:
         cols[f.name] = (pa.array(df[f.name].to_numpy(), type=f.type, from_pandas=True) if f.name in df
@@ -74,14 +78,17 @@ def tier_data(tmp_path_factory):
 def _materialize(root, engine: str, run_config: dict, *, raise_on_error: bool = True):
     resources = {"compute": ComputeResource(engine=engine, spark_master="local[2]", log_dir=str(root / "logs")),
                  "data_store": DataStoreResource(root=str(root / "outputs"), cache_root=str(root / "cache"))}
-    return materialize([completeness_surfaces], partition_key=TIER, resources=resources,
-                       run_config={"ops": {"completeness_surfaces": {"config": run_config}}},
+    return materialize([completeness_surfaces, ranking_mode_ablation], partition_key=TIER, resources=resources,
+                       run_config={"ops": {"completeness_surfaces": {"config": run_config},
+                                           "ranking_mode_ablation": {"config": run_config}}},
                        raise_on_error=raise_on_error)
 
 
 def _outputs(root) -> dict:
     store = Store(str(root / "outputs"))
-    out = {name: pq.read_table(store.url(completeness_rel(TIER, f"{name}.parquet"))).to_pandas() for name in TABLES}
+    out = {f"{view}/{name}": pq.read_table(store.url(view_rel(TIER, view, name))).to_pandas()
+           for view in ("tasks", "ranking_modes") for name in TABLES}
+    out["ablation"] = pq.read_table(store.url(completeness_rel(TIER, "ranking_mode_ablation.parquet"))).to_pandas()
     out["summary"] = store.read_bytes(completeness_rel(TIER, "summary.txt")).decode()
     return out
 
@@ -98,8 +105,9 @@ def test_spark_engine_writes_the_local_completeness_tables(tier_data):
     (mat,) = spark.asset_materializations_for_node("completeness_surfaces")
     got = _outputs(root)
 
-    for name in TABLES:
-        pd.testing.assert_frame_equal(got[name], ref[name], check_exact=True, obj=name)
+    for name in ref:
+        if name != "summary":
+            pd.testing.assert_frame_equal(got[name], ref[name], check_exact=True, obj=name)
     assert got["summary"] == ref["summary"]
     md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     assert md["engine"] == "spark" and md["engine/spark_master"] == "local[2]"
@@ -109,18 +117,26 @@ def test_spark_engine_writes_the_local_completeness_tables(tier_data):
 
     # What the tables say is right, not only equal: the threshold passes at most 5% of the
     # controls in use, test rows are left out, and unscored tasks are not counted as misses.
-    crit = got["criteria"].set_index("criterion")
+    crit = got["tasks/criteria"].set_index("criterion")
     assert np.isfinite(crit.loc["blind_resid", "threshold"])
     assert crit.loc["blind_resid", "k_controls_detected"] <= 0.05 * crit.loc["blind_resid", "n_controls"]
     assert crit.loc["classifier_ge0p3", "n_unscored"] > 0
-    splits = got["splits"].set_index("region_split")
+    splits = got["tasks/splits"].set_index("region_split")
     assert not splits.loc["test", "used"] and splits.loc["train", "used"]
-    s = got["surfaces"]
+    s = got["tasks/surfaces"]
     overall = s[(s["axis1"] == "overall") & (s["group_by"] == "all") & (s["subset"] == "all")]
     classifier = overall[overall["criterion"] == "classifier_ge0p3"]["n"].sum()
     assert 0 < classifier < overall[overall["criterion"] == "seed_snr_resolved"]["n"].sum()
-    excl = got["exclusions"]
+    excl = got["tasks/exclusions"]
     assert set(excl["reason"]) >= {"split_not_used", "control", "cutout:edge", "cutout:not_cached", "missing_value"}
+    # Per mode, a task picked by two modes counts in both; the blind threshold is the tasks' one.
+    modes = got["ranking_modes/surfaces"]
+    per_mode = modes[(modes["axis1"] == "overall") & (modes["subset"] == "all")
+                     & (modes["criterion"] == "seed_snr_resolved")]["n"].sum()
+    assert per_mode > classifier and per_mode > overall[overall["criterion"] == "seed_snr_resolved"]["n"].sum()
+    assert got["ranking_modes/criteria"].set_index("criterion").loc["blind_resid", "threshold"] == \
+        crit.loc["blind_resid", "threshold"]
+    assert set(got["ablation"]["ranking_mode"]) == {"density", "psf_weighted"}
 
 
 @pytest.mark.spark

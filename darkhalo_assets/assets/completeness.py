@@ -6,8 +6,8 @@ import pyarrow as pa
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from darkhalo_assets.pipeline.completeness import seeing_wall, surfaces_for_spec
-from darkhalo_assets.pipeline.completeness_run import (build_criteria, completeness_rel, read_surfaces, tier_spec,
+from darkhalo_assets.pipeline.completeness import seeing_wall
+from darkhalo_assets.pipeline.completeness_run import (build_criteria, completeness_rel, read_surfaces, surfaces_of,
                                                        write_surfaces)
 from darkhalo_assets.pipeline.completeness import ranking_mode_ablation as compute_ranking_mode_ablation
 from darkhalo_assets.pipeline.datasets import read_table, write_table
@@ -50,14 +50,16 @@ def out_rel(tier: str, name: str = "") -> str:
     return completeness_rel(tier, name)
 
 
-def explode_ranking_modes(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, ranking mode that picked its region), for per-mode groupings."""
-    m = metrics.assign(ranking_mode=metrics["ranking_modes"].str.split(","))
-    return m.explode("ranking_mode", ignore_index=True)
-
-
-def _load_metrics(store, tier) -> pd.DataFrame:
-    return read_metrics(store.child(injection_rel(tier))).to_pandas()
+def _surfaces(context, compute, data_store, tier: str, options: dict, view: str) -> tuple[dict, dict]:
+    """(the view's tables, engine metadata), computed on the compute resource's engine."""
+    store = data_store.store()
+    if compute.engine == "local":
+        res = surfaces_of(read_metrics(store.child(injection_rel(tier))), options, view)
+        write_surfaces(store, tier, res, view)
+        return res, {}
+    from darkhalo_assets.spark.dispatch import run_completeness_spark
+    engine_md = run_completeness_spark(context, compute, data_store, tier, options, view).metadata
+    return read_surfaces(store, tier, view), engine_md
 
 
 def _save_png(store, rel: str, fig_writer, *args) -> str:
@@ -69,7 +71,7 @@ def _save_png(store, rel: str, fig_writer, *args) -> str:
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"parquet", "python"}, owners=["team:darkhalo"],
-    code_version="4d-1", deps=["injected_cutouts"], pool="compute",
+    code_version="4d-2", deps=["injected_cutouts"], pool="compute",
     check_specs=[AssetCheckSpec("holdout_splits_used", asset="completeness_surfaces",
                                 description="Records which splits were used; fails if test was used without "
                                             "final_evaluation")],
@@ -83,15 +85,8 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     tier = context.partition_key
     store = data_store.store()
     options = config.surface_options()
-    engine_md = {}
-    if compute.engine == "local":
-        # Not exploded by ranking mode: a task counts once in every grouping here.
-        res = surfaces_for_spec(_load_metrics(store, tier), tier_spec(options))
-        write_surfaces(store, tier, res)
-    else:
-        from darkhalo_assets.spark.dispatch import run_completeness_spark
-        engine_md = run_completeness_spark(context, compute, data_store, tier, options).metadata
-        res = read_surfaces(store, tier)
+    # The tasks view: a task counts once in every grouping here.
+    res, engine_md = _surfaces(context, compute, data_store, tier, options, "tasks")
     s = res["surfaces"]
     overall = s[(s["axis1"] == "overall") & (s["group_by"] == "all") & (s["subset"] == "all")]
     theta = s[(s["axis1"] == "theta_e") & (s["axis2"] == "") & (s["group_by"] == "all") & (s["subset"] == "all")]
@@ -152,19 +147,22 @@ def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunCon
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
-    code_version="4d-ablation-1", deps=["injected_cutouts"],
+    code_version="4d-ablation-2", deps=["injected_cutouts"], pool="compute",
 )
 def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRunConfig,
-                          data_store: DataStoreResource) -> MaterializeResult:
+                          data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
     """density vs psf_weighted vs n_lrg vs area_weighted region selections: completeness and
-    wall position side by side with intervals, and the difference to density with its uncertainty."""
+    wall position side by side with intervals, and the difference to density with its uncertainty.
+    A task counts for every mode whose selection picked its region; bins and blind thresholds
+    are those of completeness_surfaces (planned on the tasks)."""
     tier = context.partition_key
     store = data_store.store()
-    metrics = explode_ranking_modes(_load_metrics(store, tier))
-    table = compute_ranking_mode_ablation(metrics, criteria=criteria_for(config), interval=config.interval, level=config.level,
-                                  final_evaluation=config.final_evaluation)
+    res, engine_md = _surfaces(context, compute, data_store, tier, config.surface_options(), "ranking_modes")
+    table = compute_ranking_mode_ablation(surfaces=res["surfaces"], threshold=config.wall_threshold,
+                                          interval=config.interval, level=config.level)
     write_table(store, out_rel(tier, "ranking_mode_ablation.parquet"), pa.Table.from_pandas(table, preserve_index=False))
     rel = out_rel(tier, "plots/ranking_mode_ablation.png")
     _save_png(store, rel, plots.plot_ranking_ablation, table)
     return MaterializeResult(metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
-                                       "table": MetadataValue.md(table.head(40).to_markdown(index=False))})
+                                       "table": MetadataValue.md(table.head(40).to_markdown(index=False)),
+                                       "engine": compute.engine, **engine_md})

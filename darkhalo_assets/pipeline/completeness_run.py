@@ -1,8 +1,13 @@
 """Stage 4d for one tier, engine-agnostic: run options -> criteria and spec, output paths, tables.
 
-The ``completeness_surfaces`` asset (local engine) and the Spark job both build the run
-from the same plain ``options`` dict and write the same tables, so a tier's outputs do not
-depend on where they were computed.
+The ``completeness_surfaces`` and ``ranking_mode_ablation`` assets (local engine) and the
+Spark job all build the run from the same plain ``options`` dict and a ``view`` of the rows,
+and write the same tables, so a tier's outputs do not depend on where they were computed.
+
+Views: ``tasks`` (every task once: the completeness surfaces) and ``ranking_modes`` (a task
+once per ranking mode whose selection picked its region: the ablation's per-mode surfaces).
+Bins and blind thresholds are always planned on the tasks, so both views share them — a
+control picked by two modes must not weigh twice in the FPR calibration.
 
 options: interval, level, final_evaluation, clean_max_bad_pixel_frac, blind_target_fpr,
 classifier_scores (Parquet path of (task_id, score), local or s3://, or None),
@@ -15,19 +20,51 @@ from typing import Any, Mapping
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..science.recovery import BlindResidual, ClassifierScores, LensPopDetectable, SeedSnrResolved
+from .completeness import finish_surfaces
 from .datasets import read_table, write_table
 from .storage import Store
-from .surface_plan import SurfaceSpec, make_spec
+from .surface_counts import count_chunk
+from .surface_plan import SurfaceSpec, make_spec, plan_from_scans, scan_chunk
 
-# region_id surfaces are sparse (only bins with n > 0); ranking modes have their own asset.
+# region_id surfaces are sparse (only bins with n > 0); ranking modes have their own view.
 TIER_GROUP_BYS = ("all", "region_split", "selection_set_id", "region_id")
+RANKING_SURFACES = (("overall",), ("theta_e",), ("theta_e", "psf_fwhm_r"))
+VIEWS = ("tasks", "ranking_modes")
 TABLES = ("surfaces", "exclusions", "criteria", "splits", "config")
 
 
 def completeness_rel(tier: str, name: str = "") -> str:
     return f"phase4d/{tier}" + (f"/{name}" if name else "")
+
+
+def view_rel(tier: str, view: str, table: str) -> str:
+    """Where a view's table is written: the tasks view at the top of the tier, others below."""
+    return completeness_rel(tier, f"{table}.parquet" if view == "tasks" else f"{view}/{table}.parquet")
+
+
+def explode_ranking_modes(table: pa.Table) -> pa.Table:
+    """One row per (task, ranking mode in its comma-joined ``ranking_modes``), as ``ranking_mode``."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    modes = pc.split_pattern(table.column("ranking_modes").fill_null(""), ",")
+    out = table.take(pc.list_parent_indices(modes))
+    col = pc.list_flatten(modes)
+    i = out.schema.get_field_index("ranking_mode")
+    return out.set_column(i, "ranking_mode", col) if i >= 0 else out.append_column("ranking_mode", col)
+
+
+def view_rows(table, view: str):
+    """The rows a view counts (a pyarrow Table; pandas input is converted)."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; choose from {VIEWS}")
+    if view == "tasks":
+        return table
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    return explode_ranking_modes(table)
 
 
 @functools.lru_cache(maxsize=4)
@@ -44,19 +81,26 @@ def build_criteria(options: Mapping[str, Any]) -> tuple:
     return tuple(criteria)
 
 
-def tier_spec(options: Mapping[str, Any], *, group_bys: tuple = TIER_GROUP_BYS) -> SurfaceSpec:
-    return make_spec(criteria=build_criteria(options), group_bys=group_bys,
+def tier_spec(options: Mapping[str, Any], view: str = "tasks") -> SurfaceSpec:
+    extra = {} if view == "tasks" else {"group_bys": ("ranking_mode",), "surfaces": RANKING_SURFACES}
+    return make_spec(criteria=build_criteria(options), **({"group_bys": TIER_GROUP_BYS} | extra),
                      interval=options.get("interval", "wilson"), level=float(options.get("level", 0.95)),
                      clean_max_bad_pixel_frac=float(options.get("clean_max_bad_pixel_frac", 0.2)),
                      final_evaluation=bool(options.get("final_evaluation", False)))
 
 
-def write_surfaces(store: Store, tier: str, result: dict[str, pd.DataFrame]) -> None:
+def surfaces_of(metrics, options: Mapping[str, Any], view: str = "tasks") -> dict[str, pd.DataFrame]:
+    """One tier's tables on the local engine: all rows as one chunk (see module doc for views)."""
+    spec = tier_spec(options, view)
+    plan = plan_from_scans(spec, [scan_chunk(metrics, spec)])
+    return finish_surfaces(spec, plan, count_chunk(view_rows(metrics, view), spec, plan))
+
+
+def write_surfaces(store: Store, tier: str, result: dict[str, pd.DataFrame], view: str = "tasks") -> None:
     for name in TABLES:
-        write_table(store, completeness_rel(tier, f"{name}.parquet"),
-                    pa.Table.from_pandas(result[name], preserve_index=False))
+        write_table(store, view_rel(tier, view, name), pa.Table.from_pandas(result[name], preserve_index=False))
 
 
-def read_surfaces(store: Store, tier: str) -> dict[str, pd.DataFrame]:
-    return {name: read_table(store, completeness_rel(tier, f"{name}.parquet")).to_pandas() for name in TABLES}
+def read_surfaces(store: Store, tier: str, view: str = "tasks") -> dict[str, pd.DataFrame]:
+    return {name: read_table(store, view_rel(tier, view, name)).to_pandas() for name in TABLES}
 

@@ -1,4 +1,5 @@
-"""Stage 4d on Spark: completeness surfaces of one tier from its committed metrics shards.
+"""Stage 4d on Spark: completeness surfaces of one tier from its committed metrics shards, for
+one view of the rows (``tasks``, or ``ranking_modes`` for the ablation; completeness_run.py).
 
 The same three steps as the local engine (pipeline/completeness.py), with chunks spread
 over executors:
@@ -34,12 +35,12 @@ def _store(spec: dict):
 
 
 @functools.lru_cache(maxsize=4)
-def _spec(options_json: str):
+def _spec(options_json: str, view: str):
     from darkhalo_assets.pipeline.completeness_run import tier_spec
-    return tier_spec(json.loads(options_json))
+    return tier_spec(json.loads(options_json), view)
 
 
-def needed_columns(spec) -> list[str]:
+def needed_columns(spec, view: str = "tasks") -> list[str]:
     """The INJECTION_METRICS columns stage 4d reads, in schema order."""
     from darkhalo_assets import schemas
     from darkhalo_assets.pipeline.surface_plan import KEYS, RECOVERY_COLUMNS
@@ -47,6 +48,8 @@ def needed_columns(spec) -> list[str]:
     want = set(KEYS) | {"cutout_reason", "bad_pixel_frac"} | set(RECOVERY_COLUMNS) | spec.value_columns
     if any(isinstance(c, ClassifierScores) for c in spec.criteria):
         want.add("task_id")
+    if view == "ranking_modes":
+        want.add("ranking_modes")
     return [f.name for f in schemas.INJECTION_METRICS if f.name in want]
 
 
@@ -70,30 +73,32 @@ def _read_shards(batches, *, metrics_spec: dict, columns: list[str]):
             yield from t.to_batches(max_chunksize=65536)
 
 
-def _scan_udf(batches, *, metrics_spec: dict, columns: list[str], options_json: str):
+def _scan_udf(batches, *, metrics_spec: dict, columns: list[str], options_json: str, view: str):
     import pyarrow as pa
     from darkhalo_assets.pipeline.surface_plan import scan_chunk
     table = pa.Table.from_batches(list(_read_shards(batches, metrics_spec=metrics_spec, columns=columns)))
     if table.num_rows:
-        scan = scan_chunk(table, _spec(options_json))
+        scan = scan_chunk(table, _spec(options_json, view))  # planned on tasks in every view
         scan["n_rows"] = table.num_rows
         yield pa.RecordBatch.from_pydict({"scan": [pickle.dumps(scan)]}, schema=pa.schema([("scan", pa.binary())]))
 
 
-def _count_udf(batches, *, options_json: str, plan_bytes: bytes):
+def _count_udf(batches, *, options_json: str, view: str, plan_bytes: bytes):
     """(executor) one partition of rows -> its counts, one compressed blob."""
     import pyarrow as pa
+    from darkhalo_assets.pipeline.completeness_run import view_rows
     from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_to_bytes
     table = pa.Table.from_batches(list(batches))
     if table.num_rows:
-        blob = counts_to_bytes(count_chunk(table, _spec(options_json), pickle.loads(plan_bytes)))
+        rows = view_rows(table, view)
+        blob = counts_to_bytes(count_chunk(rows, _spec(options_json, view), pickle.loads(plan_bytes)))
         yield pa.RecordBatch.from_pydict({"counts": [blob]}, schema=pa.schema([("counts", pa.binary())]))
 
 
 def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -> dict:
     """Compute and write one tier's completeness tables; return a summary with timings."""
     from darkhalo_assets.pipeline.completeness import finish_surfaces
-    from darkhalo_assets.pipeline.completeness_run import write_surfaces
+    from darkhalo_assets.pipeline.completeness_run import view_rows, write_surfaces
     from darkhalo_assets.pipeline.datasets import SUCCESS
     from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_from_bytes, merge_counts
     from darkhalo_assets.pipeline.surface_plan import plan_from_scans
@@ -108,8 +113,9 @@ def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -
                                 f"(materialize injected_cutouts[{tier}] first)")
     shards = json.loads(metrics.read_bytes(SUCCESS))["shards"]
     options_json = json.dumps(extras.get("options", {}), sort_keys=True)
-    spec = _spec(options_json)
-    columns = needed_columns(spec)
+    view = extras.get("view", "tasks")
+    spec = _spec(options_json, view)
+    columns = needed_columns(spec, view)
     sc = spark.sparkContext
     files = spark.createDataFrame(sc.parallelize([(s,) for s in shards], max(1, min(len(shards),
                                                                                      4 * sc.defaultParallelism))),
@@ -117,12 +123,13 @@ def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -
     read = functools.partial(_read_shards, metrics_spec=metrics_spec, columns=columns)
 
     scans = [pickle.loads(r["scan"]) for r in files.mapInArrow(
-        functools.partial(_scan_udf, metrics_spec=metrics_spec, columns=columns, options_json=options_json),
+        functools.partial(_scan_udf, metrics_spec=metrics_spec, columns=columns, options_json=options_json,
+                          view=view),
         "scan binary").collect()]
     plan = plan_from_scans(spec, scans)
     n_rows = sum(s["n_rows"] for s in scans)
     timings["scan_s"] = time.perf_counter() - t0
-    log(f"[4d] tier {tier}: {n_rows:,} metrics rows in {len(shards)} shards; bins and thresholds planned "
+    log(f"[4d] tier {tier}, view {view}: {n_rows:,} metrics rows in {len(shards)} shards; bins and thresholds planned "
         f"({', '.join(f'{k}={v:.4g}' for k, v in plan.thresholds.items()) or 'no calibrated criteria'})")
 
     t1 = time.perf_counter()
@@ -130,7 +137,7 @@ def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -
     partitions = max(sc.defaultParallelism, math.ceil(n_rows / rows_per_partition))
     rows = files.mapInArrow(read, rows_ddl(columns)).repartition(partitions, "region_id")
     blobs = [r["counts"] for r in rows.mapInArrow(
-        functools.partial(_count_udf, options_json=options_json, plan_bytes=pickle.dumps(plan)),
+        functools.partial(_count_udf, options_json=options_json, view=view, plan_bytes=pickle.dumps(plan)),
         "counts binary").collect()]
     timings["count_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
@@ -138,9 +145,9 @@ def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -
         counts = merge_counts([counts_from_bytes(b) for b in blobs])
     else:  # a tier whose shards hold no rows: the local engine's empty tables
         from darkhalo_assets import schemas
-        counts = count_chunk(schemas.INJECTION_METRICS.empty_table().select(columns), spec, plan)
+        counts = count_chunk(view_rows(schemas.INJECTION_METRICS.empty_table().select(columns), view), spec, plan)
     result = finish_surfaces(spec, plan, counts)
-    write_surfaces(store, tier, result)
+    write_surfaces(store, tier, result, view)
     timings["finish_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     count_mib = sum(len(b) for b in blobs) / 2**20

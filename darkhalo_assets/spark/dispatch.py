@@ -111,13 +111,13 @@ def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str]
     return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)
 
 
-def run_completeness_spark(context, compute, data_store, tier: str, options: dict, *,
+def run_completeness_spark(context, compute, data_store, tier: str, options: dict, view: str = "tasks", *,
                            rows_per_partition: int | None = None) -> StageRun:
-    """Stage 4d for one tier on ``compute``'s Spark engine: the job writes the tier's completeness
-    tables (``completeness_run.write_surfaces``); ``summary`` is what it reported (rows, partitions,
-    timings). ``options`` is the plain dict ``completeness_run.tier_spec`` takes."""
+    """Stage 4d for one tier and view on ``compute``'s Spark engine: the job writes the view's
+    completeness tables (``completeness_run.write_surfaces``); ``summary`` is what it reported
+    (rows, partitions, timings). ``options`` is the plain dict ``completeness_run.tier_spec`` takes."""
     from darkhalo_assets.pipeline.injection_run import injection_rel
-    extras = {"tier": tier, "options": dict(options), "data_store": store_spec(data_store),
+    extras = {"tier": tier, "options": dict(options), "view": view, "data_store": store_spec(data_store),
               "metrics_rel": injection_rel(tier)}
     if rows_per_partition:
         extras["rows_per_partition"] = int(rows_per_partition)
