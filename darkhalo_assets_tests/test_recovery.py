@@ -160,3 +160,23 @@ def test_detector_threshold_at_target_fpr_holds_on_fresh_controls():
     assert r["n_holdout_controls"] == 1500
     assert r["fpr_holdout_lo"] <= 0.05 <= r["fpr_holdout_hi"], r.to_dict()
     assert r["fpr"] == pytest.approx(r["k_controls_detected"] / r["n_controls"])
+
+
+def test_control_replicates_count_once_in_calibration_and_fpr():
+    """Replicates of a control are the same untouched cutout with the same score: the copies must
+    change neither the threshold nor the FPR's n (they would narrow its interval for nothing)."""
+    rng = np.random.default_rng(8)
+    hosts = 400
+    df = hand_table([{}] * hosts)
+    df["is_control"] = np.arange(hosts) < 200
+    df["blind_resid_snr"] = np.where(df["is_control"], rng.normal(0, 1, hosts), rng.normal(3, 1, hosts)
+                                     ).astype(np.float32)
+    unique = evaluate_criteria(df, [BlindResidual(target_fpr=0.05)]).report.iloc[0]
+    twice = pd.concat([df.assign(replicate=np.int16(0)), df.assign(replicate=np.int16(1))], ignore_index=True)
+    rep = evaluate_criteria(twice, [BlindResidual(target_fpr=0.05)])
+    r = rep.report.iloc[0]
+    assert r["n_controls"] == unique["n_controls"] == 200 and r["k_controls_detected"] == 10
+    assert r["threshold"] == unique["threshold"] and (r["fpr_lo"], r["fpr_hi"]) == (unique["fpr_lo"], unique["fpr_hi"])
+    # injections are not deduplicated: both replicates of an injection are counted (different arcs)
+    assert rep.flags["blind_resid"].sum() == 2 * np.count_nonzero(
+        df["blind_resid_snr"][~df["is_control"]] >= unique["threshold"])

@@ -42,6 +42,7 @@ def metrics_table(n: int = 12_000) -> pa.Table:
     df.loc[rng.random(n) < 0.02, "psfdepth_r"] = np.nan          # missing values on one axis
     df["blind_resid_snr"] = (df["blind_resid_snr"] + np.where(df["is_control"], 0.0, 2.0)).astype(np.float32)
     df["task_id"] = [f"{i:032x}" for i in range(n)]
+    df["replicate"] = (rng.random(n) < 0.5).astype(np.int16)      # controls count once (replicate 0)
     two = rng.random(n) < 0.3                                      # regions picked by two modes
     df["ranking_modes"] = np.where(two, "density,psf_weighted", df["ranking_mode"])
     cols = {}

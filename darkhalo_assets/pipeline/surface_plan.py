@@ -18,15 +18,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..science.recovery import DEFAULT_CRITERIA, BlindResidual, ClassifierScores, Criterion, threshold_for_fpr
+from ..science.recovery import (DEFAULT_CRITERIA, BlindResidual, ClassifierScores, Criterion, independent_controls,
+                                threshold_for_fpr)
 from .binning import DEFAULT_SURFACES, Bins, axis_values, make_bins, merged_axes, needed_columns
 from .metrics_columns import extract_columns, join_scores
 
 GROUP_BYS = ("all", "region_split", "selection_set_id", "ranking_mode", "region_id")
 KEYS = ("experiment_id", "region_split", "selection_set_id", "ranking_mode", "region_id")
 RECOVERY_COLUMNS = ("is_control", "cutout_ok", "theta_e_arcsec", "arc_snr", "psf_fwhm_g", "psf_fwhm_r",
-                    "psf_fwhm_z", "src_reff_arcsec", "magnification", "blind_resid_snr")
-_OPTIONAL = ("blind_resid_snr", "experiment_id", "selection_set_id", "ranking_mode", "cutout_reason", "psf_fwhm_g",
+                    "psf_fwhm_z", "src_reff_arcsec", "magnification", "blind_resid_snr", "replicate")
+_OPTIONAL = ("blind_resid_snr", "replicate", "experiment_id", "selection_set_id", "ranking_mode", "cutout_reason", "psf_fwhm_g",
              "psf_fwhm_z", "src_reff_arcsec", "magnification", "arc_snr")
 
 
@@ -128,7 +129,7 @@ def scan_chunk(metrics: Any, spec: SurfaceSpec) -> dict:
         else:
             axes[a] = np.array([vals.min(), vals.max()], dtype=vals.dtype) if vals.size else vals[:0]
     calibration = {}
-    controls = in_split & cols["cutout_ok"] & cols["is_control"]
+    controls = independent_controls(cols, in_split & cols["cutout_ok"] & cols["is_control"])
     for c in _calibrated(spec):
         calib = controls.copy()
         if c.calibration_splits is not None:

@@ -123,6 +123,20 @@ def threshold_name(name: str, t: float) -> str:
     return f"{name}_ge{format(float(t), 'g').replace('.', 'p').replace('-', 'm')}"
 
 
+def independent_controls(metrics, controls: np.ndarray) -> np.ndarray:
+    """The controls that are distinct images: replicates of a control are the same untouched
+    cutout (the same score), so only replicate 0 counts in calibration and FPRs — counting the
+    copies would narrow the FPR intervals without adding information. Without a ``replicate``
+    column (or where it is null) every control counts."""
+    if "replicate" not in metrics:
+        return controls
+    rep = _col(metrics, "replicate")
+    first = rep == 0
+    if rep.dtype.kind == "f":
+        first |= np.isnan(rep)
+    return controls & first
+
+
 def criterion_columns(criteria: Sequence[Criterion]) -> list[str]:
     """The ``recovered_<name>`` names evaluate_criteria produces, in its order."""
     return [n for c in criteria for n in ([threshold_name(c.name, t) for t in c.thresholds]
@@ -223,7 +237,8 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
     """Evaluate several criteria in one pass over a metrics table (DataFrame or mapping of arrays).
 
     rows: optional boolean mask of the rows in play (e.g. the allowed splits); thresholds are
-    calibrated, and FPRs measured, only on controls within it.
+    calibrated, and FPRs measured, only on controls within it (replicate 0 of each control:
+    see ``independent_controls``).
     """
     import pandas as pd
 
@@ -232,7 +247,7 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
     if rows is not None:
         base = base & np.asarray(rows, dtype=bool)
     targets = base & ~is_control
-    controls = base & is_control
+    controls = independent_controls(metrics, base & is_control)
     names = [threshold_name(c.name, t) for c in criteria if isinstance(c, ClassifierScores) for t in c.thresholds]
     names += [c.name for c in criteria if not isinstance(c, ClassifierScores)]
     if len(set(names)) != len(names):
