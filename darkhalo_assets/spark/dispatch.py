@@ -24,9 +24,34 @@ class StageRun:
     check_results: list = field(default_factory=list)
 
 
-def store_spec(data_store) -> dict:
-    store = data_store.store()
+# fsspec/s3fs option names that carry secrets: Pipes extras are written to files, S3 objects
+# and EMR step arguments, so credentials must reach Spark from the environment or an
+# instance role, never through them.
+_SECRET_OPTIONS = ("key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+                   "password")
+
+
+def _store_dict(store) -> dict:
+    def secrets(opts, path=""):
+        for k, v in (opts or {}).items():
+            if isinstance(v, dict):
+                yield from secrets(v, f"{path}{k}.")
+            elif k.lower() in _SECRET_OPTIONS:
+                yield f"{path}{k}"
+    found = list(secrets(store.storage_options))
+    if found:
+        raise ValueError(f"storage options of {store.root} carry credentials ({', '.join(found)}); Spark jobs "
+                         "would receive them in their Pipes parameters. Use the environment (AWS_* variables, "
+                         "profiles) or an instance role instead.")
     return {"root": store.root, "storage_options": store.storage_options}
+
+
+def store_spec(data_store) -> dict:
+    return _store_dict(data_store.store())
+
+
+def cache_spec(data_store) -> dict:
+    return _store_dict(data_store.cache_store())
 
 
 def phase3_inputs(data_store, phase3) -> dict:
@@ -64,10 +89,9 @@ def run_injection_spark(context, compute, data_store, tier: str, experiments: li
     from dataclasses import asdict
     from darkhalo_assets.pipeline.manifest_build import tasks_rel
     from darkhalo_assets.pipeline.injection_run import injection_rel
-    cache = data_store.cache_store()
     extras = {"tier": tier, "force": bool(force), "shard_tasks": int(shard_tasks),
               "data_store": store_spec(data_store),
-              "cache_store": {"root": cache.root, "storage_options": cache.storage_options},
+              "cache_store": cache_spec(data_store),
               "task_rels": [tasks_rel(e) for e in experiments], "out_rel": injection_rel(tier),
               "settings": asdict(settings)}
     job = compute.run_spark_job(context, "injection", extras)
@@ -90,14 +114,13 @@ def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str]
     """
     import pyarrow.parquet as pq
     from darkhalo_assets.assets.coadds import MISSING_DIR
-    cache = data_store.cache_store()
     results_rel = f"phase4b/fill_runs/{context.run.run_id}-{run_key}.parquet"
     fields = ("connect_timeout_s", "read_timeout_s", "max_attempts", "backoff_base_s", "backoff_cap_s",
               "concurrency", "brick_pixels")
     extras = {"tier": run_key, "force": bool(force), "bricks": list(bricks), "bricks_per_task": int(bricks_per_task),
               "survey": {"url": survey.url, **{f: getattr(survey, f) for f in fields}},
               "data_store": store_spec(data_store),
-              "cache_store": {"root": cache.root, "storage_options": cache.storage_options},
+              "cache_store": cache_spec(data_store),
               "missing_dir": MISSING_DIR, "results_rel": results_rel,
               # An op (the tier-wide fill job) has no asset for the job to report a materialization on.
               "report_materialization": bool(getattr(context, "has_assets_def", True))}
