@@ -9,9 +9,9 @@ import json
 import time
 
 import pyarrow as pa
-from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext,
-                     AssetMaterialization, BackfillPolicy, Failure, MaterializeResult, MetadataValue, Nothing,
-                     OpExecutionContext, Out, asset, job, op)
+from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult, AssetCheckSpec, AssetDep,
+                     AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
+                     MetadataValue, Nothing, OpExecutionContext, Out, asset, job, op)
 
 from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fetch_bricks, summarize_fill
 from darkhalo_assets.pipeline.datasets import write_table
@@ -143,7 +143,8 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
 
     Each brick it caches (or finds cached, or finds missing upstream) is recorded as a
     materialization of that brick's `coadd_cache` partition, so the partitions view and
-    lineage are the same as after a backfill. Re-running resumes: verified bricks are skipped.
+    lineage are the same as after a backfill, and the `files_verified` check is recorded as
+    evaluated (see `files_verified_evaluations`). Re-running resumes: verified bricks are skipped.
     """
     from darkhalo_assets.pipeline.datasets import read_table
     from darkhalo_assets.pipeline.manifest_build import tier_bricks_rel
@@ -172,6 +173,8 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
     results, verified, t0 = fill_bricks(context, bricks, survey, data_store, config.force, on_result=record)
     summary = summarize_fill(results, time.monotonic() - t0)
     context.log.info(f"tier {tier} cache fill: {summary.as_metadata()}")
+    for evaluation in files_verified_evaluations([(v.brickname, v.ok, v.problems) for v in verified], tier):
+        context.log_event(evaluation)
     _raise_for(failed={r.brickname: r.error for r in results if r.status == "failed"},
                bad={v.brickname: v.problems for v in verified if not v.ok})
 
@@ -186,8 +189,35 @@ def _fill_tier_on_spark(context, config, survey, data_store, compute, tier: str,
                 "status": b["status"], "bytes_downloaded": b["bytes_downloaded"], "tier_fill": tier,
                 "engine": compute.engine}))
     context.log.info(f"tier {tier} cache fill: { {k: v for k, v in run.summary.items() if k != 'bricks'} }")
+    checked = [(b["brickname"], b["verified_ok"], b["problems"]) for b in run.summary["bricks"]
+               if b["verified_ok"] is not None]      # None: not deep-verified in this run (skipped, missing, failed)
+    for evaluation in files_verified_evaluations(checked, tier):
+        context.log_event(evaluation)
     _raise_for(failed={b["brickname"]: b["error"] for b in run.summary["bricks"] if b["status"] == "failed"},
                bad={b["brickname"]: b["problems"] for b in run.summary["bricks"] if b["verified_ok"] is False})
+
+
+def files_verified_evaluations(checked: list[tuple[str, bool, list[str]]], tier: str) -> list[AssetCheckEvaluation]:
+    """The `files_verified` evaluations of `coadd_cache` for a tier fill, from (brick, ok, problems)
+    of every brick deep-verified in the run.
+
+    An op has no check results to return, so it logs the evaluations itself: one per brick
+    (``partition`` = the brick, so each sits beside that brick's materialization), then one for
+    the whole run with the metadata the asset gives for its run. The check is not partitioned and
+    Dagster shows its latest evaluation whatever the partition, so the run's verdict comes last:
+    one bad brick leaves the check failed even if a good brick was evaluated after it.
+    """
+    spec = next(s for s in coadd_cache.check_specs if s.name == "files_verified")
+    per_brick = [AssetCheckEvaluation(
+        asset_key=spec.asset_key, check_name=spec.name, passed=bool(ok), blocking=spec.blocking, partition=brick,
+        metadata={"bricks_checked": 1, "problems": json_md({} if ok else {brick: problems}), "tier_fill": tier})
+        for brick, ok, problems in checked]
+    bad = {brick: problems for brick, ok, problems in checked if not ok}
+    whole_run = AssetCheckEvaluation(
+        asset_key=spec.asset_key, check_name=spec.name, passed=not bad, blocking=spec.blocking,
+        metadata={"bricks_checked": len(checked), "bricks_failed": len(bad), "tier_fill": tier,
+                  "problems": json_md(dict(list(bad.items())[:50]))})
+    return [*per_brick, whole_run]
 
 
 def _raise_for(failed: dict, bad: dict) -> None:
