@@ -104,3 +104,43 @@ def test_spark_fill_caches_what_the_local_fetcher_caches(survey, tmp_path):
     assert seen["bytes_downloaded"] == 0 and seen["files_fetched"] == 0
     for b in present:
         assert _cache_files(spark_cache, b) == _cache_files(local_cache, b), b
+
+
+@pytest.mark.spark
+def test_coadd_cache_partitions_backfilled_on_spark(survey, tmp_path):
+    """The real ``coadd_cache`` asset, one run over a range of brick partitions on the spark engine:
+    the local fetcher's files, the 404 recorded as evidence, the files_verified check evaluated."""
+    from dagster import DagsterInstance
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from darkhalo_assets.assets.coadds import coadd_cache
+    from darkhalo_assets.assets.partitions import brick_partitions
+
+    root, bricks = survey
+    present, gap = bricks[:-1], bricks[-1]
+    local_cache = Store(str(tmp_path / "local_cache"))
+    with SurveyServer(root) as srv, CoaddFetcher(srv.base_url, local_cache, expected_shape=(PIX, PIX)) as f:
+        fill_cache(f, bricks)
+    data = tmp_path / "data"
+    resources = {"compute": ComputeResource(engine="spark", spark_master="local[2]", log_dir=str(data / "logs")),
+                 "data_store": DataStoreResource(root=str(data / "outputs"), cache_root=str(data / "cache")),
+                 "survey": SurveyResource(synthetic_root=str(root), brick_pixels=PIX, max_attempts=2,
+                                          backoff_base_s=0.05)}
+    keys = sorted(bricks)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(brick_partitions.name, keys)
+        result = materialize([coadd_cache], resources=resources, instance=instance, selection=[coadd_cache],
+                             tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+        assert result.success
+        mats = result.asset_materializations_for_node("coadd_cache")
+        assert sorted(m.partition for m in mats) == keys                      # one per brick partition
+        md = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items()}
+        assert md["engine"] == "spark" and md["engine/spark_master"] == "local[2]"
+        assert (md["cached"], md["missing"], md["failed"]) == (len(present), 1, 0)
+        assert md["missing_upstream"] == [gap]
+        (check,) = result.get_asset_check_evaluations()
+        assert check.passed and check.metadata["bricks_checked"].value == len(present)
+    spark_cache = Store(str(data / "cache"))
+    for b in present:
+        assert _cache_files(spark_cache, b) == _cache_files(local_cache, b), b
+    assert Store(str(data / "outputs")).exists(missing_rel(gap))

@@ -13,7 +13,8 @@ from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult
                      AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
                      MetadataValue, Nothing, OpExecutionContext, Out, asset, job, op)
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fetch_bricks, summarize_fill
+from darkhalo_assets.pipeline.coadd_fetch import (MISSING_DIR, CoaddFetcher, RetryPolicy, fetch_bricks, missing_rel,
+                                                  summarize_fill)
 from darkhalo_assets.pipeline.datasets import write_table
 from darkhalo_assets.pipeline.storage import Store
 from resources.compute import ComputeResource
@@ -24,12 +25,7 @@ from .metadata import json_md
 from .partitions import brick_partitions, tier_partitions
 from .phase4_run_config import Phase4RunConfig
 
-MISSING_DIR = "phase4b/missing"
 BRICKS_PER_RUN = 200
-
-
-def missing_rel(brick: str) -> str:
-    return f"{MISSING_DIR}/{brick}.json"
 
 
 def make_fetcher(survey: SurveyResource, data_store: DataStoreResource, force: bool) -> CoaddFetcher:
@@ -76,27 +72,51 @@ def fill_bricks(context, bricks: list[str], survey: SurveyResource, data_store: 
                                             "sizes and sha256 matching its _SUCCESS record")],
 )
 def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
-                data_store: DataStoreResource) -> MaterializeResult:
+                data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
     """The 10 DR10 coadd files of each brick (image/invvar/psfsize g,r,z + maskbits) in the cache.
 
     Streaming download to a temporary name, FITS/WCS verification, atomic commit, then a
     `_SUCCESS` record with sizes and sha256. Verified bricks are skipped unless `force`.
+    On the spark/emr engines the run's bricks are fetched by Spark executors with the same fetcher.
     """
     bricks = list(context.partition_keys)
+    if compute.engine != "local":
+        return _coadd_cache_on_spark(context, config, survey, data_store, compute, bricks)
     results, verified, t0 = fill_bricks(context, bricks, survey, data_store, config.force)
-    summary = summarize_fill(results, time.monotonic() - t0)
-    failed = [r for r in results if r.status == "failed"]
+    summary = summarize_fill(results, time.monotonic() - t0).as_metadata()
+    return _cache_result(summary, bricks, failed={r.brickname: r.error for r in results if r.status == "failed"},
+                         missing=[r.brickname for r in results if r.status == "missing"],
+                         checked={v.brickname: v.problems for v in verified}, data_store=data_store)
+
+
+def _coadd_cache_on_spark(context, config, survey, data_store, compute, bricks: list[str]) -> MaterializeResult:
+    from darkhalo_assets.spark.dispatch import run_cache_fill_spark
+    first, last = bricks[0], bricks[-1]
+    run = run_cache_fill_spark(context, compute, data_store, survey, bricks, config.force,
+                               run_key=f"bricks-{first}-{last}", report_materialization=False)
+    rows = run.summary["bricks"]
+    summary = {k: v for k, v in run.summary.items() if k != "bricks"}
+    return _cache_result(summary, bricks, failed={b["brickname"]: b["error"] for b in rows if b["status"] == "failed"},
+                         missing=[b["brickname"] for b in rows if b["status"] == "missing"],
+                         checked={b["brickname"]: b["problems"] for b in rows if b["verified_ok"] is not None},
+                         data_store=data_store, engine=compute.engine, engine_md=run.metadata)
+
+
+def _cache_result(summary: dict, bricks: list[str], *, failed: dict, missing: list[str], checked: dict,
+                  data_store: DataStoreResource, engine: str = "local", engine_md: dict | None = None
+                  ) -> MaterializeResult:
+    """The asset's outcome on either engine: a Failure naming failed bricks, else the
+    materialization with the files_verified check over the bricks deep-verified in this run."""
     if failed:
         raise Failure(
             description=f"{len(failed)} of {len(bricks)} bricks failed; re-run to resume (verified files are kept)",
-            metadata={"failed": json_md({r.brickname: r.error for r in failed[:50]}), **summary.as_metadata()})
-    bad = [v for v in verified if not v.ok]
+            metadata={"failed": json_md(dict(list(failed.items())[:50])), **summary})
+    bad = {b: p for b, p in checked.items() if p}
     return MaterializeResult(
-        metadata={**summary.as_metadata(),
-                  "missing_upstream": json_md([r.brickname for r in results if r.status == "missing"]),
-                  "cache_root": MetadataValue.path(data_store.cache_store().root)},
+        metadata={**summary, "missing_upstream": json_md(missing), "engine": engine,
+                  "cache_root": MetadataValue.path(data_store.cache_store().root), **(engine_md or {})},
         check_results=[AssetCheckResult(check_name="files_verified", passed=not bad, metadata={
-            "bricks_checked": len(verified), "problems": json_md({v.brickname: v.problems for v in bad})})],
+            "bricks_checked": len(checked), "problems": json_md(bad)})],
     )
 
 

@@ -99,7 +99,10 @@ def fill_on_spark(spark, extras: dict, log=print) -> dict:
         import pyarrow as pa
         from darkhalo_assets.pipeline.datasets import write_table
         table = pa.Table.from_pylist(rows, schema=_result_schema())
-        table = table.replace_schema_metadata({"fill_summary": json.dumps(summary)})
+        from darkhalo_assets.spark.pipes_io import engine_metadata
+        # where it ran, for callers that report the materialization themselves (no Pipes report)
+        table = table.replace_schema_metadata({"fill_summary": json.dumps(summary),
+                                               "engine": json.dumps(engine_metadata(spark, extras))})
         write_table(_store(extras["data_store"]), extras["results_rel"], table)
     return {"summary": summary, "bricks": rows}
 

@@ -103,17 +103,20 @@ def run_injection_spark(context, compute, data_store, tier: str, experiments: li
 
 
 def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str], force: bool, *,
-                         bricks_per_task: int = 50, run_key: str = "fill") -> StageRun:
+                         bricks_per_task: int = 50, run_key: str = "fill",
+                         report_materialization: bool | None = None) -> StageRun:
     """Stage 4b for ``bricks`` on ``compute``'s Spark engine, with the local engine's fetcher settings.
 
     ``survey`` is the SurveyResource (its ``url`` and retry/timeout fields reach executors).
     ``summary`` holds counts by status, bytes and rates; ``summary["bricks"]`` one record per
     brick (brickname, status, bytes_downloaded, files_fetched, files_adopted, seconds, error,
     verified_ok, problems), both read back from the file the driver wrote (so this works from
-    an op as well as from an asset: only an asset gets the job's Pipes materialization).
+    an op as well as from an asset). ``report_materialization`` (default: whether ``context``
+    is an asset's) lets the job report the Pipes materialization; an asset that materializes
+    several partitions in one run reports its own instead.
     """
     import pyarrow.parquet as pq
-    from darkhalo_assets.assets.coadds import MISSING_DIR
+    from darkhalo_assets.pipeline.coadd_fetch import MISSING_DIR
     results_rel = f"phase4b/fill_runs/{context.run.run_id}-{run_key}.parquet"
     fields = ("connect_timeout_s", "read_timeout_s", "max_attempts", "backoff_base_s", "backoff_cap_s",
               "concurrency", "brick_pixels")
@@ -123,7 +126,8 @@ def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str]
               "cache_store": cache_spec(data_store),
               "missing_dir": MISSING_DIR, "results_rel": results_rel,
               # An op (the tier-wide fill job) has no asset for the job to report a materialization on.
-              "report_materialization": bool(getattr(context, "has_assets_def", True))}
+              "report_materialization": bool(getattr(context, "has_assets_def", True)
+                                             if report_materialization is None else report_materialization)}
     job = compute.run_spark_job(context, "cache_fill", extras)
     with data_store.store().open_read(results_rel) as fh:
         table = pq.read_table(fh)
@@ -131,7 +135,8 @@ def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str]
     summary["bricks"] = table.to_pylist()
     for b in summary["bricks"]:
         b["problems"] = json.loads(b["problems"]) if b["problems"] else []
-    return StageRun(summary=summary, metadata=job.metadata, check_results=job.check_results)
+    engine = json.loads(table.schema.metadata.get(b"engine", b"{}"))
+    return StageRun(summary=summary, metadata={**engine, **job.metadata}, check_results=job.check_results)
 
 
 def run_completeness_spark(context, compute, data_store, tier: str, options: dict, view: str = "tasks", *,
