@@ -86,10 +86,13 @@ def compute_surfaces(metrics: "pd.DataFrame | Any", *, criteria: Sequence[Criter
     return surfaces_for_spec(metrics, spec)
 
 
-def surfaces_for_spec(metrics: "pd.DataFrame | Any", spec: SurfaceSpec) -> dict[str, pd.DataFrame]:
-    """``compute_surfaces`` for a prepared spec: all rows as one chunk."""
+def surfaces_for_spec(metrics: "pd.DataFrame | Any", spec: SurfaceSpec, counted: Any = None
+                      ) -> dict[str, pd.DataFrame]:
+    """``compute_surfaces`` for a prepared spec, all rows as one chunk: planned on ``metrics``,
+    counted on ``counted`` (default: the same rows; e.g. the rows once per ranking mode)."""
     plan = plan_from_scans(spec, [scan_chunk(metrics, spec)])
-    return finish_surfaces(spec, plan, merge_counts([count_chunk(metrics, spec, plan)]))
+    rows = metrics if counted is None else counted
+    return finish_surfaces(spec, plan, merge_counts([count_chunk(rows, spec, plan)]))
 
 
 def _category_key(v):

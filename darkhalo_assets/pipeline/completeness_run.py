@@ -23,11 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..science.recovery import BlindResidual, ClassifierScores, LensPopDetectable, SeedSnrResolved
-from .completeness import finish_surfaces
+from .completeness import surfaces_for_spec
 from .datasets import read_table, write_table
 from .storage import Store
-from .surface_counts import count_chunk
-from .surface_plan import SurfaceSpec, make_spec, plan_from_scans, scan_chunk
+from .surface_plan import SurfaceSpec, make_spec
 
 # region_id surfaces are sparse (only bins with n > 0); ranking modes have their own view.
 TIER_GROUP_BYS = ("all", "region_split", "selection_set_id", "region_id")
@@ -91,9 +90,7 @@ def tier_spec(options: Mapping[str, Any], view: str = "tasks") -> SurfaceSpec:
 
 def surfaces_of(metrics, options: Mapping[str, Any], view: str = "tasks") -> dict[str, pd.DataFrame]:
     """One tier's tables on the local engine: all rows as one chunk (see module doc for views)."""
-    spec = tier_spec(options, view)
-    plan = plan_from_scans(spec, [scan_chunk(metrics, spec)])
-    return finish_surfaces(spec, plan, count_chunk(view_rows(metrics, view), spec, plan))
+    return surfaces_for_spec(metrics, tier_spec(options, view), view_rows(metrics, view))
 
 
 def write_surfaces(store: Store, tier: str, result: dict[str, pd.DataFrame], view: str = "tasks") -> None:

@@ -27,8 +27,8 @@ GROUP_BYS = ("all", "region_split", "selection_set_id", "ranking_mode", "region_
 KEYS = ("experiment_id", "region_split", "selection_set_id", "ranking_mode", "region_id")
 RECOVERY_COLUMNS = ("is_control", "cutout_ok", "theta_e_arcsec", "arc_snr", "psf_fwhm_g", "psf_fwhm_r",
                     "psf_fwhm_z", "src_reff_arcsec", "magnification", "blind_resid_snr", "replicate")
-_OPTIONAL = ("blind_resid_snr", "replicate", "experiment_id", "selection_set_id", "ranking_mode", "cutout_reason", "psf_fwhm_g",
-             "psf_fwhm_z", "src_reff_arcsec", "magnification", "arc_snr")
+_OPTIONAL = ("blind_resid_snr", "replicate", "experiment_id", "selection_set_id", "ranking_mode", "cutout_reason",
+             "psf_fwhm_g", "psf_fwhm_z", "src_reff_arcsec", "magnification", "arc_snr")
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ def _splits_used(splits_allowed: Sequence[str], final_evaluation: bool) -> tuple
 
 def chunk_columns(metrics: Any, spec: SurfaceSpec):
     """(lazy numeric columns, categories) of one chunk, with classifier scores joined per row."""
-    cols, cats = extract_columns(metrics, numeric=sorted(spec.value_columns | set(RECOVERY_COLUMNS) | {"bad_pixel_frac"}),
-                                 categorical=KEYS + ("cutout_reason",), optional=_OPTIONAL)
+    numeric = sorted(spec.value_columns | set(RECOVERY_COLUMNS) | {"bad_pixel_frac"})
+    cols, cats = extract_columns(metrics, numeric=numeric, categorical=KEYS + ("cutout_reason",), optional=_OPTIONAL)
     criteria = list(spec.criteria)
     for i, c in enumerate(criteria):  # classifier joins run in Arrow/pandas, not via Python strings
         if isinstance(c, ClassifierScores) and c.scores is not None:
