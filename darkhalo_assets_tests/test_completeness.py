@@ -259,3 +259,24 @@ def test_counts_of_chunks_add_up_to_the_counts_of_the_whole():
         for name in whole:
             pd.testing.assert_frame_equal(got[name], whole[name], check_exact=True, obj=name)
     assert whole["criteria"].set_index("criterion").loc["blind_resid", "n_holdout_controls"] > 0
+
+
+def test_a_view_is_committed_as_one_unit(tmp_path):
+    """A run that dies while writing a tier's tables leaves no marker: the set is refused, not
+    read as a mix of old and new tables; a complete write commits it again."""
+    from darkhalo_assets.pipeline.completeness_run import read_surfaces, success_rel, surfaces_of, write_surfaces
+    from darkhalo_assets.pipeline.storage import Store
+
+    store = Store(str(tmp_path))
+    res = surfaces_of(logistic_metrics(3000, seed=4), {"blind_target_fpr": 0.05})
+    write_surfaces(store, "grid", res)
+    assert len(read_surfaces(store, "grid")["surfaces"]) == len(res["surfaces"])
+    broken = {k: v for k, v in res.items() if k != "config"}           # dies before the last table
+    with pytest.raises(KeyError):
+        write_surfaces(store, "grid", broken)
+    assert not store.exists(success_rel("grid"))
+    with pytest.raises(FileNotFoundError, match=r"not committed .* materialize completeness_surfaces\[grid\]"):
+        read_surfaces(store, "grid")
+    write_surfaces(store, "grid", res)
+    got = read_surfaces(store, "grid", tables=("surfaces", "criteria"))
+    assert sorted(got) == ["criteria", "surfaces"] and len(got["surfaces"]) == len(res["surfaces"])

@@ -10,7 +10,7 @@ from darkhalo_assets.pipeline.completeness import seeing_wall
 from darkhalo_assets.pipeline.completeness_run import (build_criteria, completeness_rel, read_surfaces, surfaces_of,
                                                        write_surfaces)
 from darkhalo_assets.pipeline.completeness import ranking_mode_ablation as compute_ranking_mode_ablation
-from darkhalo_assets.pipeline.datasets import read_table, write_table
+from darkhalo_assets.pipeline.datasets import write_table
 from darkhalo_assets.pipeline.injection_run import injection_rel, read_metrics
 from darkhalo_assets.science import plots
 from resources.compute import ComputeResource
@@ -132,7 +132,7 @@ def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunCon
     falls below the threshold) with its uncertainty; theta_E x PSF heat maps; vs depth and EBV."""
     tier = context.partition_key
     store = data_store.store()
-    surfaces = read_table(store, out_rel(tier, "surfaces.parquet")).to_pandas()
+    surfaces = read_surfaces(store, tier, tables=("surfaces",))["surfaces"]
     wall = seeing_wall(surfaces, threshold=config.wall_threshold)
     write_table(store, out_rel(tier, "seeing_wall.parquet"), pa.Table.from_pandas(wall, preserve_index=False))
     md = {"wall": MetadataValue.md(wall.to_markdown(index=False) if len(wall) else "no wall found")}

@@ -16,6 +16,7 @@ classifier_thresholds.
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any, Mapping
 
 import pandas as pd
@@ -93,11 +94,36 @@ def surfaces_of(metrics, options: Mapping[str, Any], view: str = "tasks") -> dic
     return surfaces_for_spec(metrics, tier_spec(options, view), view_rows(metrics, view))
 
 
+def success_rel(tier: str, view: str = "tasks") -> str:
+    """The view's commit marker: written after all its tables, removed before any is replaced."""
+    return view_rel(tier, view, "_SUCCESS").removesuffix(".parquet")
+
+
 def write_surfaces(store: Store, tier: str, result: dict[str, pd.DataFrame], view: str = "tasks") -> None:
+    """Write a view's tables as one unit: a run that dies half way leaves no marker, so readers
+    refuse a mix of old and new tables instead of reading it."""
+    store.rm(success_rel(tier, view))
+    rows = {}
     for name in TABLES:
         write_table(store, view_rel(tier, view, name), pa.Table.from_pandas(result[name], preserve_index=False))
+        rows[name] = len(result[name])
+    store.write_bytes_atomic(success_rel(tier, view), json.dumps({"view": view, "rows": rows}, sort_keys=True).encode())
 
 
-def read_surfaces(store: Store, tier: str, view: str = "tasks") -> dict[str, pd.DataFrame]:
-    return {name: read_table(store, view_rel(tier, view, name)).to_pandas() for name in TABLES}
+def read_surfaces(store: Store, tier: str, view: str = "tasks", tables: tuple[str, ...] = TABLES
+                  ) -> dict[str, pd.DataFrame]:
+    """A view's committed tables (all, or the named ones); raise if the set is not committed."""
+    if not store.exists(success_rel(tier, view)):
+        asset = "completeness_surfaces" if view == "tasks" else "ranking_mode_ablation"
+        raise FileNotFoundError(f"the {view} completeness tables of tier {tier} are not committed at "
+                                f"{store.url(success_rel(tier, view))} (never written, or a run stopped while "
+                                f"writing them): materialize {asset}[{tier}]")
+    rows = json.loads(store.read_bytes(success_rel(tier, view)))["rows"]
+    out = {}
+    for name in tables:
+        out[name] = read_table(store, view_rel(tier, view, name)).to_pandas()
+        if len(out[name]) != rows[name]:
+            raise ValueError(f"{view_rel(tier, view, name)} has {len(out[name])} rows, its commit record says "
+                             f"{rows[name]}: re-materialize tier {tier}")
+    return out
 
