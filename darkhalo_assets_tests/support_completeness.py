@@ -2,8 +2,12 @@
 image stamps (a PSF-convolved elliptical galaxy, arcs of known matched-filter S/N, noise)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy.ndimage import gaussian_filter
 
 PIX = 0.262
@@ -94,3 +98,43 @@ def scale_to_snr(template: np.ndarray, invvar: np.ndarray, snr: float) -> np.nda
 
 def noise_invvar(size: int = 64, sigma: float = 0.0106, bands: int = 3) -> np.ndarray:
     return np.full((bands, size, size), 1.0 / sigma**2)
+
+
+def metrics_table(n: int = 12_000) -> pa.Table:
+    """INJECTION_METRICS rows (every column of the contract) around a known logistic wall, with
+    controls (half of them replicate 1), failed cutouts, missing depths, tasks picked by two
+    ranking modes and 128-bit task ids."""
+    from darkhalo_assets import schemas
+    df = logistic_metrics(n, seed=5, control_frac=0.2, n_regions=9)
+    rng = np.random.default_rng(6)
+    df["experiment_id"] = np.where(rng.random(n) < 0.5, "grid_stamp64_bandsgrz", "grid_stamp96_bandsgrz")
+    bad = rng.random(n) < 0.03
+    df.loc[bad, "cutout_ok"] = False
+    df.loc[bad, "cutout_reason"] = np.where(rng.random(bad.sum()) < 0.5, "edge", "not_cached")
+    df.loc[rng.random(n) < 0.02, "psfdepth_r"] = np.nan          # missing values on one axis
+    df["blind_resid_snr"] = (df["blind_resid_snr"] + np.where(df["is_control"], 0.0, 2.0)).astype(np.float32)
+    df["task_id"] = [f"{i:032x}" for i in range(n)]
+    df["replicate"] = (rng.random(n) < 0.5).astype(np.int16)      # controls count once (replicate 0)
+    two = rng.random(n) < 0.3                                      # regions picked by two modes
+    df["ranking_modes"] = np.where(two, "density,psf_weighted", df["ranking_mode"])
+    cols = {}
+    for f in schemas.INJECTION_METRICS:
+        cols[f.name] = (pa.array(df[f.name].to_numpy(), type=f.type, from_pandas=True) if f.name in df
+                        else pa.nulls(n, f.type))
+    return pa.table(cols, schema=schemas.INJECTION_METRICS)
+
+
+def write_tier_metrics(store, tier: str, table: pa.Table, n_shards: int) -> list[str]:
+    """Committed injection output in ``store`` (a pipeline Store, local or s3://): metrics shards
+    (rows dealt out, so a region spans shards) and the _SUCCESS that lists them."""
+    from darkhalo_assets.pipeline.datasets import SUCCESS
+    from darkhalo_assets.pipeline.injection_run import injection_rel
+    out = store.child(injection_rel(tier))
+    names = [f"shard-{i:05d}-test" for i in range(n_shards)]
+    idx = np.arange(table.num_rows)
+    for i, name in enumerate(names):
+        buf = pa.BufferOutputStream()
+        pq.write_table(table.take(idx[idx % n_shards == i]), buf)
+        out.write_bytes_atomic(f"metrics/{name}.parquet", buf.getvalue().to_pybytes())
+    out.write_bytes_atomic(SUCCESS, json.dumps({"shards": names, "tasks": table.num_rows}).encode())
+    return names

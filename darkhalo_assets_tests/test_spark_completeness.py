@@ -16,60 +16,23 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import materialize
 
-from darkhalo_assets import schemas
 from darkhalo_assets.assets.completeness import completeness_surfaces, ranking_mode_ablation
 from darkhalo_assets.pipeline.completeness_run import TABLES, completeness_rel, view_rel
-from darkhalo_assets.pipeline.datasets import SUCCESS
-from darkhalo_assets.pipeline.injection_run import injection_rel
 from darkhalo_assets.pipeline.storage import Store
 from resources.compute import ComputeResource
 from resources.storage import DataStoreResource
 
-from support_completeness import logistic_metrics
+from support_completeness import metrics_table, write_tier_metrics
 
 TIER = "grid"
 N_SHARDS = 5
-
-
-def metrics_table(n: int = 12_000) -> pa.Table:
-    """INJECTION_METRICS rows (every column of the contract) around a known logistic wall."""
-    df = logistic_metrics(n, seed=5, control_frac=0.2, n_regions=9)
-    rng = np.random.default_rng(6)
-    df["experiment_id"] = np.where(rng.random(n) < 0.5, "grid_stamp64_bandsgrz", "grid_stamp96_bandsgrz")
-    bad = rng.random(n) < 0.03
-    df.loc[bad, "cutout_ok"] = False
-    df.loc[bad, "cutout_reason"] = np.where(rng.random(bad.sum()) < 0.5, "edge", "not_cached")
-    df.loc[rng.random(n) < 0.02, "psfdepth_r"] = np.nan          # missing values on one axis
-    df["blind_resid_snr"] = (df["blind_resid_snr"] + np.where(df["is_control"], 0.0, 2.0)).astype(np.float32)
-    df["task_id"] = [f"{i:032x}" for i in range(n)]
-    df["replicate"] = (rng.random(n) < 0.5).astype(np.int16)      # controls count once (replicate 0)
-    two = rng.random(n) < 0.3                                      # regions picked by two modes
-    df["ranking_modes"] = np.where(two, "density,psf_weighted", df["ranking_mode"])
-    cols = {}
-    for f in schemas.INJECTION_METRICS:
-        cols[f.name] = (pa.array(df[f.name].to_numpy(), type=f.type, from_pandas=True) if f.name in df
-                        else pa.nulls(n, f.type))
-    return pa.table(cols, schema=schemas.INJECTION_METRICS)
-
-
-def write_tier_metrics(root, table: pa.Table) -> list[str]:
-    """Committed injection output: metrics shards (rows dealt out, so a region spans shards) + _SUCCESS."""
-    out = Store(str(root)).child(injection_rel(TIER))
-    names = [f"shard-{i:05d}-test" for i in range(N_SHARDS)]
-    idx = np.arange(table.num_rows)
-    for i, name in enumerate(names):
-        buf = pa.BufferOutputStream()
-        pq.write_table(table.take(idx[idx % N_SHARDS == i]), buf)
-        out.write_bytes_atomic(f"metrics/{name}.parquet", buf.getvalue().to_pybytes())
-    out.write_bytes_atomic(SUCCESS, json.dumps({"shards": names, "tasks": table.num_rows}).encode())
-    return names
 
 
 @pytest.fixture(scope="module")
 def tier_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("spark_4d")
     table = metrics_table()
-    write_tier_metrics(root / "outputs", table)
+    write_tier_metrics(Store(str(root / "outputs")), TIER, table, N_SHARDS)
     scores = pa.table({"task_id": table["task_id"],
                        "score": pa.array(np.random.default_rng(7).random(table.num_rows))}).slice(0, 10_000)
     pq.write_table(scores, root / "scores.parquet")   # the last 2,000 tasks have no score
