@@ -217,3 +217,32 @@ def test_control_fraction_tolerance_is_binomial():
     # a large tier is held much tighter than a fixed 0.05 would
     assert control_fraction_tolerance(0.5, 1_000_000) == 0.01
     assert not control_fraction_ok(0.53, 0.5, 2_000_000, 2)
+
+
+def test_control_replicates_drop_only_the_identical_control_copies(phase3, tmp_path):
+    """control_replicates: 1 keeps one row per control galaxy (its replicate 0) and every other row
+    of the default manifest, with the same task ids; counts, checks and fingerprints follow."""
+    from darkhalo_assets.pipeline.manifest_build import tier_fingerprint
+    from darkhalo_assets.pipeline.manifest_checks import control_fraction_ok
+    from darkhalo_assets.pipeline.manifests import count_tasks
+
+    cfg2, cand2 = _cand(phase3, {"tiers": {"grid": {"control_frac": 0.3}}})
+    cfg1, cand1 = _cand(phase3, {"tiers": {"grid": {"control_frac": 0.3}}, "control_replicates": 1})
+    full, slim = _manifest(cand2, cfg2, "grid"), _manifest(cand1, cfg1, "grid")
+    is_ctrl = full["is_control"].to_numpy(zero_copy_only=False)
+    rep = full["replicate"].to_numpy()
+    kept = ~is_ctrl | (rep == 0)
+    assert slim["task_id"].to_pylist() == np.asarray(full["task_id"].to_pylist(), dtype=object)[kept].tolist()
+    assert slim.num_rows == int(kept.sum()) < full.num_rows and (~is_ctrl).sum() == (~slim["is_control"].to_numpy(
+        zero_copy_only=False)).sum()
+    assert set(slim.filter(slim["is_control"])["replicate"].to_pylist()) == {0}
+    sample = sample_tier(cand1, cfg1, "grid")
+    assert count_tasks(sample, cfg1) == slim.num_rows * len(cfg1.experiments("grid"))
+    frac = float(np.mean(slim["is_control"].to_numpy(zero_copy_only=False)))
+    assert frac < 0.25 and control_fraction_ok(frac, 0.3, slim.num_rows, 2, 1)   # per galaxy it is ~0.3
+    assert not control_fraction_ok(frac, 0.3, slim.num_rows, 2, 2)               # read as tasks, it is not
+    assert tier_fingerprint(load_config(), "grid", "x") == tier_fingerprint(load_config({"control_replicates": None}),
+                                                                            "grid", "x")
+    assert tier_fingerprint(cfg1, "grid", "x") != tier_fingerprint(cfg2, "grid", "x")
+    with pytest.raises(ValueError, match="control_replicates must be null or 1..replicates"):
+        load_config({"control_replicates": 3})

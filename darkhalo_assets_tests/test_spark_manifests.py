@@ -16,7 +16,7 @@ from darkhalo_assets.assets.phase3 import phase3_rel
 from darkhalo_assets.pipeline.datasets import SUCCESS, is_committed, read_dataset, read_success, write_dataset
 from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manifest_rel, stage_config_rel
 from darkhalo_assets.pipeline.manifest_checks import control_fraction_ok
-from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, sample_tier
+from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, row_ends, sample_tier
 from darkhalo_assets.pipeline.phase4_config import load_config
 from darkhalo_assets.pipeline.storage import Store
 from darkhalo_assets.spark.manifest_parts import (build_part, commit_experiment, compact_payload, n_parts,
@@ -28,8 +28,9 @@ from resources.storage import DataStoreResource
 
 SPEC = Phase3Spec(regions_per_split={"train": 3, "val": 2, "test": 2}, bricks_per_region=4, lrgs_per_brick=90,
                   brick_pixels=None, n_missing_bricks=0, seed=11)
-# Three replicates so part boundaries fall inside a galaxy's replicates; controls on.
-OVERRIDES = "replicates: 3\ntiers:\n  debug: {control_frac: 0.2}\n"
+# Three replicates (two for controls) so part boundaries fall inside a galaxy's replicates and
+# galaxies have different row counts; controls on.
+OVERRIDES = "replicates: 3\ncontrol_replicates: 2\ntiers:\n  debug: {control_frac: 0.2}\n"
 PART_ROWS = 100
 TIER = "debug"
 
@@ -60,8 +61,9 @@ def load_overrides():
 
 # ---- the helpers executors run, without Spark --------------------------------------------
 
-def test_parts_concatenate_to_the_experiment_whatever_the_part_size(phase3_tables):
-    cfg = load_config(load_overrides())
+@pytest.mark.parametrize("control_replicates", [None, 2, 1])
+def test_parts_concatenate_to_the_experiment_whatever_the_part_size(phase3_tables, control_replicates):
+    cfg = load_config({**load_overrides(), "control_replicates": control_replicates})
     cand = prepare_candidates(phase3_tables.parent_catalog, phase3_tables.bricks_with_region,
                               phase3_tables.region_selections, cfg)
     sample = sample_tier(cand, cfg, TIER)
@@ -75,7 +77,7 @@ def test_parts_concatenate_to_the_experiment_whatever_the_part_size(phase3_table
         assert [p.num_rows for p in parts[:-1]] == [part_rows] * (k_max - 1)
         assert same_rows(pa.concat_tables(parts), whole)
         # What an executor gets: only its part's galaxies, staged by the driver.
-        sliced = [build_part(slice_payload(cand, sample, cfg, *part_galaxies(k, len(sample.index), 3, part_rows)),
+        sliced = [build_part(slice_payload(cand, sample, cfg, *part_galaxies(k, row_ends(sample, cfg), part_rows)),
                              exp, k, part_rows) for k in range(k_max)]
         assert same_rows(pa.concat_tables(sliced), whole)
     with pytest.raises(ValueError, match="needs"):   # a slice that does not cover the part is refused
@@ -126,14 +128,18 @@ def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
 
     ref_store, ref_summary = _local_reference(phase3_tables, tmp_path / "local")
     cfg = load_config(load_overrides())
-    n_rows = ref_summary["n_galaxies"] * 3
-    assert n_rows > 3 * PART_ROWS                        # several parts per experiment, split mid-galaxy
+    n_rows = ref_summary["experiments"][cfg.experiments(TIER)[0][0]]["rows"]
+    n_controls = ref_summary["experiments"][cfg.experiments(TIER)[0][0]]["controls"]
+    assert n_rows == 3 * ref_summary["n_galaxies"] - n_controls // 2 and n_controls > 0
+    assert n_rows > 2 * PART_ROWS                        # several parts per experiment, split mid-galaxy
     for exp_id, *_ in cfg.experiments(TIER):
         spark_rows = read_dataset(store, manifest_rel(exp_id)).sort_by("task_id")
         local_rows = read_dataset(ref_store, manifest_rel(exp_id)).sort_by("task_id")
         assert spark_rows.schema.equals(schemas.MANIFEST)
         assert spark_rows.num_rows == local_rows.num_rows == n_rows
         assert same_rows(spark_rows, local_rows), f"{exp_id}: spark rows differ from the local engine's"
+        ctrl = spark_rows.filter(spark_rows["is_control"])
+        assert set(ctrl["replicate"].to_pylist()) == {0, 1}   # control_replicates: 2
         s_rec, l_rec = read_success(store, manifest_rel(exp_id)), read_success(ref_store, manifest_rel(exp_id))
         assert len(s_rec["parts"]) == -(-n_rows // PART_ROWS)
         assert {k: s_rec[k] for k in ("rows", "fingerprint", "controls", "experiment_id")} == \
@@ -156,4 +162,4 @@ def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
     assert all(c.passed for c in checks.values()), {k: c.metadata for k, c in checks.items() if not c.passed}
     measured = checks["control_fraction"].metadata["measured"].value
     assert set(measured) == {e[0] for e in cfg.experiments(TIER)}
-    assert all(control_fraction_ok(v, 0.2, n_rows, 3) for v in measured.values())
+    assert all(control_fraction_ok(v, 0.2, n_rows, 3, 2) for v in measured.values())

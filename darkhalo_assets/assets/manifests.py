@@ -116,7 +116,7 @@ def _manifest_checks(store, cfg, tier: str, summary: dict) -> list[AssetCheckRes
             dup[exp_id] = n - n_unique
         frac = float(pc.mean(t.column("is_control").cast("int8")).as_py() or 0.0) if n else 0.0
         fracs[exp_id] = round(frac, 4)
-        if n and not control_fraction_ok(frac, target, n, cfg.replicates):
+        if n and not control_fraction_ok(frac, target, n, cfg.replicates, cfg.control_replicates):
             frac_bad[exp_id] = frac
         if n:
             pairs = np.unique(np.stack([t.column("region_id").to_numpy().astype(str),

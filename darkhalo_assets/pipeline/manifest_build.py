@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from .. import schemas
 from .datasets import is_committed, read_success, write_dataset, write_table
-from .manifests import (Candidates, check_guardrail, count_tasks, iter_manifest_chunks, prepare_candidates,
-                        sample_tier)
+from .manifests import (Candidates, check_guardrail, count_control_rows, count_rows, count_tasks,
+                        iter_manifest_chunks, prepare_candidates, sample_tier)
 from .phase4_config import Phase4Config
 from .storage import Store
 
@@ -47,6 +47,8 @@ def tier_fingerprint(cfg: Phase4Config, tier: str, input_fingerprint: str) -> st
     t = cfg.tier(tier)
     relevant = {k: cfg.raw.get(k) for k in ("lrg_flag", "split_seed", "replicates", "strata",
                                              "selection_policy", "selection_set_id")}
+    if cfg.raw.get("control_replicates") is not None:  # only when set: default tiers keep their fingerprints
+        relevant["control_replicates"] = cfg.control_replicates
     relevant.update(tier=cfg.raw["tiers"][tier], grid=cfg.raw["grids"][t.grid],
                     grid_defaults=cfg.raw.get("grid_defaults"), input=input_fingerprint)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -69,8 +71,8 @@ def build_tier_manifests(store: Store, cand: Candidates, cfg: Phase4Config, tier
             experiments[exp_id] = {"rows": rec["rows"], "controls": rec.get("controls", 0), "action": "skipped"}
             progress(f"{exp_id}: already committed ({rec['rows']:,} rows), skipped")
             continue
-        progress(f"{exp_id}: writing {len(sample.index) * cfg.replicates:,} tasks")
-        n_controls = int(sample.is_control.sum()) * cfg.replicates
+        progress(f"{exp_id}: writing {count_rows(sample, cfg):,} tasks")
+        n_controls = count_control_rows(sample, cfg)
         rec = write_dataset(store, rel, iter_manifest_chunks(cand, sample, cfg, exp), schema=schemas.MANIFEST,
                             fingerprint=fp, extra={"controls": n_controls, "experiment_id": exp_id})
         experiments[exp_id] = {"rows": rec["rows"], "controls": n_controls, "action": "written"}

@@ -15,6 +15,20 @@ def control_fraction_tolerance(target: float, n_galaxies: int) -> float:
     return max(CONTROL_FRAC_MIN_TOLERANCE, CONTROL_FRAC_SIGMAS * math.sqrt(target * (1 - target) / n_galaxies))
 
 
-def control_fraction_ok(measured: float, target: float, n_tasks: int, replicates: int) -> bool:
-    """Within 4 binomial sigmas (over galaxies: replicates share a galaxy's draw) of the target."""
-    return abs(measured - target) <= control_fraction_tolerance(target, n_tasks // max(replicates, 1))
+def galaxy_control_fraction(task_fraction: float, replicates: int, control_replicates: int | None = None
+                            ) -> float:
+    """The fraction of galaxies that are controls, from the fraction of tasks (a control galaxy
+    has ``control_replicates`` rows, any other ``replicates``)."""
+    cr = replicates if control_replicates is None else control_replicates
+    c, t = task_fraction / cr, (1.0 - task_fraction) / replicates
+    return c / (c + t) if c + t > 0 else 0.0
+
+
+def control_fraction_ok(measured: float, target: float, n_tasks: int, replicates: int,
+                        control_replicates: int | None = None) -> bool:
+    """Within 4 binomial sigmas (over galaxies: replicates share a galaxy's draw) of the target;
+    ``measured`` is the fraction of tasks that are controls."""
+    cr = replicates if control_replicates is None else control_replicates
+    n_galaxies = round(n_tasks * (measured / cr + (1.0 - measured) / replicates))
+    return abs(galaxy_control_fraction(measured, replicates, cr) - target) <= \
+        control_fraction_tolerance(target, n_galaxies)

@@ -280,8 +280,31 @@ def sample_tier(cand: Candidates, cfg: Phase4Config, tier_name: str) -> TierSamp
     return TierSample(tier_name, sel, config_id, is_control, per_group, per_stratum)
 
 
+def replicate_counts(sample: TierSample, cfg: Phase4Config) -> np.ndarray:
+    """Manifest rows per sampled galaxy: ``replicates``, or ``control_replicates`` for a control."""
+    return np.where(sample.is_control, cfg.control_replicates, cfg.replicates).astype(np.int64)
+
+
+def replicate_counts_at(sample: TierSample, cfg: Phase4Config, g: np.ndarray) -> np.ndarray:
+    return np.where(sample.is_control[g], cfg.control_replicates, cfg.replicates).astype(np.int64)
+
+
+def row_ends(sample: TierSample, cfg: Phase4Config) -> np.ndarray:
+    """End (exclusive) of each sampled galaxy's rows in an experiment's manifest (galaxy-major)."""
+    return np.cumsum(replicate_counts(sample, cfg))
+
+
+def count_rows(sample: TierSample, cfg: Phase4Config) -> int:
+    """Rows of one experiment's manifest."""
+    return int(replicate_counts(sample, cfg).sum())
+
+
+def count_control_rows(sample: TierSample, cfg: Phase4Config) -> int:
+    return int(np.count_nonzero(sample.is_control)) * cfg.control_replicates
+
+
 def count_tasks(sample: TierSample, cfg: Phase4Config) -> int:
-    return len(sample.index) * cfg.replicates * len(cfg.experiments(sample.tier))
+    return count_rows(sample, cfg) * len(cfg.experiments(sample.tier))
 
 
 def check_guardrail(n_tasks: int, cfg: Phase4Config) -> None:
@@ -305,13 +328,13 @@ def iter_manifest_chunks(cand: Candidates, sample: TierSample, cfg: Phase4Config
     exp_h = np.uint64(stable_hash64(exp_id))
     set_h = stable_hash64_many(cand.names["selection_set_id"])[cand.cols["selection_set_id"]]
     split_h = stable_hash64_many(cand.names["region_split"])[cand.cols["region_split"]]
-    R = cfg.replicates
-    n = len(sample.index)
+    ends = row_ends(sample, cfg)
+    n_rows = int(ends[-1]) if ends.size else 0
     # Row order: galaxy-major, replicate-minor; deterministic whatever the chunking.
-    for start in range(0, n * R, chunk_rows):
-        rows = np.arange(start, min(n * R, start + chunk_rows))
-        g = rows // R
-        rep = (rows % R).astype(np.int16)
+    for start in range(0, n_rows, chunk_rows):
+        rows = np.arange(start, min(n_rows, start + chunk_rows))
+        g = np.searchsorted(ends, rows, side="right")
+        rep = (rows - (ends[g] - replicate_counts_at(sample, cfg, g))).astype(np.int16)
         ci = sample.index[g]
         cfg_id = sample.config_id[g]
         ctrl = sample.is_control[g]

@@ -99,6 +99,12 @@ class Phase4Config:
         return int(self.raw["replicates"])
 
     @property
+    def control_replicates(self) -> int:
+        """Rows per control galaxy (null in the config = ``replicates``, as the seed did)."""
+        value = self.raw.get("control_replicates")
+        return self.replicates if value is None else int(value)
+
+    @property
     def stamp_sizes(self) -> list[int]:
         return [int(s) for s in self.raw["stamp_sizes"]]
 
@@ -151,6 +157,9 @@ def validate_config(raw: dict) -> list[str]:
         return p
     if int(raw["replicates"]) < 1:
         p.append("replicates must be >= 1")
+    cr = raw.get("control_replicates")
+    if cr is not None and not 1 <= int(cr) <= int(raw["replicates"]):
+        p.append(f"control_replicates must be null or 1..replicates ({raw['replicates']}), got {cr}")
     for s in raw["stamp_sizes"]:
         if int(s) < 8:
             p.append(f"stamp size {s} too small")

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from .. import schemas
 from ..pipeline.datasets import SUCCESS
-from ..pipeline.manifests import Candidates, TierSample, iter_manifest_chunks
+from ..pipeline.manifests import Candidates, TierSample, iter_manifest_chunks, row_ends
 from ..pipeline.phase4_config import Phase4Config
 from ..pipeline.storage import Store
 
@@ -44,6 +44,8 @@ class TierPayload:
     config: dict
     g_offset: int = 0
     n_total: int | None = None      # galaxies in the whole tier sample
+    row_offset: int = 0             # manifest row of the first galaxy's first replicate
+    n_rows_total: int | None = None  # rows of the whole manifest (per experiment)
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
@@ -75,7 +77,9 @@ def slice_payload(cand: Candidates, sample: TierSample, cfg: Phase4Config, g0: i
                                      **({"cache": {}} if hasattr(cand, "cache") else {}))
     small_sample = dataclasses.replace(sample, index=np.arange(len(idx), dtype=np.int64),
                                        config_id=sample.config_id[g0:g1], is_control=sample.is_control[g0:g1])
-    return TierPayload(small_cand, small_sample, cfg.raw, g_offset=g0, n_total=len(sample.index))
+    ends = row_ends(sample, cfg)
+    return TierPayload(small_cand, small_sample, cfg.raw, g_offset=g0, n_total=len(sample.index),
+                       row_offset=int(ends[g0 - 1]) if g0 > 0 else 0, n_rows_total=int(ends[-1]) if ends.size else 0)
 
 
 def compact_payload(cand: Candidates, sample: TierSample, cfg: Phase4Config) -> TierPayload:
@@ -90,35 +94,36 @@ def part_name(k: int) -> str:
     return f"part-{k:05d}.parquet"
 
 
-def part_galaxies(k: int, n_galaxies: int, replicates: int, part_rows: int = PART_ROWS) -> tuple[int, int]:
-    """The sampled galaxies ``[g0, g1)`` whose rows fall in part ``k`` (rows are galaxy-major)."""
-    start, stop = k * part_rows, min(n_galaxies * replicates, (k + 1) * part_rows)
+def part_galaxies(k: int, ends: np.ndarray, part_rows: int = PART_ROWS) -> tuple[int, int]:
+    """The sampled galaxies ``[g0, g1)`` whose rows fall in part ``k``; ``ends`` is ``row_ends``
+    of the whole sample (rows are galaxy-major)."""
+    n_rows = int(ends[-1]) if len(ends) else 0
+    start, stop = k * part_rows, min(n_rows, (k + 1) * part_rows)
     if not 0 <= start < stop:
-        raise ValueError(f"part {k} is outside a manifest of {n_galaxies * replicates} rows "
-                         f"({part_rows} per part)")
-    return start // replicates, math.ceil(stop / replicates)
+        raise ValueError(f"part {k} is outside a manifest of {n_rows} rows ({part_rows} per part)")
+    return int(np.searchsorted(ends, start, side="right")), int(np.searchsorted(ends, stop - 1, side="right")) + 1
 
 
 def build_part(payload: TierPayload, experiment: tuple[str, int, str], k: int,
                part_rows: int = PART_ROWS) -> pa.Table:
     """Rows ``[k*part_rows, (k+1)*part_rows)`` of an experiment's manifest."""
     cfg = Phase4Config(payload.config)
-    R = cfg.replicates
     s = payload.sample
-    try:
-        g0, g1 = part_galaxies(k, payload.n_galaxies_total, R, part_rows)
-    except ValueError as e:
-        raise ValueError(f"{experiment[0]}: {e}") from None
-    lo, hi = g0 - payload.g_offset, g1 - payload.g_offset
-    if lo < 0 or hi > payload.n_galaxies:
-        raise ValueError(f"payload holds galaxies {payload.g_offset}..{payload.g_offset + payload.n_galaxies}, "
-                         f"part {k} needs {g0}..{g1}")
+    ends = payload.row_offset + row_ends(s, cfg)          # global row ends of the payload's galaxies
+    n_rows = int(ends[-1]) if payload.n_rows_total is None and len(ends) else int(payload.n_rows_total or 0)
+    start, stop = k * part_rows, min(n_rows, (k + 1) * part_rows)
+    if not 0 <= start < stop:
+        raise ValueError(f"{experiment[0]}: part {k} is outside a manifest of {n_rows} rows ({part_rows} per part)")
+    if start < payload.row_offset or not len(ends) or stop > ends[-1]:
+        held = f"{payload.row_offset}..{int(ends[-1]) if len(ends) else payload.row_offset}"
+        raise ValueError(f"payload holds rows {held}, part {k} needs {start}..{stop}")
+    lo = int(np.searchsorted(ends, start, side="right"))
+    hi = int(np.searchsorted(ends, stop - 1, side="right")) + 1
+    first = payload.row_offset if lo == 0 else int(ends[lo - 1])
     sub = dataclasses.replace(s, index=s.index[lo:hi], config_id=s.config_id[lo:hi], is_control=s.is_control[lo:hi])
     table = pa.concat_tables(list(iter_manifest_chunks(payload.cand, sub, cfg, experiment,
-                                                       chunk_rows=max(1, (hi - lo) * R))))
-    start = k * part_rows
-    stop = min(payload.n_galaxies_total * R, start + part_rows)
-    return table.slice(start - g0 * R, stop - start).combine_chunks()
+                                                       chunk_rows=max(1, int(ends[hi - 1]) - first))))
+    return table.slice(start - first, stop - start).combine_chunks()
 
 
 def write_part(store: Store, rel: str, table: pa.Table) -> int:

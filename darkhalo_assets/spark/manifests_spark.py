@@ -90,7 +90,8 @@ def write_tier_on_spark(spark, extras: dict, log: Callable[[str], None] = print)
     from darkhalo_assets.pipeline.datasets import is_committed
     from darkhalo_assets.pipeline.manifest_build import (PHASE4A, build_tier_manifests, manifest_rel,
                                                          stage_config_rel, tier_fingerprint)
-    from darkhalo_assets.pipeline.manifests import check_guardrail, count_tasks, prepare_candidates, sample_tier
+    from darkhalo_assets.pipeline.manifests import (check_guardrail, count_control_rows, count_tasks,
+                                                    prepare_candidates, row_ends, sample_tier)
     from darkhalo_assets.pipeline.phase4_config import load_config
     from darkhalo_assets.spark.manifest_parts import (PART_ROWS, commit_experiment, input_fingerprint, n_parts,
                                                       part_galaxies, slice_payload, uncommit)
@@ -116,7 +117,8 @@ def write_tier_on_spark(spark, extras: dict, log: Callable[[str], None] = print)
 
     todo = [e for e in cfg.experiments(tier)
             if force or not is_committed(store, manifest_rel(e[0]), fp)]
-    n_rows = len(sample.index) * cfg.replicates
+    ends = row_ends(sample, cfg)
+    n_rows = int(ends[-1]) if ends.size else 0
     plan = [(i, k) for i, _ in enumerate(todo) for k in range(n_parts(n_rows, part_rows))]
     log(f"tier {tier}: {len(sample.index):,} galaxies, {len(todo)} experiment(s) to write "
         f"({len(plan)} parts of <= {part_rows:,} rows), {len(cfg.experiments(tier)) - len(todo)} already committed")
@@ -130,7 +132,7 @@ def write_tier_on_spark(spark, extras: dict, log: Callable[[str], None] = print)
     staging = f"{PHASE4A}/_staging/{tier}-{fp}"
     try:
         for k in sorted({k for _, k in plan}):
-            g0, g1 = part_galaxies(k, len(sample.index), cfg.replicates, part_rows)
+            g0, g1 = part_galaxies(k, ends, part_rows)
             store.write_bytes_atomic(f"{staging}/{slice_name(k)}", slice_payload(cand, sample, cfg, g0, g1).to_bytes())
         timings["stage_slices_s"] = time.perf_counter() - t1
         if plan:
@@ -144,7 +146,7 @@ def write_tier_on_spark(spark, extras: dict, log: Callable[[str], None] = print)
         store.rm(staging, recursive=True)
     timings["write_parts_s"] = time.perf_counter() - t1
 
-    n_controls = int(sample.is_control.sum()) * cfg.replicates
+    n_controls = count_control_rows(sample, cfg)
     for e in todo:
         parts = [w for w in written if w["experiment_id"] == e[0]]
         commit_experiment(store, manifest_rel(e[0]), parts, fingerprint=fp, experiment_id=e[0], controls=n_controls)
@@ -203,7 +205,7 @@ def manifest_check_values(spark, store, store_spec: dict, cfg, tier: str, summar
             dup[exp_id] = n - int(r["n_unique"])
         frac = float(r["frac"] or 0.0) if n else 0.0
         fracs[exp_id] = round(frac, 4)
-        if n and not control_fraction_ok(frac, target, n, cfg.replicates):
+        if n and not control_fraction_ok(frac, target, n, cfg.replicates, cfg.control_replicates):
             frac_bad[exp_id] = frac
     return {
         "required_columns": {"passed": not problems, "metadata": {"problems": problems}},
