@@ -7,8 +7,8 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Mat
 from pydantic import Field
 
 from darkhalo_assets.pipeline.completeness import seeing_wall
-from darkhalo_assets.pipeline.completeness_run import (build_criteria, completeness_rel, read_surfaces, surfaces_of,
-                                                       write_surfaces)
+from darkhalo_assets.pipeline.completeness_run import (build_criteria, completeness_rel, metrics_columns,
+                                                       read_surfaces, surfaces_of, tier_spec, write_surfaces)
 from darkhalo_assets.pipeline.completeness import ranking_mode_ablation as compute_ranking_mode_ablation
 from darkhalo_assets.pipeline.datasets import write_table
 from darkhalo_assets.pipeline.injection_run import injection_rel, read_metrics
@@ -54,7 +54,8 @@ def _surfaces(context, compute, data_store, tier: str, options: dict, view: str)
     """(the view's tables, engine metadata), computed on the compute resource's engine."""
     store = data_store.store()
     if compute.engine == "local":
-        res = surfaces_of(read_metrics(store.child(injection_rel(tier))), options, view)
+        columns = metrics_columns(tier_spec(options, view), view)
+        res = surfaces_of(read_metrics(store.child(injection_rel(tier)), columns), options, view)
         write_surfaces(store, tier, res, view)
         return res, {}
     from darkhalo_assets.spark.dispatch import run_completeness_spark

@@ -27,7 +27,7 @@ from ..science.recovery import BlindResidual, ClassifierScores, LensPopDetectabl
 from .completeness import surfaces_for_spec
 from .datasets import read_table, write_table
 from .storage import Store
-from .surface_plan import SurfaceSpec, make_spec
+from .surface_plan import KEYS, RECOVERY_COLUMNS, SurfaceSpec, make_spec
 
 # region_id surfaces are sparse (only bins with n > 0); ranking modes have their own view.
 TIER_GROUP_BYS = ("all", "region_split", "selection_set_id", "region_id")
@@ -87,6 +87,17 @@ def tier_spec(options: Mapping[str, Any], view: str = "tasks") -> SurfaceSpec:
                      interval=options.get("interval", "wilson"), level=float(options.get("level", 0.95)),
                      clean_max_bad_pixel_frac=float(options.get("clean_max_bad_pixel_frac", 0.2)),
                      final_evaluation=bool(options.get("final_evaluation", False)))
+
+
+def metrics_columns(spec: SurfaceSpec, view: str = "tasks") -> list[str]:
+    """The INJECTION_METRICS columns a run reads (in schema order): a third of the table."""
+    from .. import schemas
+    want = set(KEYS) | {"cutout_reason", "bad_pixel_frac"} | set(RECOVERY_COLUMNS) | spec.value_columns
+    if any(isinstance(c, ClassifierScores) for c in spec.criteria):
+        want.add("task_id")
+    if view == "ranking_modes":
+        want.add("ranking_modes")
+    return [f.name for f in schemas.INJECTION_METRICS if f.name in want]
 
 
 def surfaces_of(metrics, options: Mapping[str, Any], view: str = "tasks") -> dict[str, pd.DataFrame]:

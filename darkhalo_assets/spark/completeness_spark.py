@@ -40,19 +40,6 @@ def _spec(options_json: str, view: str):
     return tier_spec(json.loads(options_json), view)
 
 
-def needed_columns(spec, view: str = "tasks") -> list[str]:
-    """The INJECTION_METRICS columns stage 4d reads, in schema order."""
-    from darkhalo_assets import schemas
-    from darkhalo_assets.pipeline.surface_plan import KEYS, RECOVERY_COLUMNS
-    from darkhalo_assets.science.recovery import ClassifierScores
-    want = set(KEYS) | {"cutout_reason", "bad_pixel_frac"} | set(RECOVERY_COLUMNS) | spec.value_columns
-    if any(isinstance(c, ClassifierScores) for c in spec.criteria):
-        want.add("task_id")
-    if view == "ranking_modes":
-        want.add("ranking_modes")
-    return [f.name for f in schemas.INJECTION_METRICS if f.name in want]
-
-
 def rows_ddl(columns: list[str]) -> str:
     from darkhalo_assets import schemas
     fields = {f.name: f for f in schemas.INJECTION_METRICS}
@@ -98,7 +85,7 @@ def _count_udf(batches, *, options_json: str, view: str, plan_bytes: bytes):
 def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -> dict:
     """Compute and write one tier's completeness tables; return a summary with timings."""
     from darkhalo_assets.pipeline.completeness import finish_surfaces
-    from darkhalo_assets.pipeline.completeness_run import view_rows, write_surfaces
+    from darkhalo_assets.pipeline.completeness_run import metrics_columns, view_rows, write_surfaces
     from darkhalo_assets.pipeline.datasets import SUCCESS
     from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_from_bytes, merge_counts
     from darkhalo_assets.pipeline.surface_plan import plan_from_scans
@@ -115,7 +102,7 @@ def surfaces_on_spark(spark, extras: dict, log: Callable[[str], None] = print) -
     options_json = json.dumps(extras.get("options", {}), sort_keys=True)
     view = extras.get("view", "tasks")
     spec = _spec(options_json, view)
-    columns = needed_columns(spec, view)
+    columns = metrics_columns(spec, view)
     sc = spark.sparkContext
     files = spark.createDataFrame(sc.parallelize([(s,) for s in shards], max(1, min(len(shards),
                                                                                      4 * sc.defaultParallelism))),
