@@ -88,7 +88,8 @@ def _fine_groups(cats, use: np.ndarray):
 def count_chunk(metrics, spec: SurfaceSpec, plan: SurfacePlan) -> SurfaceCounts:
     """Counts of one chunk (pandas DataFrame or pyarrow Table/RecordBatch of INJECTION_METRICS rows)."""
     cols, cats, criteria = chunk_columns(metrics, spec)
-    criteria = [plan.criteria(spec)[i] if c.name in plan.thresholds else c for i, c in enumerate(criteria)]
+    fixed = plan.criteria(spec)  # calibrated thresholds as the plan set them
+    criteria = [fixed[i] if c.name in plan.thresholds else c for i, c in enumerate(criteria)]
     n_rows = cols["is_control"].size
     in_split, use, split_names = row_masks(cols, cats, spec)
     ctrl, ok = cols["is_control"], cols["cutout_ok"]
