@@ -111,13 +111,18 @@ def _breakdown(tasks: pa.Table, cache: Store, out: Store) -> None:
         print(f"  {k:<55s} {v / n * 1e3:6.3f} ms  {100 * v / total:4.1f}%")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def add_world_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options ``_world`` reads (shared with bench_injection_spark.py)."""
     ap.add_argument("--bricks", type=int, default=6)
     ap.add_argument("--pixels", type=int, default=1024)
     ap.add_argument("--lrgs-per-brick", type=int, default=250)
     ap.add_argument("--stamp", type=int, default=64)
     ap.add_argument("--root", default=None, help="keep the survey + cache here and reuse it on the next run")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    add_world_arguments(ap)
     ap.add_argument("--breakdown", action="store_true", help="also print CPU time per stage (one process)")
     a = ap.parse_args()
     root = Path(a.root) if a.root else Path(tempfile.mkdtemp(prefix="bench4c-"))

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_injection_e2e import SHARD_TASKS, _world  # noqa: E402
+from bench_injection_e2e import SHARD_TASKS, _world, add_world_arguments  # noqa: E402
 
 from darkhalo_assets.pipeline.datasets import write_dataset  # noqa: E402
 from darkhalo_assets.pipeline.injection_run import read_metrics, run_injection  # noqa: E402
@@ -33,12 +33,8 @@ def run_spark(data_root: str, cache_root: str, master: str, workdir: Path) -> tu
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bricks", type=int, default=6)
-    ap.add_argument("--pixels", type=int, default=1024)
-    ap.add_argument("--lrgs-per-brick", type=int, default=250)
-    ap.add_argument("--stamp", type=int, default=64)
+    add_world_arguments(ap)
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--root", default=None, help="keep the survey + cache here and reuse it on the next run")
     a = ap.parse_args()
     root = Path(a.root) if a.root else Path(tempfile.mkdtemp(prefix="bench4c-spark-"))
     root.mkdir(parents=True, exist_ok=True)
