@@ -285,10 +285,6 @@ def replicate_counts(sample: TierSample, cfg: Phase4Config) -> np.ndarray:
     return np.where(sample.is_control, cfg.control_replicates, cfg.replicates).astype(np.int64)
 
 
-def replicate_counts_at(sample: TierSample, cfg: Phase4Config, g: np.ndarray) -> np.ndarray:
-    return np.where(sample.is_control[g], cfg.control_replicates, cfg.replicates).astype(np.int64)
-
-
 def row_ends(sample: TierSample, cfg: Phase4Config) -> np.ndarray:
     """End (exclusive) of each sampled galaxy's rows in an experiment's manifest (galaxy-major)."""
     return np.cumsum(replicate_counts(sample, cfg))
@@ -328,13 +324,14 @@ def iter_manifest_chunks(cand: Candidates, sample: TierSample, cfg: Phase4Config
     exp_h = np.uint64(stable_hash64(exp_id))
     set_h = stable_hash64_many(cand.names["selection_set_id"])[cand.cols["selection_set_id"]]
     split_h = stable_hash64_many(cand.names["region_split"])[cand.cols["region_split"]]
-    ends = row_ends(sample, cfg)
+    reps = replicate_counts(sample, cfg)
+    ends = np.cumsum(reps)
     n_rows = int(ends[-1]) if ends.size else 0
     # Row order: galaxy-major, replicate-minor; deterministic whatever the chunking.
     for start in range(0, n_rows, chunk_rows):
         rows = np.arange(start, min(n_rows, start + chunk_rows))
         g = np.searchsorted(ends, rows, side="right")
-        rep = (rows - (ends[g] - replicate_counts_at(sample, cfg, g))).astype(np.int16)
+        rep = (rows - (ends[g] - reps[g])).astype(np.int16)
         ci = sample.index[g]
         cfg_id = sample.config_id[g]
         ctrl = sample.is_control[g]

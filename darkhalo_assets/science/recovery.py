@@ -137,12 +137,6 @@ def independent_controls(metrics, controls: np.ndarray) -> np.ndarray:
     return controls & first
 
 
-def criterion_columns(criteria: Sequence[Criterion]) -> list[str]:
-    """The ``recovered_<name>`` names evaluate_criteria produces, in its order."""
-    return [n for c in criteria for n in ([threshold_name(c.name, t) for t in c.thresholds]
-                                          if isinstance(c, ClassifierScores) else [c.name])]
-
-
 def _col(metrics, name: str) -> np.ndarray:
     try:
         c = metrics[name]
