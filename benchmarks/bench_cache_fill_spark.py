@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_coadd_fill import make_survey, some_bricks, start_server  # noqa: E402
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fill_cache  # noqa: E402
-from darkhalo_assets.pipeline.storage import Store  # noqa: E402
+from darkhalo_assets.stages.coadds.fill import CoaddFetcher, RetryPolicy, fill_cache  # noqa: E402
+from darkhalo_assets.storage.store import Store  # noqa: E402
 from spark_standalone import submit_standalone  # noqa: E402
 
-ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/spark/cache_fill_job.py"
+ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/stages/coadds/spark_job.py"
 
 
 def run_local(base_url: str, bricks: list[str], cache: str, threads: int, shape: int) -> tuple[float, dict]:

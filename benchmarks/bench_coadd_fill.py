@@ -37,9 +37,9 @@ sys.path.insert(0, os.path.join(REPO, "darkhalo_assets_tests"))
 
 from support_coadd import NERSC_PREFIX, some_bricks, write_survey  # noqa: E402
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fill_cache  # noqa: E402
-from darkhalo_assets.pipeline.storage import Store  # noqa: E402
-from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath  # noqa: E402
+from darkhalo_assets.stages.coadds.fill import CoaddFetcher, RetryPolicy, fill_cache  # noqa: E402
+from darkhalo_assets.storage.store import Store  # noqa: E402
+from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath  # noqa: E402
 
 
 def start_server(root: str, rate_mb_s: float = 0.0) -> tuple[subprocess.Popen, str]:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from darkhalo_assets.pipeline.completeness import compute_surfaces
+from darkhalo_assets.stages.completeness.surfaces import compute_surfaces
 from darkhalo_assets.science.hashing import mix_keys, uniform01
 
 MODES = ("density", "n_lrg", "area_weighted", "psf_weighted")

@@ -26,12 +26,12 @@ from bench_completeness import build_table  # noqa: E402
 from spark_standalone import submit_standalone  # noqa: E402
 
 from darkhalo_assets import schemas  # noqa: E402
-from darkhalo_assets.pipeline.completeness_run import TABLES, read_surfaces, surfaces_of, write_surfaces  # noqa: E402
-from darkhalo_assets.pipeline.datasets import SUCCESS  # noqa: E402
-from darkhalo_assets.pipeline.injection_run import injection_rel, read_metrics  # noqa: E402
-from darkhalo_assets.pipeline.storage import Store  # noqa: E402
+from darkhalo_assets.stages.completeness.run import TABLES, read_surfaces, surfaces_of, write_surfaces  # noqa: E402
+from darkhalo_assets.storage.datasets import SUCCESS  # noqa: E402
+from darkhalo_assets.stages.injection.run import injection_rel, read_metrics  # noqa: E402
+from darkhalo_assets.storage.store import Store  # noqa: E402
 
-ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/spark/completeness_job.py"
+ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/stages/completeness/spark_job.py"
 TIER = "bench"
 OPTIONS = {"blind_target_fpr": 0.01}
 

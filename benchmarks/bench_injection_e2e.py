@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, fetch_bricks
-from darkhalo_assets.pipeline.injection_run import read_metrics, run_injection
-from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, sample_tier
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
+from darkhalo_assets.stages.coadds.fill import CoaddFetcher, fetch_bricks
+from darkhalo_assets.stages.injection.run import read_metrics, run_injection
+from darkhalo_assets.stages.manifests.sampling import iter_manifest_chunks, prepare_candidates, sample_tier
+from darkhalo_assets.config.phase4 import load_config
+from darkhalo_assets.storage.store import Store
 from darkhalo_assets.synthetic.coadds import write_survey_coadds
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 from darkhalo_assets.synthetic.server import SurveyServer
@@ -70,9 +70,9 @@ def _cpu(who) -> float:
 
 def _breakdown(tasks: pa.Table, cache: Store, out: Store) -> None:
     """CPU time per stage on one process (wrappers around the stage functions)."""
-    import darkhalo_assets.pipeline.cutouts as cutouts
-    import darkhalo_assets.pipeline.inject as inject
-    import darkhalo_assets.pipeline.injection_run as run
+    import darkhalo_assets.stages.injection.cutouts as cutouts
+    import darkhalo_assets.stages.injection.inject as inject
+    import darkhalo_assets.stages.injection.run as run
     acc: dict[str, float] = {}
 
     def timed(name, f):

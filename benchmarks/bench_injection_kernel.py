@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from darkhalo_assets.science.psf import PSFSpec, psf_kernel  # noqa: E402
 from darkhalo_assets.science.render import render_arc  # noqa: E402
-from darkhalo_assets.science.survey_layout import PIXEL_SCALE_ARCSEC as P  # noqa: E402
+from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC as P  # noqa: E402
 from darkhalo_assets.science.task_params import draw_task_params  # noqa: E402
 
 STAMP = 64

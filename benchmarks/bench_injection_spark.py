@@ -16,12 +16,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_injection_e2e import SHARD_TASKS, _world, add_world_arguments  # noqa: E402
 
-from darkhalo_assets.pipeline.datasets import write_dataset  # noqa: E402
-from darkhalo_assets.pipeline.injection_run import read_metrics, run_injection  # noqa: E402
-from darkhalo_assets.pipeline.storage import Store  # noqa: E402
+from darkhalo_assets.storage.datasets import write_dataset  # noqa: E402
+from darkhalo_assets.stages.injection.run import read_metrics, run_injection  # noqa: E402
+from darkhalo_assets.storage.store import Store  # noqa: E402
 from spark_standalone import submit_standalone  # noqa: E402
 
-ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/spark/injection_job.py"
+ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/stages/injection/spark_job.py"
 
 
 def run_spark(data_root: str, cache_root: str, master: str, workdir: Path) -> tuple[float, dict]:

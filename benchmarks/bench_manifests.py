@@ -15,10 +15,10 @@ import resource
 import tempfile
 import time
 
-from darkhalo_assets.pipeline.manifest_build import build_tier_manifests
-from darkhalo_assets.pipeline.manifests import prepare_candidates
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
+from darkhalo_assets.stages.manifests.build import build_tier_manifests
+from darkhalo_assets.stages.manifests.sampling import prepare_candidates
+from darkhalo_assets.config.phase4 import load_config
+from darkhalo_assets.storage.store import Store
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 
 

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import yaml
 
-from darkhalo_assets.pipeline.datasets import read_dataset, read_success, write_dataset
-from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manifest_rel
-from darkhalo_assets.pipeline.manifests import prepare_candidates
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
+from darkhalo_assets.storage.datasets import read_dataset, read_success, write_dataset
+from darkhalo_assets.stages.manifests.build import build_tier_manifests, manifest_rel
+from darkhalo_assets.stages.manifests.sampling import prepare_candidates
+from darkhalo_assets.config.phase4 import load_config
+from darkhalo_assets.storage.store import Store
 from spark_standalone import submit_standalone  # noqa: E402
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 
 INPUTS = ("parent_catalog", "bricks_with_region", "region_selections")
-ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/spark/manifests_job.py"
+ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/stages/manifests/spark_job.py"
 
 
 def run_local(root: str, overrides: str, tier: str) -> tuple[float, dict]:

@@ -50,7 +50,7 @@ def _cpu() -> float:
 
 
 def _brick_inputs(n_pixels: int, n_lrgs: int, name: str = "1126p222"):
-    from darkhalo_assets.science import bricks
+    from darkhalo_assets.survey import bricks
 
     b = bricks.brick(name)
     brick = dict(brickname=name, psfsize_g=1.3, psfsize_r=1.15, psfsize_z=1.02,
@@ -67,7 +67,7 @@ def _brick_inputs(n_pixels: int, n_lrgs: int, name: str = "1126p222"):
 
 def _breakdown(tmp: Path, n_pixels: int, n_lrgs: int) -> None:
     """One brick, stage by stage (the same calls write_brick_coadds makes)."""
-    from darkhalo_assets.science.survey_layout import BANDS
+    from darkhalo_assets.survey.dr10 import BANDS
     from darkhalo_assets.synthetic import coadds as C
     from darkhalo_assets.synthetic.coadd_fits import compressed_hdu, write_hdus_atomic
     from darkhalo_assets.synthetic.coadd_maps import brick_wcs, maskbits_maps
@@ -116,7 +116,7 @@ def _one_brick(tmp: Path, n_pixels: int, n_lrgs: int) -> None:
 
 
 def _full(tmp: Path, n_bricks: int) -> None:
-    from darkhalo_assets.science import bricks as geom
+    from darkhalo_assets.survey import bricks as geom
     from darkhalo_assets.synthetic.coadds import write_survey_coadds
 
     names = [str(n) for n in geom.all_bricks()["brickname"][300_000:300_000 + n_bricks]]

@@ -42,7 +42,7 @@ from support_dagster_graphql import (LAUNCH_BACKFILL, GraphQLClient, GraphQLErro
 from support_dagster_ui import (CHROMIUM_INSTALL, DagsterStack, chromium_available, chromium_page,  # noqa: E402
                                 dismiss_onboarding, make_dagster_home)
 
-from darkhalo_assets.science.bricks import all_bricks  # noqa: E402
+from darkhalo_assets.survey.bricks import all_bricks  # noqa: E402
 
 REGISTER_CHUNK = 10_000  # bricks_manifest's BRICKS_CHUNK
 TIER_FILL_JOB = "fill_tier_coadd_cache"

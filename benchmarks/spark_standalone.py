@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from darkhalo_assets.spark.pipes_io import stdout_metadata
+from darkhalo_assets.engines.pipes_io import stdout_metadata
 
 
 def submit_standalone(entry: Path, extras: dict, master: str, workdir: Path,

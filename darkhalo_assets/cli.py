@@ -46,9 +46,9 @@ def run_tier(tier: str, force: bool = False) -> None:
     from dagster import DagsterInstance
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from .assets.coadds import BRICKS_PER_RUN
-    from .assets.partitions import brick_partitions
-    from .definitions import defs
+    from darkhalo_assets.stages.coadds.assets import BRICKS_PER_RUN
+    from darkhalo_assets.partitions import brick_partitions
+    from darkhalo_assets.definitions import defs
 
     instance = DagsterInstance.get()
     rc = {"force": force}
@@ -70,7 +70,7 @@ def run_tier(tier: str, force: bool = False) -> None:
                   if any(k in [a.to_user_string() for a in ad.keys] for ad in defs.assets)]
     _materialize(defs, instance, downstream, partition_key=tier, run_config=cfg(*downstream),
                  label=f"{', '.join(downstream)}[{tier}]")
-    from .report import print_tier_report
+    from darkhalo_assets.report import print_tier_report
     print_tier_report(tier)
 
 

@@ -5,7 +5,12 @@ from dagster import Definitions, define_asset_job
 
 from resources import resources_for_env
 
-from .assets import coadds, completeness, injection, manifests, phase3, tasks
+from darkhalo_assets.stages.coadds import assets as coadds
+from darkhalo_assets.stages.completeness import assets as completeness
+from darkhalo_assets.stages.injection import assets as injection
+from darkhalo_assets.stages.injection import tasks_asset as tasks
+from darkhalo_assets.stages.manifests import assets as manifests
+from darkhalo_assets.stages.phase3 import assets as phase3
 
 ALL_ASSETS = [phase3.phase3_tables, manifests.injection_manifests, manifests.bricks_manifest,
               coadds.coadd_cache, coadds.brick_blacklist, tasks.injection_tasks, injection.injected_cutouts,

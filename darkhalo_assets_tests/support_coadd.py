@@ -21,9 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 from astropy.io import fits
 
-from darkhalo_assets.science.bricks import all_bricks, brick
+from darkhalo_assets.survey.bricks import all_bricks, brick
 from darkhalo_assets.science.hashing import stable_hash64
-from darkhalo_assets.science.survey_layout import (COADD_FILES, PIXEL_SCALE_ARCSEC, ZEROPOINT,
+from darkhalo_assets.survey.dr10 import (COADD_FILES, PIXEL_SCALE_ARCSEC, ZEROPOINT,
                                                    coadd_dir_relpath, coadd_relpath)
 
 NERSC_PREFIX = "/cfs/cosmo/data/legacysurvey/dr10/"

@@ -127,8 +127,8 @@ def metrics_table(n: int = 12_000) -> pa.Table:
 def write_tier_metrics(store, tier: str, table: pa.Table, n_shards: int) -> list[str]:
     """Committed injection output in ``store`` (a pipeline Store, local or s3://): metrics shards
     (rows dealt out, so a region spans shards) and the _SUCCESS that lists them."""
-    from darkhalo_assets.pipeline.datasets import SUCCESS
-    from darkhalo_assets.pipeline.injection_run import injection_rel
+    from darkhalo_assets.storage.datasets import SUCCESS
+    from darkhalo_assets.stages.injection.run import injection_rel
     out = store.child(injection_rel(tier))
     names = [f"shard-{i:05d}-test" for i in range(n_shards)]
     idx = np.arange(table.num_rows)

@@ -12,12 +12,12 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 from moto.server import ThreadedMotoServer
 
-from darkhalo_assets.assets.phase3 import phase3_rel
-from darkhalo_assets.pipeline.datasets import write_dataset
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.emr_packaging import stage_code
+from darkhalo_assets.stages.phase3.assets import phase3_rel
+from darkhalo_assets.storage.datasets import write_dataset
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.engines.emr_packaging import stage_code
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
-from resources.compute import ComputeResource
+from darkhalo_assets.engines.compute import ComputeResource
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def failure_message(result) -> str:
 @pytest.fixture(scope="module")
 def staged(moto_url):
     return stage_code(client(moto_url, "s3"), "s3://code/staging-test",
-                      {"manifests": "darkhalo_assets.spark.manifests_job"})
+                      {"manifests": "darkhalo_assets.stages.manifests.spark_job"})
 
 
 def s3_bytes(url, uri: str) -> bytes:

@@ -1,8 +1,8 @@
 """A small synthetic survey fetched over real HTTP into a coadd cache, for stage 4c tests."""
 from pathlib import Path
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, fetch_bricks
-from darkhalo_assets.pipeline.storage import Store
+from darkhalo_assets.stages.coadds.fill import CoaddFetcher, fetch_bricks
+from darkhalo_assets.storage.store import Store
 from darkhalo_assets.synthetic.coadds import write_survey_coadds
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 from darkhalo_assets.synthetic.server import SurveyServer

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from darkhalo_assets.science import bricks
+from darkhalo_assets.survey import bricks
 from darkhalo_assets.science.splits import region_split, region_u
 
 

@@ -17,13 +17,13 @@ import pytest
 from support_coadd import (SurveyServer, coadd_hdul, some_bricks, sha256_file, temp_files, tree_listing,
                            write_survey)
 
-from darkhalo_assets.pipeline.coadd_fetch import (CoaddFetcher, CoaddFetchError, RetryPolicy, fetch_bricks,
+from darkhalo_assets.stages.coadds.fill import (CoaddFetcher, CoaddFetchError, RetryPolicy, fetch_bricks,
                                                   fill_cache, summarize_fill)
-from darkhalo_assets.pipeline.coadd_verify import CorruptCoaddFile, verify_coadd_fits
-from darkhalo_assets.pipeline.http_fetch import parse_retry_after
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.science.bricks import InvalidBrickName
-from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath
+from darkhalo_assets.stages.coadds.verify import CorruptCoaddFile, verify_coadd_fits
+from darkhalo_assets.storage.http_fetch import parse_retry_after
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.survey.bricks import InvalidBrickName
+from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
 
 SHAPE = (64, 64)
 FAST = RetryPolicy(max_attempts=4, base_seconds=0.01, cap_seconds=0.05)
@@ -221,8 +221,8 @@ def test_local_write_error_fails_the_brick_with_the_real_error(server, tmp_path)
     script = textwrap.dedent(f"""
         import json, resource, sys
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-        from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy
-        from darkhalo_assets.pipeline.storage import Store
+        from darkhalo_assets.stages.coadds.fill import CoaddFetcher, RetryPolicy
+        from darkhalo_assets.storage.store import Store
         f = CoaddFetcher({server.base_url!r}, Store({str(tmp_path / 'cache')!r}),
                          retry=RetryPolicy(3, 0.01, 0.05))
         print(json.dumps(f.fetch_brick({GOOD!r}).to_record()))

@@ -8,10 +8,10 @@ import os
 import pytest
 from support_coadd import FaultPlan, SurveyServer, some_bricks, temp_files, tree_listing, write_survey
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fill_cache
-from darkhalo_assets.pipeline.coadd_verify import verify_coadd_fits
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath
+from darkhalo_assets.stages.coadds.fill import CoaddFetcher, RetryPolicy, fill_cache
+from darkhalo_assets.stages.coadds.verify import verify_coadd_fits
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
 
 SHAPE = (64, 64)
 BRICKS = some_bricks(14, start=500_000)

@@ -11,17 +11,17 @@ import time
 import pytest
 from support_coadd import SurveyServer, list_files, some_bricks, temp_files, tree_listing, write_survey
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fill_cache
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.science.survey_layout import COADD_FILES
+from darkhalo_assets.stages.coadds.fill import CoaddFetcher, RetryPolicy, fill_cache
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.survey.dr10 import COADD_FILES
 
 SHAPE = (160, 160)
 BRICKS = some_bricks(6, start=200_000)
 
 CHILD = textwrap.dedent("""
     import sys
-    from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, RetryPolicy, fill_cache
-    from darkhalo_assets.pipeline.storage import Store
+    from darkhalo_assets.stages.coadds.fill import CoaddFetcher, RetryPolicy, fill_cache
+    from darkhalo_assets.storage.store import Store
     base_url, cache, bricks = sys.argv[1], sys.argv[2], sys.argv[3:]
     with CoaddFetcher(base_url, Store(cache), retry=RetryPolicy(3, 0.01, 0.05), concurrency=3) as f:
         fill_cache(f, bricks)

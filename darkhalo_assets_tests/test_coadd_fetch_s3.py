@@ -6,9 +6,9 @@ import json
 import pytest
 from support_coadd import S3_KEY, S3_SECRET, SurveyServer, moto_s3, s3_listing, some_bricks, write_survey
 
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, CoaddFetchError, RetryPolicy, fill_cache
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath
+from darkhalo_assets.stages.coadds.fill import CoaddFetcher, CoaddFetchError, RetryPolicy, fill_cache
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
 
 pytestmark = pytest.mark.s3
 

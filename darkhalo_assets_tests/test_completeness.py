@@ -5,8 +5,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from darkhalo_assets.pipeline.completeness import compute_surfaces, ranking_mode_ablation, seeing_wall
-from darkhalo_assets.pipeline.walls import isotonic_decreasing
+from darkhalo_assets.stages.completeness.surfaces import compute_surfaces, ranking_mode_ablation, seeing_wall
+from darkhalo_assets.stages.completeness.walls import isotonic_decreasing
 from darkhalo_assets.science.intervals import binomial_interval
 from darkhalo_assets.science.recovery import ClassifierScores, SeedSnrResolved
 
@@ -239,9 +239,9 @@ def test_counts_of_chunks_add_up_to_the_counts_of_the_whole():
     in one process or serialised as a Spark executor sends them) gives the one-chunk tables."""
     import pyarrow as pa
 
-    from darkhalo_assets.pipeline.completeness import finish_surfaces
-    from darkhalo_assets.pipeline.surface_counts import count_chunk, counts_from_bytes, counts_to_bytes, merge_counts
-    from darkhalo_assets.pipeline.surface_plan import make_spec, plan_from_scans, scan_chunk
+    from darkhalo_assets.stages.completeness.surfaces import finish_surfaces
+    from darkhalo_assets.stages.completeness.counts import count_chunk, counts_from_bytes, counts_to_bytes, merge_counts
+    from darkhalo_assets.stages.completeness.plan import make_spec, plan_from_scans, scan_chunk
     from darkhalo_assets.science.recovery import BlindResidual
 
     df = logistic_metrics(6000, seed=3, control_frac=0.3)
@@ -264,8 +264,8 @@ def test_counts_of_chunks_add_up_to_the_counts_of_the_whole():
 def test_a_view_is_committed_as_one_unit(tmp_path):
     """A run that dies while writing a tier's tables leaves no marker: the set is refused, not
     read as a mix of old and new tables; a complete write commits it again."""
-    from darkhalo_assets.pipeline.completeness_run import read_surfaces, success_rel, surfaces_of, write_surfaces
-    from darkhalo_assets.pipeline.storage import Store
+    from darkhalo_assets.stages.completeness.run import read_surfaces, success_rel, surfaces_of, write_surfaces
+    from darkhalo_assets.storage.store import Store
 
     store = Store(str(tmp_path))
     res = surfaces_of(logistic_metrics(3000, seed=4), {"blind_target_fpr": 0.05})

@@ -31,7 +31,7 @@ from support_dagster_graphql import (ASSET_NODES, asset_materializations, backfi
 from support_dagster_ui import (ARTIFACTS_UI, CHROMIUM, CHROMIUM_INSTALL, REPO, DagsterStack, chromium_available,
                                 chromium_page, dismiss_onboarding, make_dagster_home, seed_instance)
 
-from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath
+from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
 
 TIER = "debug"
 # Lineage groups asked for by issue 7, and where the Phase 4 assets sit in them.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from darkhalo_assets.science.detect import blind_residual_snr, blind_residual_snr_batch
-from darkhalo_assets.science.survey_layout import BAD_PIXEL_BITS, MASKBITS
+from darkhalo_assets.survey.dr10 import BAD_PIXEL_BITS, MASKBITS
 
 from support_completeness import arc_template, host_stamp, noise_invvar, scale_to_snr
 

@@ -14,14 +14,14 @@ import pytest
 from dagster import materialize
 from dagster_pipes import decode_param
 
-from darkhalo_assets.assets.manifests import MANIFEST_CHECKS, injection_manifests
-from darkhalo_assets.pipeline.datasets import is_committed, read_dataset, read_success
-from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manifest_rel
-from darkhalo_assets.pipeline.manifests import prepare_candidates
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.emr_packaging import BOOTSTRAP_SCRIPT
-from resources.compute import ComputeResource
+from darkhalo_assets.stages.manifests.assets import MANIFEST_CHECKS, injection_manifests
+from darkhalo_assets.storage.datasets import is_committed, read_dataset, read_success
+from darkhalo_assets.stages.manifests.build import build_tier_manifests, manifest_rel
+from darkhalo_assets.stages.manifests.sampling import prepare_candidates
+from darkhalo_assets.config.phase4 import load_config
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.engines.emr_packaging import BOOTSTRAP_SCRIPT
+from darkhalo_assets.engines.compute import ComputeResource
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from support_emr import (REPO, TIER, _node_command, _node_env, client, emr_compute, failure_message,
@@ -71,7 +71,7 @@ def test_cluster_per_run_launches_what_emr_needs_and_the_driver_reports_back(mot
     assert confs["spark.pyspark.python"] == "python3.11"
     assert args[args.index("--deploy-mode") + 1] == "cluster"
     entry = next(a for a in args if a.endswith("/entrypoints/manifests.py"))
-    assert s3_bytes(moto_url, entry) == (REPO / "darkhalo_assets/spark/manifests_job.py").read_bytes()
+    assert s3_bytes(moto_url, entry) == (REPO / "darkhalo_assets/stages/manifests/spark_job.py").read_bytes()
     assert seen["step"]["ActionOnFailure"] == "TERMINATE_CLUSTER"
     # Pipes bootstrap: in the cluster configuration (env) and as step arguments, the same S3 params.
     cli = {args[i]: decode_param(args[i + 1]) for i, a in enumerate(args) if a.startswith("--dagster-pipes-")}
@@ -120,7 +120,7 @@ def test_failed_step_on_an_existing_cluster_reports_driver_error_and_step_logs(m
     # The step's driver, reduced to the shared Pipes/failure plumbing every entry point uses.
     driver = textwrap.dedent("""\
         import sys
-        from darkhalo_assets.spark.pipes_io import run_job
+        from darkhalo_assets.engines.pipes_io import run_job
         def body(spark, extras, pipes, log):
             log("reading " + extras["phase3"]["parent_catalog"]["rel"])
             raise ValueError("parent_catalog is missing required columns: type")

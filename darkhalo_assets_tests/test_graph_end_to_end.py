@@ -11,10 +11,10 @@ from dagster import AssetKey, DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from darkhalo_assets.definitions import ALL_ASSETS
-from darkhalo_assets.pipeline.datasets import read_dataset
-from darkhalo_assets.pipeline.injection_run import read_metrics, run_injection
-from darkhalo_assets.pipeline.storage import Store
-from resources.compute import ComputeResource
+from darkhalo_assets.storage.datasets import read_dataset
+from darkhalo_assets.stages.injection.run import read_metrics, run_injection
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.engines.compute import ComputeResource
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
@@ -121,7 +121,7 @@ def test_rerun_skips_finished_work(graph):
 def test_fill_tier_job_records_each_brick_of_the_tier(graph):
     from dagster import Definitions
 
-    from darkhalo_assets.assets.coadds import fill_tier_coadd_cache
+    from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache
 
     root, inst = graph["root"], graph["instance"]
     resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / "cache")),

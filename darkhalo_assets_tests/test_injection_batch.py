@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from support_survey import cached_survey
 
-from darkhalo_assets.pipeline.inject import inject_brick
-from darkhalo_assets.pipeline.injection_run import plan_shards, read_metrics, run_injection
-from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, sample_tier
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.science.bricks import brick
+from darkhalo_assets.stages.injection.inject import inject_brick
+from darkhalo_assets.stages.injection.run import plan_shards, read_metrics, run_injection
+from darkhalo_assets.stages.manifests.sampling import iter_manifest_chunks, prepare_candidates, sample_tier
+from darkhalo_assets.config.phase4 import load_config
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.survey.bricks import brick
 from darkhalo_assets.stamps import load_stamps
 from darkhalo_assets.synthetic.phase3 import Phase3Spec
 
@@ -114,8 +114,8 @@ def test_stamps_byte_identical_across_shardings_and_processes(world, tmp_path):
     # a fresh interpreter with a different hash seed renders the same bytes
     code = (
         "import pyarrow.parquet as pq, sys\n"
-        "from darkhalo_assets.pipeline.storage import Store\n"
-        "from darkhalo_assets.pipeline.injection_run import run_injection\n"
+        "from darkhalo_assets.storage.store import Store\n"
+        "from darkhalo_assets.stages.injection.run import run_injection\n"
         f"t = pq.read_table({str(tmp_path / 'tasks.parquet')!r})\n"
         f"run_injection(t, Store({str(world['cache'].root)!r}), Store({str(tmp_path / 'c')!r}), shard_tasks=13)\n")
     pq.write_table(world["tasks"], tmp_path / "tasks.parquet")

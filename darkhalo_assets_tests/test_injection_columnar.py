@@ -11,14 +11,14 @@ import pytest
 from support_survey import cached_survey
 from astropy.io import fits
 
-from darkhalo_assets.pipeline.cutouts import BrickImages
-from darkhalo_assets.pipeline.inject import inject_brick
-from darkhalo_assets.pipeline.injection_run import _brick_groups
-from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, sample_tier
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
+from darkhalo_assets.stages.injection.cutouts import BrickImages
+from darkhalo_assets.stages.injection.inject import inject_brick
+from darkhalo_assets.stages.injection.run import _brick_groups
+from darkhalo_assets.stages.manifests.sampling import iter_manifest_chunks, prepare_candidates, sample_tier
+from darkhalo_assets.config.phase4 import load_config
+from darkhalo_assets.storage.store import Store
 from darkhalo_assets.science.detect import blind_residual_snr
-from darkhalo_assets.science.survey_layout import find_file
+from darkhalo_assets.survey.dr10 import find_file
 from darkhalo_assets.stamps import load_stamps
 from darkhalo_assets.synthetic.phase3 import Phase3Spec
 

@@ -8,12 +8,12 @@ import pyarrow.compute as pc
 import pytest
 
 from darkhalo_assets import schemas
-from darkhalo_assets.pipeline.datasets import read_dataset
-from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manifest_rel
-from darkhalo_assets.pipeline.manifests import (GuardrailExceeded, iter_manifest_chunks, prepare_candidates,
+from darkhalo_assets.storage.datasets import read_dataset
+from darkhalo_assets.stages.manifests.build import build_tier_manifests, manifest_rel
+from darkhalo_assets.stages.manifests.sampling import (GuardrailExceeded, iter_manifest_chunks, prepare_candidates,
                                                 sample_tier)
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
+from darkhalo_assets.config.phase4 import load_config
+from darkhalo_assets.storage.store import Store
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 
 SPEC = Phase3Spec(regions_per_split={"train": 4, "val": 2, "test": 2}, bricks_per_region=6, lrgs_per_brick=120,
@@ -95,8 +95,8 @@ def test_task_ids_unique_and_stable_across_processes_and_chunking(phase3, tmp_pa
     assert pc.count_distinct(one["task_seed"]).as_py() == one.num_rows
     code = (
         "from darkhalo_assets.synthetic.phase3 import generate_phase3, Phase3Spec\n"
-        "from darkhalo_assets.pipeline.phase4_config import load_config\n"
-        "from darkhalo_assets.pipeline.manifests import prepare_candidates, sample_tier, iter_manifest_chunks\n"
+        "from darkhalo_assets.config.phase4 import load_config\n"
+        "from darkhalo_assets.stages.manifests.sampling import prepare_candidates, sample_tier, iter_manifest_chunks\n"
         f"spec = Phase3Spec(regions_per_split={SPEC.regions_per_split!r}, bricks_per_region={SPEC.bricks_per_region},"
         f" lrgs_per_brick={SPEC.lrgs_per_brick}, brick_pixels=None, n_missing_bricks=0, seed={SPEC.seed})\n"
         "t = generate_phase3(spec); cfg = load_config()\n"
@@ -211,7 +211,7 @@ def test_invalid_config_lists_every_problem():
 
 
 def test_control_fraction_tolerance_is_binomial():
-    from darkhalo_assets.pipeline.manifest_checks import control_fraction_ok, control_fraction_tolerance
+    from darkhalo_assets.stages.manifests.check_rules import control_fraction_ok, control_fraction_tolerance
     # 150 galaxies at 20%: sigma = 0.0327, so 0.255 is 1.7 sigma (fine) and 0.35 is 4.6 sigma (not)
     assert control_fraction_ok(0.255, 0.2, 300, 2) and not control_fraction_ok(0.35, 0.2, 300, 2)
     # a large tier is held much tighter than a fixed 0.05 would
@@ -222,9 +222,9 @@ def test_control_fraction_tolerance_is_binomial():
 def test_control_replicates_drop_only_the_identical_control_copies(phase3, tmp_path):
     """control_replicates: 1 keeps one row per control galaxy (its replicate 0) and every other row
     of the default manifest, with the same task ids; counts, checks and fingerprints follow."""
-    from darkhalo_assets.pipeline.manifest_build import tier_fingerprint
-    from darkhalo_assets.pipeline.manifest_checks import control_fraction_ok
-    from darkhalo_assets.pipeline.manifests import count_tasks
+    from darkhalo_assets.stages.manifests.build import tier_fingerprint
+    from darkhalo_assets.stages.manifests.check_rules import control_fraction_ok
+    from darkhalo_assets.stages.manifests.sampling import count_tasks
 
     cfg2, cand2 = _cand(phase3, {"tiers": {"grid": {"control_frac": 0.3}}})
     cfg1, cand1 = _cand(phase3, {"tiers": {"grid": {"control_frac": 0.3}}, "control_replicates": 1})

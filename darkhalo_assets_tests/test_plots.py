@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darkhalo_assets.pipeline.completeness import compute_surfaces, ranking_mode_ablation, seeing_wall
+from darkhalo_assets.stages.completeness.surfaces import compute_surfaces, ranking_mode_ablation, seeing_wall
 from darkhalo_assets.science import plots
 
 from support_completeness import logistic_metrics

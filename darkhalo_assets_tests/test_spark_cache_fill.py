@@ -7,15 +7,15 @@ import pytest
 from dagster import (AssetExecutionContext, MaterializeResult, MetadataValue, OpExecutionContext, asset, job,
                      materialize, op)
 
-from darkhalo_assets.assets.coadds import missing_rel
-from darkhalo_assets.pipeline.coadd_fetch import CoaddFetcher, fill_cache
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.science.survey_layout import COADD_FILES
-from darkhalo_assets.spark.dispatch import run_cache_fill_spark
+from darkhalo_assets.stages.coadds.assets import missing_rel
+from darkhalo_assets.stages.coadds.fill import CoaddFetcher, fill_cache
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.survey.dr10 import COADD_FILES
+from darkhalo_assets.engines.dispatch import run_cache_fill_spark
 from darkhalo_assets.synthetic.coadds import write_survey_coadds
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 from darkhalo_assets.synthetic.server import SurveyServer
-from resources.compute import ComputeResource
+from darkhalo_assets.engines.compute import ComputeResource
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -113,8 +113,8 @@ def test_coadd_cache_partitions_backfilled_on_spark(survey, tmp_path):
     from dagster import DagsterInstance
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from darkhalo_assets.assets.coadds import coadd_cache
-    from darkhalo_assets.assets.partitions import brick_partitions
+    from darkhalo_assets.stages.coadds.assets import coadd_cache
+    from darkhalo_assets.partitions import brick_partitions
 
     root, bricks = survey
     present, gap = bricks[:-1], bricks[-1]

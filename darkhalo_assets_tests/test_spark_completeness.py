@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import materialize
 
-from darkhalo_assets.assets.completeness import completeness_surfaces, ranking_mode_ablation
-from darkhalo_assets.pipeline.completeness_run import TABLES, completeness_rel, view_rel
-from darkhalo_assets.pipeline.storage import Store
-from resources.compute import ComputeResource
+from darkhalo_assets.stages.completeness.assets import completeness_surfaces, ranking_mode_ablation
+from darkhalo_assets.stages.completeness.run import TABLES, completeness_rel, view_rel
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.engines.compute import ComputeResource
 from resources.storage import DataStoreResource
 
 from support_completeness import metrics_table, write_tier_metrics

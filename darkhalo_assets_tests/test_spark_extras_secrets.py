@@ -2,8 +2,8 @@
 options carry credentials is refused before any Spark job is launched, naming the option."""
 import pytest
 
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.dispatch import store_spec
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.engines.dispatch import store_spec
 
 
 class _DataStore:

@@ -12,16 +12,16 @@ import pytest
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset, materialize
 from support_survey import cached_survey
 
-from darkhalo_assets.pipeline.datasets import SUCCESS, write_dataset
-from darkhalo_assets.pipeline.injection_run import (InjectionSettings, injection_rel, plan_shards, read_metrics,
+from darkhalo_assets.storage.datasets import SUCCESS, write_dataset
+from darkhalo_assets.stages.injection.run import (InjectionSettings, injection_rel, plan_shards, read_metrics,
                                                     run_injection)
-from darkhalo_assets.pipeline.manifest_build import tasks_rel
-from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, sample_tier
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.dispatch import run_injection_spark
+from darkhalo_assets.stages.manifests.build import tasks_rel
+from darkhalo_assets.stages.manifests.sampling import iter_manifest_chunks, prepare_candidates, sample_tier
+from darkhalo_assets.config.phase4 import load_config
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.engines.dispatch import run_injection_spark
 from darkhalo_assets.synthetic.phase3 import Phase3Spec
-from resources.compute import ComputeResource
+from darkhalo_assets.engines.compute import ComputeResource
 from resources.storage import DataStoreResource
 
 PIX = 256
@@ -118,7 +118,7 @@ def test_spark_engine_writes_the_local_shards_and_skips_committed_ones(world, tm
 
 def test_commit_refuses_a_tier_with_a_shard_missing(world, tmp_path):
     """What the Spark driver relies on: ``_SUCCESS`` only when every planned shard committed."""
-    from darkhalo_assets.pipeline.injection_run import commit_injection, prepare_output, run_shard
+    from darkhalo_assets.stages.injection.run import commit_injection, prepare_output, run_shard
     tasks = world["tasks"][world["experiments"][0]]
     out = Store(str(tmp_path / "out"))
     shards = plan_shards(tasks, SHARD_TASKS)

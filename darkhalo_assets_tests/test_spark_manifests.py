@@ -11,18 +11,18 @@ import pytest
 from dagster import materialize
 
 from darkhalo_assets import schemas
-from darkhalo_assets.assets.manifests import MANIFEST_CHECKS, injection_manifests
-from darkhalo_assets.assets.phase3 import phase3_rel
-from darkhalo_assets.pipeline.datasets import SUCCESS, is_committed, read_dataset, read_success, write_dataset
-from darkhalo_assets.pipeline.manifest_build import build_tier_manifests, manifest_rel, stage_config_rel
-from darkhalo_assets.pipeline.manifest_checks import control_fraction_ok
-from darkhalo_assets.pipeline.manifests import iter_manifest_chunks, prepare_candidates, row_ends, sample_tier
-from darkhalo_assets.pipeline.phase4_config import load_config
-from darkhalo_assets.pipeline.storage import Store
-from darkhalo_assets.spark.manifest_parts import (build_part, commit_experiment, compact_payload, n_parts,
+from darkhalo_assets.stages.manifests.assets import MANIFEST_CHECKS, injection_manifests
+from darkhalo_assets.stages.phase3.assets import phase3_rel
+from darkhalo_assets.storage.datasets import SUCCESS, is_committed, read_dataset, read_success, write_dataset
+from darkhalo_assets.stages.manifests.build import build_tier_manifests, manifest_rel, stage_config_rel
+from darkhalo_assets.stages.manifests.check_rules import control_fraction_ok
+from darkhalo_assets.stages.manifests.sampling import iter_manifest_chunks, prepare_candidates, row_ends, sample_tier
+from darkhalo_assets.config.phase4 import load_config
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.stages.manifests.parts import (build_part, commit_experiment, compact_payload, n_parts,
                                                   part_galaxies, part_name, slice_payload, uncommit, write_part)
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
-from resources.compute import ComputeResource
+from darkhalo_assets.engines.compute import ComputeResource
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 

@@ -3,7 +3,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from darkhalo_assets.pipeline.storage import Store, UnsafePath
+from darkhalo_assets.storage.store import Store, UnsafePath
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest
 import requests
 from astropy.io import fits
 
-from darkhalo_assets.science import bricks
-from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath
+from darkhalo_assets.survey import bricks
+from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
 from darkhalo_assets.synthetic.coadds import write_brick_coadds
 from darkhalo_assets.synthetic.server import URL_PREFIX, SurveyServer
 

@@ -14,9 +14,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from darkhalo_assets.science import bricks
-from darkhalo_assets.science.bricks import InvalidBrickName
-from darkhalo_assets.science.survey_layout import COADD_FILES, MASKBITS, coadd_relpath
+from darkhalo_assets.survey import bricks
+from darkhalo_assets.survey.bricks import InvalidBrickName
+from darkhalo_assets.survey.dr10 import COADD_FILES, MASKBITS, coadd_relpath
 from darkhalo_assets.synthetic.coadd_maps import maskbits_maps
 from darkhalo_assets.synthetic.coadd_plan import plan_brick
 from darkhalo_assets.synthetic.coadds import write_brick_coadds, write_survey_coadds

@@ -27,10 +27,10 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
 
-from darkhalo_assets.assets.coadds import fill_tier_coadd_cache
+from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache
 from darkhalo_assets.definitions import ALL_ASSETS
-from darkhalo_assets.science.survey_layout import COADD_FILES, coadd_relpath
-from resources.compute import ComputeResource
+from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
+from darkhalo_assets.engines.compute import ComputeResource
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource

@@ -3,8 +3,8 @@
 Environments are resource sets chosen by one variable, ``DARKHALO_ENV`` (local | aws);
 see ``resources.environments``. Nothing else in the code branches on the environment.
 """
-from .storage import DataStoreResource
-from .survey import SurveyResource
-from .environments import resources_for_env
+from resources.storage import DataStoreResource
+from resources.survey import SurveyResource
+from resources.environments import resources_for_env
 
 __all__ = ["DataStoreResource", "SurveyResource", "resources_for_env"]

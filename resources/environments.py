@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 
-from .compute import ComputeResource
-from .phase3 import Phase3SourceResource
-from .storage import DataStoreResource
-from .survey import NERSC_DR10_URL, SurveyResource
+from darkhalo_assets.engines.compute import ComputeResource
+from resources.phase3 import Phase3SourceResource
+from resources.storage import DataStoreResource
+from resources.survey import NERSC_DR10_URL, SurveyResource
 
 ENVIRONMENTS = ("local", "aws")
 

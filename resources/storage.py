@@ -4,7 +4,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from darkhalo_assets.pipeline.storage import Store
+from darkhalo_assets.storage.store import Store
 
 
 class DataStoreResource(ConfigurableResource):

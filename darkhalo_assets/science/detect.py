@@ -61,7 +61,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from .survey_layout import BAD_PIXEL_MASK, PIXEL_SCALE_ARCSEC
+from darkhalo_assets.survey.dr10 import BAD_PIXEL_MASK, PIXEL_SCALE_ARCSEC
 
 DEFAULT_RADIAL_EDGES_ARCSEC = (0.4, 0.8, 1.2, 1.6, 2.0, 2.5, 3.0, 3.5)
 N_SECTORS = 8

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lens import LensParams, hessian, magnification, ray_shoot
+from darkhalo_assets.science.lens import LensParams, hessian, magnification, ray_shoot
 
 
 def _cross(ax, ay, bx, by):

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from .survey_layout import PIXEL_SCALE_ARCSEC
+from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 
 PSF_MODELS = ("moffat", "gaussian")
 DEFAULT_MOFFAT_BETA = 3.5

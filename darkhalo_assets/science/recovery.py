@@ -53,7 +53,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .intervals import binomial_interval
+from darkhalo_assets.science.intervals import binomial_interval
 
 BANDS = ("g", "r", "z")
 

@@ -48,11 +48,11 @@ from typing import Sequence
 import numpy as np
 import scipy.fft
 
-from .lens import LensParams, in_lens_frame, ray_shoot
-from .lens_images import find_images
-from .psf import DEFAULT_FLUX_TOL, PSFSpec, kernel_half_size, kernel_rfft, psf_window
-from .sources import SourceModel
-from .survey_layout import PIXEL_SCALE_ARCSEC
+from darkhalo_assets.science.lens import LensParams, in_lens_frame, ray_shoot
+from darkhalo_assets.science.lens_images import find_images
+from darkhalo_assets.science.psf import DEFAULT_FLUX_TOL, PSFSpec, kernel_half_size, kernel_rfft, psf_window
+from darkhalo_assets.science.sources import SourceModel
+from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 
 SAMPLING_MODES = ("adaptive", "uniform")
 ADAPTIVE_REL_THRESHOLD = 1e-5

@@ -26,9 +26,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .lens import LensParams
-from .sources import SOURCE_KINDS, SourceModel
-from .survey_layout import ZEROPOINT
+from darkhalo_assets.science.lens import LensParams
+from darkhalo_assets.science.sources import SOURCE_KINDS, SourceModel
+from darkhalo_assets.survey.dr10 import ZEROPOINT
 
 SOURCE_DISC_FRACTION = 0.8
 GR_RANGE = (0.2, 1.0)

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from ..science.hashing import mix_keys
-from ..science.survey_layout import BANDS, ZEROPOINT
-from .coadd_plan import BrickPlan
-from .coadd_maps import wcs_cards
+from darkhalo_assets.science.hashing import mix_keys
+from darkhalo_assets.survey.dr10 import BANDS, ZEROPOINT
+from darkhalo_assets.synthetic.coadd_plan import BrickPlan
+from darkhalo_assets.synthetic.coadd_maps import wcs_cards
 
 TILE = (100, 100)
 GENERATOR = "darkhalo.synthetic.coadds v1"

@@ -14,9 +14,9 @@ import math
 import numpy as np
 from astropy.wcs import WCS
 
-from ..science.survey_layout import BANDS, MASKBITS, PIXEL_SCALE_ARCSEC
-from .coadd_plan import BrickPlan, primary_cell_halfwidths, psf_sigma_pix
-from .coadd_render import nanomaggies, saturation_radius_pix
+from darkhalo_assets.survey.dr10 import BANDS, MASKBITS, PIXEL_SCALE_ARCSEC
+from darkhalo_assets.synthetic.coadd_plan import BrickPlan, primary_cell_halfwidths, psf_sigma_pix
+from darkhalo_assets.synthetic.coadd_render import nanomaggies, saturation_radius_pix
 
 UNWISE_BRIGHT = 1
 UNWISE_HALO = 32

@@ -28,8 +28,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ..science import bricks
-from ..science.survey_layout import BANDS, DR10_BRICK_PIXELS, PIXEL_SCALE_ARCSEC, ZEROPOINT
+from darkhalo_assets.survey import bricks
+from darkhalo_assets.survey.dr10 import BANDS, DR10_BRICK_PIXELS, PIXEL_SCALE_ARCSEC, ZEROPOINT
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # psfsize values are stored on a grid of 2^-12 arcsec so the lossless GZIP maps stay small

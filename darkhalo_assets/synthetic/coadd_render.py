@@ -17,8 +17,8 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.special import ndtr
 
-from ..science.hashing import mix_keys, to_int63
-from ..science.survey_layout import PIXEL_SCALE_ARCSEC
+from darkhalo_assets.science.hashing import mix_keys, to_int63
+from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 
 OVERSAMPLE = 3          # sub-pixels per pixel side (centroids good to ~0.006 px; 5 gives 0.002 px at 3x the cost)
 CORE_OVERSAMPLE = 45    # finer grid on the 3x3 pixels around the centre (DEV cusp); multiple of OVERSAMPLE

@@ -20,14 +20,14 @@ from typing import Callable, Collection, Mapping
 import numpy as np
 import pandas as pd
 
-from ..science.bricks import validate_brickname
-from ..science.hashing import stable_hash64
-from ..science.survey_layout import BANDS, COADD_FILES, coadd_relpath
-from .coadd_fits import coadd_header, compressed_hdu, write_hdus_atomic
-from .coadd_maps import brick_wcs, maskbits_maps
-from .coadd_plan import INVVAR_JITTER, BrickPlan, invvar_smooth, no_data_mask, plan_brick, psf_sigma_pix, \
+from darkhalo_assets.survey.bricks import validate_brickname
+from darkhalo_assets.science.hashing import stable_hash64
+from darkhalo_assets.survey.dr10 import BANDS, COADD_FILES, coadd_relpath
+from darkhalo_assets.synthetic.coadd_fits import coadd_header, compressed_hdu, write_hdus_atomic
+from darkhalo_assets.synthetic.coadd_maps import brick_wcs, maskbits_maps
+from darkhalo_assets.synthetic.coadd_plan import INVVAR_JITTER, BrickPlan, invvar_smooth, no_data_mask, plan_brick, psf_sigma_pix, \
     psfsize_map
-from .coadd_render import STAR_HALO_FRACTION, add_stamp, galaxy_shape, galaxy_stamps, nanomaggies, point_stamps
+from darkhalo_assets.synthetic.coadd_render import STAR_HALO_FRACTION, add_stamp, galaxy_shape, galaxy_stamps, nanomaggies, point_stamps
 
 # Typical DR10 LRG colours, used only to fill a band whose magnitude is NaN.
 _LRG_COLOUR_VS_Z = {"g": 2.7, "r": 0.9, "z": 0.0}

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .. import schemas
-from ..science import bricks as brick_geom
-from ..science.splits import region_split, region_u
-from ..science.survey_layout import PIXEL_SCALE_ARCSEC
+from darkhalo_assets import schemas
+from darkhalo_assets.survey import bricks as brick_geom
+from darkhalo_assets.science.splits import region_split, region_u
+from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 
 TYPES = np.array(["DEV", "SER", "REX", "EXP"])
 TYPE_P = [0.5, 0.2, 0.2, 0.1]

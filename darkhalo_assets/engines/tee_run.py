@@ -1,0 +1,35 @@
+"""Run a command, copying its merged stdout/stderr to our stdout and to a log file.
+
+    python -m darkhalo_assets.engines.tee_run LOGFILE -- spark-submit ...
+
+The spark engine launches spark-submit through this, so the driver's output reaches the
+Dagster compute logs and also stays in a file a failure message can point to. SIGINT and
+SIGTERM are passed on to the child (Dagster's PipesSubprocessClient sends SIGINT on cancel);
+the exit code is the child's.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3 or argv[1] != "--":
+        print("usage: python -m darkhalo_assets.engines.tee_run LOGFILE -- COMMAND...", file=sys.stderr)
+        return 2
+    log_path, cmd = argv[0], argv[2:]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+        out = sys.stdout.buffer
+        for line in iter(proc.stdout.readline, b""):
+            log.write(line)
+            out.write(line)
+            out.flush()
+        return proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

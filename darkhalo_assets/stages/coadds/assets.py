@@ -1,0 +1,253 @@
+"""Stage 4b assets: ``coadd_cache`` [brick] and ``brick_blacklist``.
+
+Many bricks per run (BackfillPolicy.multi_run) with concurrent downloads inside the run,
+so a 180k-brick backfill is a few hundred runs. A 404 upstream is data: the brick is
+recorded missing (URL, status, time) and the partition succeeds.
+"""
+
+import json
+import time
+
+import pyarrow as pa
+from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult, AssetCheckSpec, AssetDep,
+                     AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
+                     MetadataValue, Nothing, OpExecutionContext, Out, asset, job, op)
+
+from darkhalo_assets.stages.coadds.fill import (MISSING_DIR, CoaddFetcher, RetryPolicy, fetch_bricks, missing_rel,
+                                                  summarize_fill)
+from darkhalo_assets.storage.datasets import write_table
+from darkhalo_assets.storage.store import Store
+from darkhalo_assets.engines.compute import ComputeResource
+from resources.storage import DataStoreResource
+from resources.survey import SurveyResource
+
+from darkhalo_assets.metadata import json_md
+from darkhalo_assets.partitions import brick_partitions, tier_partitions
+from darkhalo_assets.config.run_config import Phase4RunConfig
+
+BRICKS_PER_RUN = 200
+
+
+def make_fetcher(survey: SurveyResource, data_store: DataStoreResource, force: bool) -> CoaddFetcher:
+    return CoaddFetcher(
+        survey.url, data_store.cache_store(), connect_timeout=survey.connect_timeout_s,
+        read_timeout=survey.read_timeout_s, concurrency=survey.concurrency, force=force,
+        retry=RetryPolicy(survey.max_attempts, survey.backoff_base_s, survey.backoff_cap_s),
+        expected_shape=(survey.brick_pixels, survey.brick_pixels))
+
+
+def fill_bricks(context, bricks: list[str], survey: SurveyResource, data_store: DataStoreResource, force: bool,
+                on_result=None):
+    """Fetch ``bricks`` concurrently; record 404s as missing evidence; deep-verify what was fetched."""
+    store = data_store.store()
+    t0 = time.monotonic()
+    results = []
+    last_log = [0.0]
+
+    def progress(result, done, total):
+        if time.monotonic() - last_log[0] > 5 or done == total:
+            last_log[0] = time.monotonic()
+            context.log.info(f"coadd_cache: {done}/{total} bricks ({result.brickname}: {result.status})")
+
+    with make_fetcher(survey, data_store, force) as fetcher:
+        for r in fetch_bricks(fetcher, bricks, progress=progress):
+            results.append(r)
+            if r.status == "missing":
+                store.write_bytes_atomic(missing_rel(r.brickname), json.dumps(r.to_record(), sort_keys=True).encode())
+            elif r.status in ("cached", "skipped"):
+                store.rm(missing_rel(r.brickname))
+            if on_result is not None:
+                on_result(r)
+        verified = [fetcher.verify_brick(r.brickname, deep=True) for r in results if r.status == "cached"]
+    return results, verified, t0
+
+
+@asset(
+    partitions_def=brick_partitions, group_name="coadds", kinds={"fits"}, owners=["team:darkhalo"],
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=BRICKS_PER_RUN), pool="downloads",
+    code_version="4b-1",
+    deps=["bricks_manifest"],
+    check_specs=[AssetCheckSpec("files_verified", asset="coadd_cache", blocking=True,
+                                description="Every brick cached in this run has all required files with "
+                                            "sizes and sha256 matching its _SUCCESS record")],
+)
+def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
+                data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
+    """The 10 DR10 coadd files of each brick (image/invvar/psfsize g,r,z + maskbits) in the cache.
+
+    Streaming download to a temporary name, FITS/WCS verification, atomic commit, then a
+    `_SUCCESS` record with sizes and sha256. Verified bricks are skipped unless `force`.
+    On the spark/emr engines the run's bricks are fetched by Spark executors with the same fetcher.
+    """
+    bricks = list(context.partition_keys)
+    if compute.engine != "local":
+        return _coadd_cache_on_spark(context, config, survey, data_store, compute, bricks)
+    results, verified, t0 = fill_bricks(context, bricks, survey, data_store, config.force)
+    summary = summarize_fill(results, time.monotonic() - t0).as_metadata()
+    return _cache_result(summary, bricks, failed={r.brickname: r.error for r in results if r.status == "failed"},
+                         missing=[r.brickname for r in results if r.status == "missing"],
+                         checked={v.brickname: v.problems for v in verified}, data_store=data_store)
+
+
+def _coadd_cache_on_spark(context, config, survey, data_store, compute, bricks: list[str]) -> MaterializeResult:
+    from darkhalo_assets.engines.dispatch import run_cache_fill_spark
+    first, last = bricks[0], bricks[-1]
+    run = run_cache_fill_spark(context, compute, data_store, survey, bricks, config.force,
+                               run_key=f"bricks-{first}-{last}", report_materialization=False)
+    rows = run.summary["bricks"]
+    summary = {k: v for k, v in run.summary.items() if k != "bricks"}
+    return _cache_result(summary, bricks, failed={b["brickname"]: b["error"] for b in rows if b["status"] == "failed"},
+                         missing=[b["brickname"] for b in rows if b["status"] == "missing"],
+                         checked={b["brickname"]: b["problems"] for b in rows if b["verified_ok"] is not None},
+                         data_store=data_store, engine=compute.engine, engine_md=run.metadata)
+
+
+def _cache_result(summary: dict, bricks: list[str], *, failed: dict, missing: list[str], checked: dict,
+                  data_store: DataStoreResource, engine: str = "local", engine_md: dict | None = None
+                  ) -> MaterializeResult:
+    """The asset's outcome on either engine: a Failure naming failed bricks, else the
+    materialization with the files_verified check over the bricks deep-verified in this run."""
+    if failed:
+        raise Failure(
+            description=f"{len(failed)} of {len(bricks)} bricks failed; re-run to resume (verified files are kept)",
+            metadata={"failed": json_md(dict(list(failed.items())[:50])), **summary})
+    bad = {b: p for b, p in checked.items() if p}
+    return MaterializeResult(
+        metadata={**summary, "missing_upstream": json_md(missing), "engine": engine,
+                  "cache_root": MetadataValue.path(data_store.cache_store().root), **(engine_md or {})},
+        check_results=[AssetCheckResult(check_name="files_verified", passed=not bad, metadata={
+            "bricks_checked": len(checked), "problems": json_md(bad)})],
+    )
+
+
+@asset(
+    group_name="coadds", kinds={"json", "parquet"}, owners=["team:darkhalo"], code_version="4b-blacklist-1",
+    deps=[AssetDep("coadd_cache", partition_mapping=AllPartitionMapping())],
+)
+def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResource) -> MaterializeResult:
+    """Every brick recorded missing upstream (HTTP 404), with its evidence.
+
+    Written as a table and as the seed's `brick_blacklist.json` (a JSON list of names).
+    """
+    store = data_store.store()
+    records = [json.loads(store.read_bytes(f"{MISSING_DIR}/{name}")) for name in store.ls(MISSING_DIR)
+               if name.endswith(".json")]
+    records.sort(key=lambda r: r["brickname"])
+    table = pa.table({
+        "brickname": pa.array([r["brickname"] for r in records], pa.string()),
+        "url": pa.array([r["missing"]["url"] for r in records], pa.string()),
+        "status": pa.array([r["missing"]["status"] for r in records], pa.int32()),
+        "time": pa.array([r["missing"]["time"] for r in records], pa.string()),
+        "file": pa.array([r["missing"]["file"] for r in records], pa.string()),
+    })
+    write_table(store, "phase4b/brick_blacklist.parquet", table)
+    names = table.column("brickname").to_pylist()
+    store.write_bytes_atomic("phase4b/brick_blacklist.json", json.dumps(names, indent=1).encode())
+    return MaterializeResult(metadata={
+        "dagster/row_count": len(names), "bricks": json_md(names),
+        "evidence": MetadataValue.md("| brick | status | url | time |\n|---|---|---|---|\n" + "\n".join(
+            f"| {r['brickname']} | {r['missing']['status']} | {r['missing']['url']} | {r['missing']['time']} |"
+            for r in records[:50]))})
+
+
+def load_blacklist(store: Store) -> set[str]:
+    if not store.exists("phase4b/brick_blacklist.json"):
+        return set()
+    return set(json.loads(store.read_bytes("phase4b/brick_blacklist.json")))
+
+
+@op(out=Out(Nothing), pool="downloads")
+def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
+                     data_store: DataStoreResource, compute: ComputeResource) -> None:
+    """Fill the coadd cache for every brick of one tier, in one run.
+
+    Each brick it caches (or finds cached, or finds missing upstream) is recorded as a
+    materialization of that brick's `coadd_cache` partition, so the partitions view and
+    lineage are the same as after a backfill, and the `files_verified` check is recorded as
+    evaluated (see `files_verified_evaluations`). Re-running resumes: verified bricks are skipped.
+    """
+    from darkhalo_assets.storage.datasets import read_table
+    from darkhalo_assets.stages.manifests.build import tier_bricks_rel
+
+    tier = context.partition_key
+    store = data_store.store()
+    if not store.exists(tier_bricks_rel(tier)):
+        raise Failure(f"tier {tier} has no manifests yet: materialize injection_manifests[{tier}] and bricks_manifest")
+    bricks = read_table(store, tier_bricks_rel(tier)).column("brickname").to_pylist()
+    registered = set(context.instance.get_dynamic_partitions(brick_partitions.name))
+    unregistered = [b for b in bricks if b not in registered]
+    if unregistered:
+        raise Failure(f"{len(unregistered)} bricks of tier {tier} are not registered partitions "
+                      f"(e.g. {unregistered[:3]}): materialize bricks_manifest first")
+    context.log.info(f"filling the coadd cache for tier {tier}: {len(bricks):,} bricks")
+
+    if compute.engine != "local":
+        _fill_tier_on_spark(context, config, survey, data_store, compute, tier, bricks)
+        return
+
+    def record(r):
+        if r.status != "failed":
+            context.log_event(AssetMaterialization(asset_key="coadd_cache", partition=r.brickname, metadata={
+                "status": r.status, "bytes_downloaded": r.bytes_downloaded, "tier_fill": tier}))
+
+    results, verified, t0 = fill_bricks(context, bricks, survey, data_store, config.force, on_result=record)
+    summary = summarize_fill(results, time.monotonic() - t0)
+    context.log.info(f"tier {tier} cache fill: {summary.as_metadata()}")
+    for evaluation in files_verified_evaluations([(v.brickname, v.ok, v.problems) for v in verified], tier):
+        context.log_event(evaluation)
+    _raise_for(failed={r.brickname: r.error for r in results if r.status == "failed"},
+               bad={v.brickname: v.problems for v in verified if not v.ok})
+
+
+def _fill_tier_on_spark(context, config, survey, data_store, compute, tier: str, bricks: list[str]) -> None:
+    """The same fetcher on Spark executors; materializations are recorded when the job ends."""
+    from darkhalo_assets.engines.dispatch import run_cache_fill_spark
+    run = run_cache_fill_spark(context, compute, data_store, survey, bricks, config.force, run_key=tier)
+    for b in run.summary["bricks"]:
+        if b["status"] != "failed":
+            context.log_event(AssetMaterialization(asset_key="coadd_cache", partition=b["brickname"], metadata={
+                "status": b["status"], "bytes_downloaded": b["bytes_downloaded"], "tier_fill": tier,
+                "engine": compute.engine}))
+    context.log.info(f"tier {tier} cache fill: { {k: v for k, v in run.summary.items() if k != 'bricks'} }")
+    checked = [(b["brickname"], b["verified_ok"], b["problems"]) for b in run.summary["bricks"]
+               if b["verified_ok"] is not None]      # None: not deep-verified in this run (skipped, missing, failed)
+    for evaluation in files_verified_evaluations(checked, tier):
+        context.log_event(evaluation)
+    _raise_for(failed={b["brickname"]: b["error"] for b in run.summary["bricks"] if b["status"] == "failed"},
+               bad={b["brickname"]: b["problems"] for b in run.summary["bricks"] if b["verified_ok"] is False})
+
+
+def files_verified_evaluations(checked: list[tuple[str, bool, list[str]]], tier: str) -> list[AssetCheckEvaluation]:
+    """The `files_verified` evaluations of `coadd_cache` for a tier fill, from (brick, ok, problems)
+    of every brick deep-verified in the run.
+
+    An op has no check results to return, so it logs the evaluations itself: one per brick
+    (``partition`` = the brick, so each sits beside that brick's materialization), then one for
+    the whole run with the metadata the asset gives for its run. The check is not partitioned and
+    Dagster shows its latest evaluation whatever the partition, so the run's verdict comes last:
+    one bad brick leaves the check failed even if a good brick was evaluated after it.
+    """
+    spec = next(s for s in coadd_cache.check_specs if s.name == "files_verified")
+    per_brick = [AssetCheckEvaluation(
+        asset_key=spec.asset_key, check_name=spec.name, passed=bool(ok), blocking=spec.blocking, partition=brick,
+        metadata={"bricks_checked": 1, "problems": json_md({} if ok else {brick: problems}), "tier_fill": tier})
+        for brick, ok, problems in checked]
+    bad = {brick: problems for brick, ok, problems in checked if not ok}
+    whole_run = AssetCheckEvaluation(
+        asset_key=spec.asset_key, check_name=spec.name, passed=not bad, blocking=spec.blocking,
+        metadata={"bricks_checked": len(checked), "bricks_failed": len(bad), "tier_fill": tier,
+                  "problems": json_md(dict(list(bad.items())[:50]))})
+    return [*per_brick, whole_run]
+
+
+def _raise_for(failed: dict, bad: dict) -> None:
+    if failed or bad:
+        raise Failure(description=f"{len(failed)} bricks failed, {len(bad)} failed verification; re-run to resume",
+                      metadata={"failed": json_md(dict(list(failed.items())[:50])),
+                                "unverified": json_md(dict(list(bad.items())[:50]))})
+
+
+@job(partitions_def=tier_partitions,
+     description="Fill the coadd cache for every brick of a tier in one run (records coadd_cache[brick])")
+def fill_tier_coadd_cache():
+    fill_tier_bricks()

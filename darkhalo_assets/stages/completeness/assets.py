@@ -1,0 +1,169 @@
+"""Stage 4d assets: ``completeness_surfaces``, ``seeing_wall_plots``, ``ranking_mode_ablation`` [tier]."""
+import io
+
+import pandas as pd
+import pyarrow as pa
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from darkhalo_assets.stages.completeness.surfaces import seeing_wall
+from darkhalo_assets.stages.completeness.run import (build_criteria, completeness_rel, metrics_columns,
+                                                       read_surfaces, surfaces_of, tier_spec, write_surfaces)
+from darkhalo_assets.stages.completeness.surfaces import ranking_mode_ablation as compute_ranking_mode_ablation
+from darkhalo_assets.storage.datasets import write_table
+from darkhalo_assets.stages.injection.run import injection_rel, read_metrics
+from darkhalo_assets.science import plots
+from darkhalo_assets.engines.compute import ComputeResource
+from resources.storage import DataStoreResource
+
+from darkhalo_assets.metadata import json_md, png_markdown
+from darkhalo_assets.partitions import tier_partitions
+from darkhalo_assets.config.run_config import Phase4RunConfig
+
+
+class CompletenessRunConfig(Phase4RunConfig):
+    interval: str = Field(default="wilson", description="wilson | jeffreys | clopper_pearson")
+    level: float = 0.95
+    final_evaluation: bool = Field(default=False, description="Use the test split (final evaluation only)")
+    wall_threshold: float = Field(default=0.5, description="Completeness below which the seeing wall sits")
+    clean_max_bad_pixel_frac: float = 0.2
+    blind_target_fpr: float = Field(default=0.01, description="Blind detector threshold set to this FPR on controls "
+                                                              "(a tier without controls reports it as not measured)")
+    classifier_scores: str | None = Field(
+        default=None, description="Parquet table (task_id, score) of an external classifier, local path or s3://")
+    classifier_thresholds: list[float] = Field(default=[0.5], description="Score thresholds for the classifier")
+
+
+    def surface_options(self) -> dict:
+        """The plain options both engines build the run from (pipeline.completeness_run)."""
+        return {"interval": self.interval, "level": self.level, "final_evaluation": self.final_evaluation,
+                "clean_max_bad_pixel_frac": self.clean_max_bad_pixel_frac,
+                "blind_target_fpr": self.blind_target_fpr, "classifier_scores": self.classifier_scores,
+                "classifier_thresholds": list(self.classifier_thresholds)}
+
+
+def criteria_for(config: "CompletenessRunConfig") -> tuple:
+    return build_criteria(config.surface_options())
+
+
+def out_rel(tier: str, name: str = "") -> str:
+    return completeness_rel(tier, name)
+
+
+def _surfaces(context, compute, data_store, tier: str, options: dict, view: str) -> tuple[dict, dict]:
+    """(the view's tables, engine metadata), computed on the compute resource's engine."""
+    store = data_store.store()
+    if compute.engine == "local":
+        columns = metrics_columns(tier_spec(options, view), view)
+        res = surfaces_of(read_metrics(store.child(injection_rel(tier)), columns), options, view)
+        write_surfaces(store, tier, res, view)
+        return res, {}
+    from darkhalo_assets.engines.dispatch import run_completeness_spark
+    engine_md = run_completeness_spark(context, compute, data_store, tier, options, view).metadata
+    return read_surfaces(store, tier, view), engine_md
+
+
+def _save_png(store, rel: str, fig_writer, *args) -> str:
+    buf = io.BytesIO()
+    fig_writer(*args, buf)
+    store.write_bytes_atomic(rel, buf.getvalue())
+    return rel
+
+
+@asset(
+    partitions_def=tier_partitions, group_name="completeness", kinds={"parquet", "python"}, owners=["team:darkhalo"],
+    code_version="4d-2", deps=["injected_cutouts"], pool="compute",
+    check_specs=[AssetCheckSpec("holdout_splits_used", asset="completeness_surfaces",
+                                description="Records which splits were used; fails if test was used without "
+                                            "final_evaluation")],
+)
+def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRunConfig,
+                          data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
+    """Recovered fraction k/n with binomial intervals over theta_E, PSF FWHM, resolution,
+    depth, EBV, source magnitude and their 2-D combinations; per split, selection set
+    and region; all data and a clean subset; for every recovery criterion. Runs on the
+    compute resource's engine (local, or a Spark job that writes the same tables)."""
+    tier = context.partition_key
+    store = data_store.store()
+    options = config.surface_options()
+    # The tasks view: a task counts once in every grouping here.
+    res, engine_md = _surfaces(context, compute, data_store, tier, options, "tasks")
+    s = res["surfaces"]
+    overall = s[(s["axis1"] == "overall") & (s["group_by"] == "all") & (s["subset"] == "all")]
+    theta = s[(s["axis1"] == "theta_e") & (s["axis2"] == "") & (s["group_by"] == "all") & (s["subset"] == "all")]
+    summary = _summary_text(tier, overall, theta, res, config.interval, config.level)
+    store.write_bytes_atomic(out_rel(tier, "summary.txt"), summary.encode())
+    splits = res["splits"]
+    used = splits[splits["used"]]["region_split"].tolist() if "used" in splits else []
+    ok = "test" not in used or config.final_evaluation
+    return MaterializeResult(
+        metadata={"dagster/row_count": len(s), "summary": MetadataValue.md(f"```\n{summary}\n```"),
+                  "splits_used": json_md(used), "path": MetadataValue.path(store.url(out_rel(tier))),
+                  "engine": compute.engine, **engine_md},
+        check_results=[AssetCheckResult(check_name="holdout_splits_used", passed=ok,
+                                        metadata={"splits_used": json_md(used),
+                                                  "final_evaluation": config.final_evaluation})])
+
+
+def _summary_text(tier, overall, theta, res, interval: str, level: float) -> str:
+    splits = res["splits"]
+    used = ", ".join(splits.loc[splits["used"], "region_split"]) if "used" in splits else "?"
+    lines = [f"completeness (tier {tier}, splits used: {used}; {interval} {level:.0%} intervals)",
+             f"{'criterion':<22} {'experiment':<40} {'theta_E':>7} {'k':>6} {'n':>6} {'C':>6}  interval"]
+    rows = pd.concat([overall, theta])
+    for crit, g in rows.groupby("criterion", observed=True, sort=True):
+        if (g["n"] == 0).all():
+            lines.append(f"{crit:<22} not measured in this tier (e.g. no controls to calibrate on)")
+            continue
+        for _, r in g.sort_values(["experiment_id", "bin1_lo"], na_position="last").iterrows():
+            te = "all" if r["axis1"] == "overall" else f"{r['bin1_lo']:.2f}"
+            frac = "  n/a" if r["n"] == 0 else f"{r['fraction']:.3f}"
+            iv = "" if r["n"] == 0 else f"[{r['lo']:.3f}, {r['hi']:.3f}]"
+            lines.append(f"{crit:<22} {r['experiment_id']:<40} {te:>7} {int(r['k']):>6} {int(r['n']):>6} {frac:>6}  {iv}")
+    return "\n".join(lines)
+
+
+@asset(
+    partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
+    code_version="4d-wall-1", deps=["completeness_surfaces"],
+)
+def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunConfig,
+                      data_store: DataStoreResource) -> MaterializeResult:
+    """Completeness vs PSF FWHM per theta_E with interval bands and the wall (where completeness
+    falls below the threshold) with its uncertainty; theta_E x PSF heat maps; vs depth and EBV."""
+    tier = context.partition_key
+    store = data_store.store()
+    surfaces = read_surfaces(store, tier, tables=("surfaces",))["surfaces"]
+    wall = seeing_wall(surfaces, threshold=config.wall_threshold)
+    write_table(store, out_rel(tier, "seeing_wall.parquet"), pa.Table.from_pandas(wall, preserve_index=False))
+    md = {"wall": MetadataValue.md(wall.to_markdown(index=False) if len(wall) else "no wall found")}
+    for name, fn, args in (("seeing_wall.png", plots.plot_seeing_wall, (surfaces, wall)),
+                           ("theta_psf_heatmap.png", plots.plot_theta_psf_heatmap, (surfaces,)),
+                           ("depth_ebv.png", plots.plot_vs_depth_ebv, (surfaces,))):
+        rel = out_rel(tier, f"plots/{name}")
+        _save_png(store, rel, fn, *args)
+        md[name.removesuffix(".png")] = png_markdown(store, rel, name)
+    return MaterializeResult(metadata=md)
+
+
+@asset(
+    partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
+    code_version="4d-ablation-2", deps=["injected_cutouts"], pool="compute",
+)
+def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRunConfig,
+                          data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
+    """density vs psf_weighted vs n_lrg vs area_weighted region selections: completeness and
+    wall position side by side with intervals, and the difference to density with its uncertainty.
+    A task counts for every mode whose selection picked its region; bins and blind thresholds
+    are those of completeness_surfaces (planned on the tasks)."""
+    tier = context.partition_key
+    store = data_store.store()
+    res, engine_md = _surfaces(context, compute, data_store, tier, config.surface_options(), "ranking_modes")
+    table = compute_ranking_mode_ablation(surfaces=res["surfaces"], threshold=config.wall_threshold,
+                                          interval=config.interval, level=config.level)
+    write_table(store, out_rel(tier, "ranking_mode_ablation.parquet"), pa.Table.from_pandas(table, preserve_index=False))
+    rel = out_rel(tier, "plots/ranking_mode_ablation.png")
+    _save_png(store, rel, plots.plot_ranking_ablation, table)
+    return MaterializeResult(metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
+                                       "table": MetadataValue.md(table.head(40).to_markdown(index=False)),
+                                       "engine": compute.engine, **engine_md})

@@ -1,0 +1,177 @@
+"""Stage 4c on the local engine: shards of whole bricks, a process pool, atomic commits.
+
+A shard is a run of consecutive bricks (tasks sorted by brick, then task_id) holding at
+least ``shard_tasks`` tasks; its name carries a hash of its task ids, so a finished shard is
+recognised on re-run and skipped, a killed run resumes where it stopped, and a change of
+inputs re-does only the shards whose tasks changed. The stamps file of a shard is written
+before its metrics file, and the metrics file's presence is the shard's commit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from darkhalo_assets import schemas
+from darkhalo_assets.storage.datasets import SUCCESS
+from darkhalo_assets.stages.injection.inject import STAMP_SCHEMA, InjectionSettings, inject_brick
+from darkhalo_assets.storage.store import Store
+
+
+def injection_rel(tier: str) -> str:
+    return f"phase4c/{tier}"
+
+
+def plan_shards(tasks: pa.Table, shard_tasks: int) -> list[tuple[str, pa.Table]]:
+    """Deterministic shards of whole bricks: [(shard_name, tasks)]."""
+    if tasks.num_rows == 0:
+        return []
+    tasks = tasks.sort_by([("brickname", "ascending"), ("task_id", "ascending")])
+    bricks = np.asarray(tasks.column("brickname").to_pylist(), dtype=object)
+    starts = np.flatnonzero(np.r_[True, bricks[1:] != bricks[:-1]])
+    bounds, begin = [], 0
+    for s in list(starts[1:]) + [len(bricks)]:
+        if s - begin >= shard_tasks:
+            bounds.append((begin, s))
+            begin = s
+    if begin < len(bricks):
+        bounds.append((begin, len(bricks)))
+    shards = []
+    for i, (a, b) in enumerate(bounds):
+        t = tasks.slice(a, b - a)
+        h = hashlib.sha256("\n".join(t.column("task_id").to_pylist()).encode()).hexdigest()[:12]
+        shards.append((f"shard-{i:05d}-{h}", t))
+    return shards
+
+
+# Pixel columns: no dictionary (a float32 stamp never repeats; trying costs as much as the
+# compression), no min/max statistics, and the float ones BYTE_STREAM_SPLIT (exponent bytes
+# together: 13% smaller and 20% faster under zstd; read by Arrow >= 0.17, parquet-mr >= 1.12
+# (Spark 3.2+; checked with the pyspark 4.3 here)).
+_FLOAT_PIXELS = ("image", "invvar", "arc_model")
+_STAMP_WRITE = dict(compression="zstd", compression_level=1, row_group_size=512,
+                    use_dictionary=["task_id", "experiment_id", "brickname", "bands"],
+                    write_statistics=["task_id", "experiment_id", "brickname", "stamp_size", "bands", "is_control"],
+                    use_byte_stream_split=[f"{c}.list.element" for c in _FLOAT_PIXELS])
+
+
+def _brick_groups(tasks: pa.Table) -> list[pa.Table]:
+    """The tasks of each brick, in order of first appearance (one pass, no per-brick filter)."""
+    codes = pc.dictionary_encode(tasks.column("brickname").combine_chunks()).indices
+    codes = codes.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    cuts = np.flatnonzero(np.diff(codes[order])) + 1
+    groups = np.split(order, cuts)
+    groups.sort(key=lambda g: g[0])
+    return [tasks.take(pa.array(g)) for g in groups]
+
+
+def run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, out_root: str,
+              out_options: dict, settings: InjectionSettings) -> dict:
+    """Inject one shard and commit it (stamps, then metrics); any engine's worker calls this."""
+    cache, out = Store(cache_root, cache_options), Store(out_root, out_options)
+    t0, c0 = time.time(), time.process_time()
+    metrics, stamps = [], []
+    for group in _brick_groups(tasks):
+        m, s = inject_brick(group, cache, settings)
+        metrics.append(m)
+        stamps.append(s)
+    mt, st = pa.concat_tables(metrics), pa.concat_tables(stamps)
+    with out.open_write_atomic(f"stamps/{name}.parquet") as fh:
+        pq.write_table(st, fh, **_STAMP_WRITE)
+    with out.open_write_atomic(f"metrics/{name}.parquet") as fh:
+        pq.write_table(mt, fh, compression="zstd")
+    reasons = pc.value_counts(mt.column("cutout_reason")).to_pylist()
+    return {"shard": name, "tasks": mt.num_rows, "stamps": st.num_rows, "seconds": time.time() - t0,
+            "cpu_seconds": time.process_time() - c0,
+            "reasons": {r["values"]: int(r["counts"]) for r in reasons}}
+
+
+def prepare_output(out: Store, shards: list[tuple[str, pa.Table]], force: bool) -> list[tuple[str, pa.Table]]:
+    """Uncommit the tier, drop shards of another plan, and return the shards still to run."""
+    names = {n for n, _ in shards}
+    out.rm(SUCCESS)
+    for sub in ("metrics", "stamps"):
+        for f in out.ls(sub):   # shards of another plan (inputs changed) are not ours any more
+            if f.removesuffix(".parquet") not in names or f.startswith("."):
+                out.rm(f"{sub}/{f}")
+    return [(n, t) for n, t in shards if force or not out.exists(f"metrics/{n}.parquet")]
+
+
+def commit_injection(out: Store, shards: list[tuple[str, pa.Table]], n_tasks: int,
+                     settings: InjectionSettings) -> None:
+    """The tier's commit marker, written once every shard's metrics file exists."""
+    present = set(out.ls("metrics"))   # one listing, not a request per shard (S3)
+    missing = [n for n, _ in shards if f"{n}.parquet" not in present]
+    if missing:
+        raise RuntimeError(f"{len(missing)} shard(s) have no metrics file (e.g. {missing[0]}); not committing")
+    record = {"shards": sorted(n for n, _ in shards), "tasks": n_tasks, "settings": asdict(settings)}
+    out.write_bytes_atomic(SUCCESS, json.dumps(record, indent=1).encode())
+
+
+def run_summary(results: list[dict], n_shards: int, n_tasks: int, seconds: float) -> dict:
+    """Counts and rates of one run from its shards' ``run_shard`` records."""
+    n_run = sum(r["tasks"] for r in results)
+    cpu = sum(r["cpu_seconds"] for r in results)
+    # cpu_seconds: the shards' own process CPU time (per core, whatever else loads the machine)
+    return {"shards": n_shards, "shards_run": len(results), "tasks": n_tasks, "tasks_run": n_run,
+            "stamps_run": sum(r["stamps"] for r in results),
+            "seconds": round(seconds, 2), "tasks_per_s": round(n_run / seconds, 1) if seconds > 0 else None,
+            "cpu_seconds": round(cpu, 2), "tasks_per_cpu_s": round(n_run / cpu, 1) if cpu > 0 else None}
+
+
+def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int = 2000, workers: int = 1,
+                  force: bool = False, settings: InjectionSettings = InjectionSettings(),
+                  progress: Callable[[str], None] = lambda msg: None) -> dict:
+    """Inject every task; return counts by outcome and per-shard timings."""
+    shards = plan_shards(tasks, shard_tasks)
+    todo = prepare_output(out, shards, force)
+    progress(f"{len(shards)} shards, {len(shards) - len(todo)} already committed, {len(todo)} to run")
+    done, results = len(shards) - len(todo), []
+    t0 = time.time()
+    args = (cache.root, cache.storage_options, out.root, out.storage_options, settings)
+    if workers <= 1:
+        for n, t in todo:
+            results.append(run_shard(n, t, *args))
+            done += 1
+            progress(f"shard {done}/{len(shards)}: {results[-1]['tasks']} tasks in {results[-1]['seconds']:.1f}s")
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            futs = [pool.submit(run_shard, n, t, *args) for n, t in todo]
+            for f in as_completed(futs):
+                results.append(f.result())
+                done += 1
+                progress(f"shard {done}/{len(shards)}: {results[-1]['tasks']} tasks in {results[-1]['seconds']:.1f}s")
+    seconds = time.time() - t0
+    commit_injection(out, shards, tasks.num_rows, settings)
+    return run_summary(results, len(shards), tasks.num_rows, seconds)
+
+
+def read_metrics(out: Store, columns: list[str] | None = None) -> pa.Table:
+    """All committed metrics shards of one tier's injection."""
+    rec = json.loads(out.read_bytes(SUCCESS))
+    tables = []
+    for n in rec["shards"]:
+        with out.open_read(f"metrics/{n}.parquet") as fh:
+            tables.append(pq.read_table(fh, columns=columns))
+    if not tables:
+        return schemas.INJECTION_METRICS.empty_table() if columns is None else \
+            schemas.INJECTION_METRICS.empty_table().select(columns)
+    return pa.concat_tables(tables)
+
+
+def stamp_files(out: Store) -> list[str]:
+    rec = json.loads(out.read_bytes(SUCCESS))
+    return [out.url(f"stamps/{n}.parquet") for n in rec["shards"]]
+
+
+__all__ = ["STAMP_SCHEMA", "InjectionSettings", "commit_injection", "injection_rel", "plan_shards", "prepare_output",
+           "read_metrics", "run_injection", "run_shard", "run_summary", "stamp_files"]

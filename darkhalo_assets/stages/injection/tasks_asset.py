@@ -1,0 +1,62 @@
+"""``injection_tasks`` [tier]: the tier's manifests minus blacklisted bricks (the seed's manifests_filtered)."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext,
+                     MaterializeResult, asset)
+
+from darkhalo_assets import schemas
+from darkhalo_assets.stages.coadds.fetcher import SUCCESS_NAME
+from darkhalo_assets.storage.datasets import read_dataset, write_dataset
+from darkhalo_assets.stages.manifests.build import manifest_rel, tasks_rel
+from resources.storage import DataStoreResource
+
+from darkhalo_assets.stages.coadds.assets import load_blacklist
+from darkhalo_assets.metadata import counts_markdown, json_md, table_schema
+from darkhalo_assets.config.run_config import Phase4RunConfig
+from darkhalo_assets.partitions import tier_partitions
+
+
+@asset(
+    partitions_def=tier_partitions, group_name="injection", kinds={"parquet"}, owners=["team:darkhalo"],
+    code_version="4b-tasks-1",
+    deps=["injection_manifests", "brick_blacklist",
+          AssetDep("coadd_cache", partition_mapping=AllPartitionMapping())],
+    check_specs=[AssetCheckSpec("no_blacklisted_bricks", asset="injection_tasks", blocking=True,
+                                description="Zero overlap between injection_tasks and brick_blacklist")],
+    metadata={"dagster/column_schema": table_schema(schemas.MANIFEST)},
+)
+def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
+                    data_store: DataStoreResource) -> MaterializeResult:
+    """The tier's tasks on bricks that exist upstream. Tasks on bricks not yet cached are
+    kept and reported (the injection stage accounts for them), never silently dropped."""
+    tier = context.partition_key
+    cfg = config.phase4()
+    store, cache = data_store.store(), data_store.cache_store()
+    blacklist = load_blacklist(store)
+    removed, kept, not_cached, overlap = {}, {}, {}, 0
+    # One listing of the cache, not a request per brick (180k HEADs on S3 would take hours).
+    cached = {p.rstrip("/").split("/")[-2] for p in cache.fs.glob(cache.url(f"*/{SUCCESS_NAME}"))}
+    for exp_id, _, _ in cfg.experiments(tier):
+        t = read_dataset(store, manifest_rel(exp_id))
+        on_black = pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))
+        removed[exp_id] = int(pc.sum(on_black).as_py() or 0)
+        t = t.filter(pc.invert(on_black))
+        bricks = np.unique(np.asarray(t.column("brickname").to_pylist(), dtype=str))
+        nc = [b for b in bricks if b not in cached]
+        if nc:
+            n_nc = int(pc.sum(pc.is_in(t.column("brickname"), value_set=pa.array(nc))).as_py())
+            not_cached[exp_id] = {"bricks": len(nc), "tasks": n_nc}
+            context.log.warning(f"{exp_id}: {n_nc} tasks on {len(nc)} bricks not yet cached (kept; "
+                                "materialize coadd_cache for them)")
+        write_dataset(store, tasks_rel(exp_id), [t], schema=schemas.MANIFEST)
+        kept[exp_id] = t.num_rows
+        overlap += int(pc.sum(pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))
+                              ).as_py() or 0)
+    return MaterializeResult(
+        metadata={"dagster/row_count": sum(kept.values()), "tasks_per_experiment": counts_markdown("experiment", kept),
+                  "removed_blacklisted_tasks": json_md(removed), "blacklisted_bricks": len(blacklist),
+                  "tasks_on_uncached_bricks": json_md(not_cached)},
+        check_results=[AssetCheckResult(check_name="no_blacklisted_bricks", passed=overlap == 0,
+                                        metadata={"overlapping_tasks": overlap})])

@@ -1,0 +1,117 @@
+"""Stage 4a as a unit of work: build, commit and describe one tier's manifests.
+
+Idempotent per experiment: an experiment whose ``_SUCCESS`` carries the same fingerprint
+(config + inputs) is skipped; ``force`` rebuilds it. A stage-config JSON with every
+parameter and count is written beside the outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from darkhalo_assets import schemas
+from darkhalo_assets.storage.datasets import is_committed, read_success, write_dataset, write_table
+from darkhalo_assets.stages.manifests.sampling import (Candidates, check_guardrail, count_control_rows, count_rows, count_tasks,
+                        iter_manifest_chunks, prepare_candidates, sample_tier)
+from darkhalo_assets.config.phase4 import Phase4Config
+from darkhalo_assets.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+PHASE4A = "phase4a"
+
+
+def manifest_rel(experiment_id: str) -> str:
+    return f"{PHASE4A}/manifests/{experiment_id}"
+
+
+def tasks_rel(experiment_id: str) -> str:
+    """Stage 4b's filtered manifests (the seed's manifests_filtered)."""
+    return f"phase4b/injection_tasks/{experiment_id}"
+
+
+def tier_bricks_rel(tier: str) -> str:
+    return f"{PHASE4A}/tier_bricks/{tier}.parquet"
+
+
+def stage_config_rel(tier: str) -> str:
+    return f"{PHASE4A}/_stage_config_{tier}.json"
+
+
+def tier_fingerprint(cfg: Phase4Config, tier: str, input_fingerprint: str) -> str:
+    t = cfg.tier(tier)
+    relevant = {k: cfg.raw.get(k) for k in ("lrg_flag", "split_seed", "replicates", "strata",
+                                             "selection_policy", "selection_set_id")}
+    if cfg.raw.get("control_replicates") is not None:  # only when set: default tiers keep their fingerprints
+        relevant["control_replicates"] = cfg.control_replicates
+    relevant.update(tier=cfg.raw["tiers"][tier], grid=cfg.raw["grids"][t.grid],
+                    grid_defaults=cfg.raw.get("grid_defaults"), input=input_fingerprint)
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_tier_manifests(store: Store, cand: Candidates, cfg: Phase4Config, tier: str, *,
+                         input_fingerprint: str = "", force: bool = False,
+                         progress: Callable[[str], None] = lambda msg: None) -> dict:
+    """Write every experiment of ``tier``; return the summary that goes into metadata."""
+    sample = sample_tier(cand, cfg, tier)
+    n_tasks = count_tasks(sample, cfg)
+    check_guardrail(n_tasks, cfg)
+    fp = tier_fingerprint(cfg, tier, input_fingerprint)
+    experiments = {}
+    for exp in cfg.experiments(tier):
+        exp_id = exp[0]
+        rel = manifest_rel(exp_id)
+        if not force and is_committed(store, rel, fp):
+            rec = read_success(store, rel)
+            experiments[exp_id] = {"rows": rec["rows"], "controls": rec.get("controls", 0), "action": "skipped"}
+            progress(f"{exp_id}: already committed ({rec['rows']:,} rows), skipped")
+            continue
+        progress(f"{exp_id}: writing {count_rows(sample, cfg):,} tasks")
+        n_controls = count_control_rows(sample, cfg)
+        rec = write_dataset(store, rel, iter_manifest_chunks(cand, sample, cfg, exp), schema=schemas.MANIFEST,
+                            fingerprint=fp, extra={"controls": n_controls, "experiment_id": exp_id})
+        experiments[exp_id] = {"rows": rec["rows"], "controls": n_controls, "action": "written"}
+    codes, counts = np.unique(cand.cols["brickname"][sample.index], return_counts=True)
+    bricks = cand.names["brickname"][codes].astype(str)
+    write_table(store, tier_bricks_rel(tier), pa.table({
+        "brickname": pa.array(bricks), "tier": pa.array([tier] * len(bricks)),
+        "n_tasks": pa.array(counts.astype(np.int64) * cfg.replicates * len(cfg.experiments(tier)))}))
+    t = cfg.tier(tier)
+    grid = cfg.grid(t.grid)
+    summary = {
+        "tier": tier, "fingerprint": fp, "grid": t.grid, "n_configs": grid.n_configs, "sampling": t.sampling,
+        "n_per_config": t.n_per_config, "n_per_split": t.n_per_split, "control_frac": t.control_frac,
+        "replicates": cfg.replicates, "stamp_sizes": cfg.stamp_sizes, "bandsets": cfg.bandsets,
+        "selection_policy": cfg.raw.get("selection_policy"), "split_seed": cfg.split_seed,
+        "max_total_tasks_soft": cfg.max_total_tasks_soft, "variant": cfg.variant, "lrg_flag": cfg.lrg_flag,
+        "n_parent_rows": cand.n_parent, "n_candidates": cand.n, "dropped_rows": cand.dropped,
+        "strata_edges": cand.strata_edges, "n_galaxies": int(len(sample.index)),
+        "n_control_galaxies": int(sample.is_control.sum()), "n_tasks": n_tasks, "n_bricks": int(len(bricks)),
+        "galaxies_per_group": sample.per_group, "galaxies_per_stratum": sample.per_stratum,
+        "experiments": experiments, "config": cfg.raw,
+    }
+    if n_tasks == 0:
+        log.warning("tier %s produced an empty manifest: no candidates survived sampling", tier)
+        summary["warning"] = "empty tier: no candidates survived sampling"
+    store.write_bytes_atomic(stage_config_rel(tier), json.dumps(summary, indent=1, sort_keys=True,
+                                                                default=str).encode())
+    return summary
+
+
+def build_bricks_manifest(store: Store, tiers: list[str]) -> pa.Table:
+    """Unique bricks over the given tiers, with the tiers that use each and their task counts."""
+    import pandas as pd
+    from darkhalo_assets.storage.datasets import read_table
+    frames = [read_table(store, tier_bricks_rel(t)).to_pandas() for t in tiers if store.exists(tier_bricks_rel(t))]
+    if not frames:
+        return pa.table({"brickname": pa.array([], pa.string()), "tiers": pa.array([], pa.string()),
+                         "n_tasks": pa.array([], pa.int64())})
+    df = pd.concat(frames)
+    out = df.groupby("brickname").agg(tiers=("tier", lambda s: ",".join(sorted(set(s)))),
+                                      n_tasks=("n_tasks", "sum")).reset_index().sort_values("brickname")
+    return pa.Table.from_pandas(out, preserve_index=False)
