@@ -60,10 +60,9 @@ def dr10_names(n: int) -> list[str]:
 
 def build_instance(home: Path, names: list[str], n_materialized: int, chunk: int) -> dict:
     from dagster import AssetMaterialization, DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
 
     make_dagster_home(home)
-    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    instance = DagsterInstance.from_config(str(home))
     try:
         t0 = time.perf_counter()
         chunk_s = []

@@ -13,6 +13,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The run tags Dagster's single-run backfills put on a run over a partition range (documented tag
+# names; dagster exports no public constant for them, and private modules are off limits).
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def _ensure_instance_home() -> Path:
@@ -44,7 +48,6 @@ def _materialize(defs, instance, selection, *, partition_key=None, tags=None, ru
 def run_tier(tier: str, force: bool = False) -> None:
     _ensure_instance_home()
     from dagster import DagsterInstance
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from darkhalo_assets.stages.coadds.assets import BRICKS_PER_RUN
     from darkhalo_assets.partitions import brick_partitions

@@ -111,7 +111,7 @@ def test_coadd_cache_partitions_backfilled_on_spark(survey, tmp_path):
     """The real ``coadd_cache`` asset, one run over a range of brick partitions on the spark engine:
     the local fetcher's files, the 404 recorded as evidence, the files_verified check evaluated."""
     from dagster import DagsterInstance
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from darkhalo_assets.cli import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from darkhalo_assets.stages.coadds.assets import coadd_cache
     from darkhalo_assets.partitions import brick_partitions
