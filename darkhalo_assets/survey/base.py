@@ -137,13 +137,23 @@ class Survey:
             raise ValueError(f"cache file name {name!r} must be a plain file name")
         return f"{brickname}/{name}"
 
-    def brick_of_path(self, path: str) -> str:
+    def cache_glob(self, name: str) -> str:
+        """A glob (relative to the cache root) matching file ``name`` of every cached brick."""
+        return f"*/{self.cache_path('0000p000', name).split('/', 1)[1]}"
+
+    def brick_of_path(self, path: str, strict: bool = True) -> str | None:
         """The brick of a cache or remote path whose parent directory is the brick
-        (``.../<brick>/<file>``); raises InvalidBrickName when it is not one."""
+        (``.../<brick>/<file>``). When it is not a brick name: InvalidBrickName, or None
+        if not ``strict``."""
         parts = path.rstrip("/").split("/")
-        if len(parts) < 2:
-            raise bricks.InvalidBrickName(f"path {path!r} has no brick directory: expected .../<brick>/<file>")
-        return validate_brickname(parts[-2])
+        try:
+            if len(parts) < 2:
+                raise bricks.InvalidBrickName(f"path {path!r} has no brick directory: expected .../<brick>/<file>")
+            return validate_brickname(parts[-2])
+        except bricks.InvalidBrickName:
+            if strict:
+                raise
+            return None
 
 
 # Modules that define surveys; each exposes ``SURVEYS = {name: Survey}``. Adding a survey
