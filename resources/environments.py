@@ -3,6 +3,8 @@
 local: outputs and cache under ``DARKHALO_DATA_DIR`` (default ./data), a synthetic survey
        served on 127.0.0.1, the local engine.
 aws:   outputs and cache on S3 (``DARKHALO_S3_ROOT``), NERSC's DR10 tree, Phase 3 from S3.
+``DARKHALO_SURVEY`` picks the survey (dr10_south | dr10_north; default dr10_south): locally it
+is the synthetic sky and coadd tree generated and served, on aws the tree fetched.
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ def resources_for_env(env: str | None = None) -> dict:
     env = env or os.environ.get("DARKHALO_ENV", "local")
     if env == "local":
         data = os.path.abspath(os.environ.get("DARKHALO_DATA_DIR", "data"))
-        phase3 = Phase3SourceResource(mode="synthetic", survey_root=f"{data}/synthetic_survey")
+        survey = os.environ.get("DARKHALO_SURVEY", "dr10_south")
+        phase3 = Phase3SourceResource(mode="synthetic", survey_root=f"{data}/synthetic_survey", survey=survey)
         return {
             "data_store": DataStoreResource(root=f"{data}/outputs", cache_root=f"{data}/coadd_cache",
                                             allowed_cache_prefix=data),
-            "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=phase3.brick_pixels,
-                                     backoff_base_s=0.2),
+            "survey": SurveyResource(survey=survey, synthetic_root=phase3.survey_root,
+                                     brick_pixels=phase3.brick_pixels, backoff_base_s=0.2),
             "phase3": phase3,
             # DARKHALO_ENGINE=spark runs the heavy steps with a local spark-submit.
             "compute": ComputeResource(engine=os.environ.get("DARKHALO_ENGINE", "local"), log_dir=f"{data}/spark_logs"),
@@ -38,7 +41,8 @@ def resources_for_env(env: str | None = None) -> dict:
                                             cache_root=os.environ.get("DARKHALO_CACHE_ROOT",
                                                                       "s3://darkhaloscope/dr10/coadd_cache"),
                                             allowed_cache_prefix=os.environ.get("DARKHALO_CACHE_PREFIX")),
-            "survey": SurveyResource(base_url=os.environ.get("DARKHALO_SURVEY_URL", NERSC_DR10_URL)),
+            "survey": SurveyResource(survey=os.environ.get("DARKHALO_SURVEY", "dr10_south"),
+                                     base_url=os.environ.get("DARKHALO_SURVEY_URL", NERSC_DR10_URL)),
             "phase3": Phase3SourceResource(
                 mode="parquet",
                 parent_uri=f"{p3}/phase3p5/v3_color_relaxed/parent_compact/",

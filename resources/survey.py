@@ -1,4 +1,5 @@
-"""Survey resource: the DR10 coadd tree over HTTP, real (NERSC) or synthetic (127.0.0.1).
+"""Survey resource: which survey (a registered ``Survey``) and where its coadd tree is served,
+real (NERSC) or synthetic (127.0.0.1).
 
 In the synthetic mode the resource starts a file server over the generated survey when a
 run starts and stops it when the run ends, so stage 4b uses exactly the HTTP code path it
@@ -9,13 +10,18 @@ from __future__ import annotations
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-NERSC_DR10_URL = "https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr10/"
+from darkhalo_assets.survey.base import Survey, survey_named
+from darkhalo_assets.survey.dr10 import DR10_SOUTH
+
+NERSC_DR10_URL = DR10_SOUTH.release_url
 
 
 class SurveyResource(ConfigurableResource):
-    """Where DR10 coadds come from, and how hard to try."""
+    """Which survey, where its coadds come from, and how hard to try."""
 
-    base_url: str = Field(default=NERSC_DR10_URL, description="DR10 root URL (ends with /dr10/)")
+    survey: str = Field(default="dr10_south", description="Registered survey name (darkhalo_assets.survey): "
+                                                          "dr10_south | dr10_north")
+    base_url: str = Field(default=NERSC_DR10_URL, description="Release root URL (ends with /dr10/)")
     synthetic_root: str | None = Field(
         default=None, description="Serve this synthetic survey dir on 127.0.0.1 instead of base_url")
     brick_pixels: int = Field(default=3600, description="Expected coadd size (px per side) for verification")
@@ -38,6 +44,11 @@ class SurveyResource(ConfigurableResource):
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+    @property
+    def definition(self) -> Survey:
+        """The Survey object: bands, units, mask bits, remote and cache layout."""
+        return survey_named(self.survey)
 
     @property
     def url(self) -> str:

@@ -119,7 +119,7 @@ def run_cache_fill_spark(context, compute, data_store, survey, bricks: list[str]
     from darkhalo_assets.stages.coadds.fill import MISSING_DIR
     results_rel = f"phase4b/fill_runs/{context.run.run_id}-{run_key}.parquet"
     fields = ("connect_timeout_s", "read_timeout_s", "max_attempts", "backoff_base_s", "backoff_cap_s",
-              "concurrency", "brick_pixels")
+              "concurrency", "brick_pixels", "survey")
     extras = {"tier": run_key, "force": bool(force), "bricks": list(bricks), "bricks_per_task": int(bricks_per_task),
               "survey": {"url": survey.url, **{f: getattr(survey, f) for f in fields}},
               "data_store": store_spec(data_store),

@@ -1,38 +1,67 @@
-"""File names and relative paths of the DR10 South coadd tree (see DR10_DATA_MODEL.md).
+"""DESI Legacy Imaging Surveys DR10: the South (DECam) and North (BASS + MzLS) coadd trees.
 
-``south/coadd/<AAA>/<brick>/legacysurvey-<brick>-<kind>-<band>.fits.fz``; maskbits has no band.
-Every function validates the brick name first, so no caller can build a path from an
-untrusted string.
+DR10_SOUTH is what the pipeline has always used (see /work/shared/reference/DR10_DATA_MODEL.md):
+bands g, r, z; 0.262"/px; nanomaggies with zero point 22.5; the DR10 MASKBITS of
+legacypipe DR10.0.12 (bits 0-16); ``south/coadd/...`` under ``.../legacysurvey/dr10/``.
+
+DR10_NORTH, what was used for it:
+- Same brick tiling and coadd grid (0.25 deg bricks, 3600 px at 0.262"/px: legacypipe
+  resamples BASS 90Prime and MzLS Mosaic-3 onto the common brick WCS) and the same units
+  (nanomaggies, zero point 22.5).
+- Bands g, r (BASS, 90Prime) and z (MzLS, Mosaic-3): the same band names and order as the
+  south, so every per-band column keeps its name.
+- MASKBITS: the DR10 bitmask page (legacysurvey.org/dr10/bitmasks, legacypipe bits.py at
+  DR10.0.12) defines one table for both trees; the north imaging has no i band, so bits 14/15
+  (SATUR_I, ALLMASK_I, "always zero prior to DR10") can never be set there and are left out
+  of its table. The injection "bad pixel" rule is the south one (NPRIMARY, BRIGHT, SATUR_R,
+  ALLMASK_R, BAILOUT, MEDIUM): every one of those bits exists in the north.
+- Footprint: the north tree covers Dec >~ 32.4 deg in the north Galactic cap; synthetic
+  north skies are drawn there (synthetic/phase3.py SKIES).
+- Tree ``north/`` under the DR10 release root. (Caveat: the public DR10 release at NERSC
+  re-serves the DR9 north processing; a real north run may need its release URL pointed at
+  ``.../legacysurvey/dr9/``; the layout under it is the same.)
+
+The module-level names below (BANDS, COADD_FILES, MASKBITS, ...) are DR10 South values kept
+for science defaults and tests; stages take a Survey.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from darkhalo_assets.survey.base import PER_BAND_KINDS, CoaddFile, Survey, survey_named  # noqa: F401
 
-from darkhalo_assets.survey.bricks import validate_brickname
+_MASKBITS_DR10 = (
+    ("NPRIMARY", 0), ("BRIGHT", 1), ("SATUR_G", 2), ("SATUR_R", 3), ("SATUR_Z", 4),
+    ("ALLMASK_G", 5), ("ALLMASK_R", 6), ("ALLMASK_Z", 7), ("WISEM1", 8), ("WISEM2", 9),
+    ("BAILOUT", 10), ("MEDIUM", 11), ("GALAXY", 12), ("CLUSTER", 13), ("SATUR_I", 14),
+    ("ALLMASK_I", 15), ("SUB_BLOB", 16),
+)
+# The seed's 4c/4d rule: these bits make a pixel bad.
+_BAD_PIXEL_BITS = ("NPRIMARY", "BRIGHT", "SATUR_R", "ALLMASK_R", "BAILOUT", "MEDIUM")
 
-BANDS = ("g", "r", "z")
-PER_BAND_KINDS = ("image", "invvar", "psfsize")
-PIXEL_SCALE_ARCSEC = 0.262
-DR10_BRICK_PIXELS = 3600
-ZEROPOINT = 22.5
+DR10_SOUTH = Survey(
+    name="dr10_south", release="dr10", tree="south", bands=("g", "r", "z"),
+    pixel_scale_arcsec=0.262, zeropoint=22.5,
+    maskbit_pairs=_MASKBITS_DR10, bad_pixel_bit_names=_BAD_PIXEL_BITS,
+)
 
+DR10_NORTH = Survey(
+    name="dr10_north", release="dr10", tree="north", bands=("g", "r", "z"),
+    pixel_scale_arcsec=0.262, zeropoint=22.5,
+    maskbit_pairs=tuple((n, b) for n, b in _MASKBITS_DR10 if n not in ("SATUR_I", "ALLMASK_I")),
+    bad_pixel_bit_names=_BAD_PIXEL_BITS,
+)
 
-@dataclass(frozen=True)
-class CoaddFile:
-    kind: str          # image | invvar | psfsize | maskbits
-    band: str | None   # g | r | z, None for maskbits
+SURVEYS = {s.name: s for s in (DR10_SOUTH, DR10_NORTH)}
 
-    def filename(self, brickname: str) -> str:
-        validate_brickname(brickname)
-        if self.band is None:
-            return f"legacysurvey-{brickname}-{self.kind}.fits.fz"
-        return f"legacysurvey-{brickname}-{self.kind}-{self.band}.fits.fz"
-
-
-# The 10 files Phase 4 needs per brick, in a fixed order.
-COADD_FILES: tuple[CoaddFile, ...] = tuple(
-    CoaddFile(kind, band) for kind in PER_BAND_KINDS for band in BANDS
-) + (CoaddFile("maskbits", None),)
+# --- DR10 South as module constants (science defaults, tests, benchmarks) ---------------
+BANDS = DR10_SOUTH.bands
+PIXEL_SCALE_ARCSEC = DR10_SOUTH.pixel_scale_arcsec
+DR10_BRICK_PIXELS = DR10_SOUTH.brick_pixels
+ZEROPOINT = DR10_SOUTH.zeropoint
+COADD_FILES: tuple[CoaddFile, ...] = DR10_SOUTH.coadd_files
+MASKBITS = DR10_SOUTH.maskbits
+BAD_PIXEL_BITS = DR10_SOUTH.bad_pixel_bits
+BAD_PIXEL_MASK = DR10_SOUTH.bad_pixel_mask
+WISE_MASK = DR10_SOUTH.wise_mask
 
 
 def coadd_filenames(brickname: str, files=COADD_FILES) -> list[str]:
@@ -41,28 +70,12 @@ def coadd_filenames(brickname: str, files=COADD_FILES) -> list[str]:
 
 def coadd_dir_relpath(brickname: str) -> str:
     """``south/coadd/<AAA>/<brick>`` relative to the DR10 root."""
-    validate_brickname(brickname)
-    return f"south/coadd/{brickname[:3]}/{brickname}"
+    return DR10_SOUTH.remote_dir(brickname)
 
 
 def coadd_relpath(brickname: str, f: CoaddFile) -> str:
-    return f"{coadd_dir_relpath(brickname)}/{f.filename(brickname)}"
+    return DR10_SOUTH.remote_path(brickname, f)
 
 
 def find_file(kind: str, band: str | None = None) -> CoaddFile:
-    for f in COADD_FILES:
-        if f.kind == kind and f.band == band:
-            return f
-    raise KeyError(f"no coadd file kind={kind!r} band={band!r}")
-
-
-# DR10 MASKBITS (bit numbers); the seed's 4d rule treats these as bad pixels.
-MASKBITS = {
-    "NPRIMARY": 0, "BRIGHT": 1, "SATUR_G": 2, "SATUR_R": 3, "SATUR_Z": 4,
-    "ALLMASK_G": 5, "ALLMASK_R": 6, "ALLMASK_Z": 7, "WISEM1": 8, "WISEM2": 9,
-    "BAILOUT": 10, "MEDIUM": 11, "GALAXY": 12, "CLUSTER": 13, "SATUR_I": 14,
-    "ALLMASK_I": 15, "SUB_BLOB": 16,
-}
-BAD_PIXEL_BITS = (0, 1, 3, 6, 10, 11)
-BAD_PIXEL_MASK = sum(1 << b for b in BAD_PIXEL_BITS)
-WISE_MASK = (1 << MASKBITS["WISEM1"]) | (1 << MASKBITS["WISEM2"])
+    return DR10_SOUTH.coadd_file(kind, band)

@@ -30,7 +30,6 @@ import numpy as np
 from astropy.io import fits
 
 from darkhalo_assets.science.hashing import mix_keys
-from darkhalo_assets.survey.dr10 import BANDS, ZEROPOINT
 from darkhalo_assets.synthetic.coadd_plan import BrickPlan
 from darkhalo_assets.synthetic.coadd_maps import wcs_cards
 
@@ -64,7 +63,7 @@ def coadd_header(plan: BrickPlan, kind: str, band: str | None) -> fits.Header:
     if band is not None:
         h["BAND"] = (band, "Band of this coadd")
     if kind == "image":
-        h["MAGZERO"] = (ZEROPOINT, "Magnitude zeropoint")
+        h["MAGZERO"] = (plan.survey.zeropoint, "Magnitude zeropoint")
     if kind in _BUNIT:
         h["BUNIT"] = _BUNIT[kind]
     h["SYNTHETI"] = (True, "darkhalo synthetic survey: NOT real DR10 data")
@@ -76,7 +75,7 @@ def coadd_header(plan: BrickPlan, kind: str, band: str | None) -> fits.Header:
 
 def dither_seed(plan: BrickPlan, band: str | None) -> int:
     """ZDITHER0 in 1..10000, fixed by the brick seed and band (never the clock)."""
-    idx = -1 if band is None else BANDS.index(band)
+    idx = -1 if band is None else plan.survey.bands.index(band)
     return 1 + int(mix_keys(np.int64(idx), salt=plan.seed) % np.uint64(10000))
 
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from astropy.wcs import WCS
 
-from darkhalo_assets.survey.dr10 import BANDS, MASKBITS, PIXEL_SCALE_ARCSEC
+from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 from darkhalo_assets.synthetic.coadd_plan import BrickPlan, primary_cell_halfwidths, psf_sigma_pix
 from darkhalo_assets.synthetic.coadd_render import nanomaggies, saturation_radius_pix
 
@@ -119,18 +119,18 @@ def _box(mask: np.ndarray, x: float, y: float, half_w: float, half_h: float, val
 def star_saturation(plan: BrickPlan, band: str, star) -> float:
     """Saturated-core radius (pixels) of ``star`` in ``band``."""
     sigma = psf_sigma_pix(float(plan.psfsize_at(band, star.x, star.y)))
-    return saturation_radius_pix(float(nanomaggies(star.mags[BANDS.index(band)])), sigma)
+    return saturation_radius_pix(float(nanomaggies(star.mags[plan.survey.bands.index(band)])), sigma)
 
 
 def maskbits_maps(plan: BrickPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(maskbits int32, WISEM1 uint8, WISEM2 uint8, {band: ALLMASK bool map})."""
     n = plan.brick_pixels
     bits = np.zeros((n, n), np.int32)
-    bits[_nprimary(plan)] |= 1 << MASKBITS["NPRIMARY"]
+    bits[_nprimary(plan)] |= plan.survey.bit("NPRIMARY")
     w1 = np.zeros((n, n), np.uint8)
     w2 = np.zeros((n, n), np.uint8)
     for star in plan.stars:
-        bit = MASKBITS["BRIGHT"] if star.gaia_g < 13.0 else MASKBITS["MEDIUM"]
+        bit = plan.survey.maskbits["BRIGHT"] if star.gaia_g < 13.0 else plan.survey.maskbits["MEDIUM"]
         _disc(bits, star.x, star.y, star.radius_pix, 1 << bit)
         if star.wise:
             # WISE's 6" PSF makes its masks wider than the optical ones; W2 a bit smaller.
@@ -138,10 +138,10 @@ def maskbits_maps(plan: BrickPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
             _disc(w1, star.x, star.y, 1.0 * star.radius_pix, UNWISE_BRIGHT)
             _disc(w2, star.x, star.y, 1.2 * star.radius_pix, UNWISE_HALO)
             _disc(w2, star.x, star.y, 0.8 * star.radius_pix, UNWISE_BRIGHT)
-    bits |= np.where(w1 != 0, np.int32(1 << MASKBITS["WISEM1"]), np.int32(0))
-    bits |= np.where(w2 != 0, np.int32(1 << MASKBITS["WISEM2"]), np.int32(0))
+    bits |= np.where(w1 != 0, np.int32(plan.survey.bit("WISEM1")), np.int32(0))
+    bits |= np.where(w2 != 0, np.int32(plan.survey.bit("WISEM2")), np.int32(0))
     allmask = {}
-    for band in BANDS:
+    for band in plan.survey.bands:
         am = np.zeros((n, n), np.uint8)
         sat = np.zeros((n, n), np.uint8)
         for star in plan.stars:
@@ -151,7 +151,7 @@ def maskbits_maps(plan: BrickPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
             _disc(sat, star.x, star.y, r_sat, 1)
             # CCD bleed trails run along columns (DECam's y axis).
             _box(am, star.x, star.y, max(1.0, 0.5 * r_sat), 4.0 * r_sat, 1)
-        bits[sat != 0] |= 1 << MASKBITS[f"SATUR_{band.upper()}"]
-        bits[am != 0] |= 1 << MASKBITS[f"ALLMASK_{band.upper()}"]
+        bits[sat != 0] |= plan.survey.bit(f"SATUR_{band.upper()}")
+        bits[am != 0] |= plan.survey.bit(f"ALLMASK_{band.upper()}")
         allmask[band] = am != 0
     return bits, w1, w2, allmask

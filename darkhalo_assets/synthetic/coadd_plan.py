@@ -29,7 +29,8 @@ from typing import Mapping
 import numpy as np
 
 from darkhalo_assets.survey import bricks
-from darkhalo_assets.survey.dr10 import BANDS, DR10_BRICK_PIXELS, PIXEL_SCALE_ARCSEC, ZEROPOINT
+from darkhalo_assets.survey.base import Survey
+from darkhalo_assets.survey.dr10 import DR10_BRICK_PIXELS, DR10_SOUTH, PIXEL_SCALE_ARCSEC, ZEROPOINT
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # psfsize values are stored on a grid of 2^-12 arcsec so the lossless GZIP maps stay small
@@ -94,6 +95,7 @@ class BrickPlan(bricks.Brick):
     bands: Mapping[str, BandConditions]
     stars: tuple
     no_data: NoDataStrip | None
+    survey: Survey = DR10_SOUTH   # bands, mask bits, zero point and tree of the files rendered
 
     @property
     def ref_pix(self) -> int:
@@ -135,7 +137,7 @@ def _star_mags(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.nda
     return np.log10(10 ** (a * lo) + u * (10 ** (a * hi) - 10 ** (a * lo))) / a
 
 
-def plan_brick(brick: Mapping, brick_pixels: int, seed: int) -> BrickPlan:
+def plan_brick(brick: Mapping, brick_pixels: int, seed: int, survey: Survey = DR10_SOUTH) -> BrickPlan:
     """Draw the brick's conditions from ``np.random.default_rng([seed, 0])``."""
     name = str(brick["brickname"])
     b = bricks.brick(name)
@@ -144,7 +146,7 @@ def plan_brick(brick: Mapping, brick_pixels: int, seed: int) -> BrickPlan:
     n = int(brick_pixels)
     rng = np.random.default_rng([seed, 0])
     conds = {}
-    for band in BANDS:
+    for band in survey.bands:
         fwhm = _brick_value(brick, f"psfsize_{band}")
         depth = _brick_value(brick, f"psfdepth_{band}")
         if fwhm <= 0:
@@ -171,11 +173,11 @@ def plan_brick(brick: Mapping, brick_pixels: int, seed: int) -> BrickPlan:
     if rng.random() < NO_DATA_PROBABILITY:
         edge = ("left", "right", "bottom", "top")[int(rng.integers(4))]
         width = max(2, int(round(n * rng.uniform(0.02, 0.08))))
-        band_set = BANDS if rng.random() < 0.5 else (BANDS[int(rng.integers(3))],)
+        band_set = survey.bands if rng.random() < 0.5 else (survey.bands[int(rng.integers(len(survey.bands)))],)
         no_data = NoDataStrip(edge, width, tuple(band_set))
 
     return BrickPlan(name, b.brickid, b.ra, b.dec, b.ra1, b.ra2, b.dec1, b.dec2, n, int(seed),
-                     conds, tuple(stars), no_data)
+                     conds, tuple(stars), no_data, survey)
 
 
 def psfsize_map(plan: BrickPlan, band: str) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 ``write_brick_coadds`` renders one brick (LRGs of the parent catalog at their
 positions and magnitudes, bright stars, noise matching invvar) and writes
-image/invvar/psfsize g,r,z + maskbits under ``out_root/south/coadd/<AAA>/<brick>/``.
+image/invvar/psfsize per band + maskbits of a ``Survey`` under ``out_root/<tree>/coadd/<AAA>/<brick>/``
+(DR10 South by default: ``south/``; DR10 North: ``north/``).
 ``write_survey_coadds`` does it for every brick of a survey except its coverage
 gaps, skipping bricks already complete, optionally in a process pool.
 See coadd_plan (conditions, depth formula), coadd_render (profiles, PSF),
@@ -22,7 +23,8 @@ import pandas as pd
 
 from darkhalo_assets.survey.bricks import validate_brickname
 from darkhalo_assets.science.hashing import stable_hash64
-from darkhalo_assets.survey.dr10 import BANDS, COADD_FILES, coadd_relpath
+from darkhalo_assets.survey.base import Survey, survey_named
+from darkhalo_assets.survey.dr10 import DR10_SOUTH
 from darkhalo_assets.synthetic.coadd_fits import coadd_header, compressed_hdu, write_hdus_atomic
 from darkhalo_assets.synthetic.coadd_maps import brick_wcs, maskbits_maps
 from darkhalo_assets.synthetic.coadd_plan import INVVAR_JITTER, BrickPlan, invvar_smooth, no_data_mask, plan_brick, psf_sigma_pix, \
@@ -38,12 +40,12 @@ def default_seed(brickname: str) -> int:
     return stable_hash64(f"darkhalo-synthetic-coadd:{brickname}")
 
 
-def lrg_fluxes(lrgs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def lrg_fluxes(lrgs: pd.DataFrame, bands: tuple[str, ...] = DR10_SOUTH.bands) -> tuple[np.ndarray, np.ndarray]:
     """(flux nmgy (n, 3) for g, r, z; usable rows). A NaN band is filled from the
     other bands with typical LRG colours; a row with no finite magnitude is unusable."""
     mags = np.column_stack([pd.to_numeric(lrgs[f"{b}mag"], errors="coerce").to_numpy(float, na_value=np.nan)
-                            for b in BANDS]) if len(lrgs) else np.zeros((0, 3))
-    off = np.array([_LRG_COLOUR_VS_Z[b] for b in BANDS])
+                            for b in bands]) if len(lrgs) else np.zeros((0, len(bands)))
+    off = np.array([_LRG_COLOUR_VS_Z[b] for b in bands])
     finite = np.isfinite(mags)
     usable = finite.any(axis=1)
     with np.errstate(invalid="ignore"):
@@ -59,9 +61,10 @@ def render_models(plan: BrickPlan, wcs, lrgs: pd.DataFrame) -> tuple[dict[str, n
     if missing:
         raise ValueError(f"LRG table for brick {plan.brickname} lacks columns {missing}")
     n = plan.brick_pixels
-    models = {b: np.zeros((n, n), np.float32) for b in BANDS}
+    bands = plan.survey.bands
+    models = {b: np.zeros((n, n), np.float32) for b in bands}
     stats = {"lrgs_rendered": 0, "lrgs_off_image": 0, "lrgs_no_photometry": 0, "stars": len(plan.stars)}
-    fluxes, usable = lrg_fluxes(lrgs)
+    fluxes, usable = lrg_fluxes(lrgs, bands)
     ra = lrgs["ra"].to_numpy(float)
     dec = lrgs["dec"].to_numpy(float)
     xs, ys = wcs.wcs_world2pix(ra, dec, 0) if len(lrgs) else (np.zeros(0), np.zeros(0))
@@ -75,22 +78,22 @@ def render_models(plan: BrickPlan, wcs, lrgs: pd.DataFrame) -> tuple[dict[str, n
         if not (-100 < x < n + 100 and -100 < y < n + 100):
             continue    # not even the wings of a truncated profile reach the frame
         shape = galaxy_shape(int(objid), float(ra[i]), float(dec[i]), mtype)
-        sigmas = [psf_sigma_pix(float(plan.psfsize_at(b, x, y))) for b in BANDS]
+        sigmas = [psf_sigma_pix(float(plan.psfsize_at(b, x, y))) for b in bands]
         x0, y0, stamps = galaxy_stamps(x, y, shape, sigmas)
-        for j, b in enumerate(BANDS):
+        for j, b in enumerate(bands):
             add_stamp(models[b], x0, y0, stamps[j], fluxes[i, j])
     for star in plan.stars:
-        sigmas = [psf_sigma_pix(float(plan.psfsize_at(b, star.x, star.y))) for b in BANDS]
+        sigmas = [psf_sigma_pix(float(plan.psfsize_at(b, star.x, star.y))) for b in bands]
         x0, y0, stamps = point_stamps(star.x, star.y, sigmas, radius_pix=star.radius_pix,
                                       halo_fraction=STAR_HALO_FRACTION)
-        for j, b in enumerate(BANDS):
+        for j, b in enumerate(bands):
             add_stamp(models[b], x0, y0, stamps[j], float(nanomaggies(star.mags[j])))
     return models, stats
 
 
 def band_maps(plan: BrickPlan, band: str, model: np.ndarray, allmask: np.ndarray):
     """(image, invvar, psfsize) float32 maps of one band; ``model`` is consumed in place."""
-    bi = BANDS.index(band)
+    bi = plan.survey.bands.index(band)
     # uniform jitter of rms INVVAR_JITTER: its shape is irrelevant and uniforms are 4x cheaper
     ivar = np.random.default_rng([plan.seed, 2, bi]).random(model.shape, dtype=np.float32)
     ivar *= np.float32(2.0 * math.sqrt(3.0) * INVVAR_JITTER)
@@ -109,8 +112,8 @@ def band_maps(plan: BrickPlan, band: str, model: np.ndarray, allmask: np.ndarray
     return image, ivar, psfsize_map(plan, band)
 
 
-def _brick_paths(out_root: Path, brickname: str) -> list[Path]:
-    return [out_root / coadd_relpath(brickname, f) for f in COADD_FILES]
+def _brick_paths(out_root: Path, brickname: str, survey: Survey) -> list[Path]:
+    return [out_root / survey.remote_path(brickname, f) for f in survey.coadd_files]
 
 
 def _remove_dead_temporaries(brick_dir: Path) -> None:
@@ -129,18 +132,18 @@ def _remove_dead_temporaries(brick_dir: Path) -> None:
 
 
 def _write_brick(out_root, brick: Mapping, lrgs: pd.DataFrame, brick_pixels: int,
-                 seed: int | None) -> tuple[list[Path], dict[str, int]]:
+                 seed: int | None, survey: Survey) -> tuple[list[Path], dict[str, int]]:
     out_root = Path(out_root)
     name = validate_brickname(str(brick["brickname"]))
-    plan = plan_brick(brick, brick_pixels, default_seed(name) if seed is None else int(seed))
+    plan = plan_brick(brick, brick_pixels, default_seed(name) if seed is None else int(seed), survey)
     wcs = brick_wcs(plan)
-    paths = _brick_paths(out_root, name)
+    paths = _brick_paths(out_root, name, survey)
     _remove_dead_temporaries(paths[0].parent)
-    by_file = {(f.kind, f.band): p for f, p in zip(COADD_FILES, paths)}
+    by_file = {(f.kind, f.band): p for f, p in zip(survey.coadd_files, paths)}
     models, stats = render_models(plan, wcs, lrgs)
     bits, w1, w2, allmask = maskbits_maps(plan)
     nbytes = 0
-    for band in BANDS:
+    for band in survey.bands:
         image, ivar, psf = band_maps(plan, band, models.pop(band), allmask[band])
         for kind, data in (("image", image), ("invvar", ivar), ("psfsize", psf)):
             nbytes += write_hdus_atomic(by_file[(kind, band)], [compressed_hdu(data, plan, kind, band)])
@@ -156,23 +159,25 @@ def _write_brick(out_root, brick: Mapping, lrgs: pd.DataFrame, brick_pixels: int
 
 
 def write_brick_coadds(out_root: str | Path, brick: Mapping, lrgs: pd.DataFrame, *,
-                       brick_pixels: int = 3600, seed: int | None = None) -> list[Path]:
-    """Write the 10 DR10 coadd files of one brick; returns their paths in COADD_FILES order.
+                       brick_pixels: int = 3600, seed: int | None = None,
+                       survey: Survey | str = DR10_SOUTH) -> list[Path]:
+    """Write the coadd files of one brick of ``survey``; returns their paths in ``survey.coadd_files`` order.
 
     ``brick`` is a BRICKS_WITH_REGION row (brickname, psfsize_*, psfdepth_*, ...);
     ``lrgs`` the parent-catalog rows to render (objid, ra, dec, g/r/zmag, type).
     The default seed is a stable hash of the brick name: same inputs, same bytes.
     """
-    return _write_brick(out_root, brick, lrgs, brick_pixels, seed)[0]
+    return _write_brick(out_root, brick, lrgs, brick_pixels, seed, survey_named(survey))[0]
 
 
-def brick_complete(out_root: str | Path, brickname: str) -> bool:
-    return all(p.is_file() for p in _brick_paths(Path(out_root), brickname))
+def brick_complete(out_root: str | Path, brickname: str, survey: Survey | str = DR10_SOUTH) -> bool:
+    return all(p.is_file() for p in _brick_paths(Path(out_root), brickname, survey_named(survey)))
 
 
-def _survey_task(out_root: str, brick: dict, lrgs: pd.DataFrame, brick_pixels: int) -> dict[str, int]:
+def _survey_task(out_root: str, brick: dict, lrgs: pd.DataFrame, brick_pixels: int,
+                 survey: str) -> dict[str, int]:
     try:
-        return _write_brick(out_root, brick, lrgs, brick_pixels, None)[1]
+        return _write_brick(out_root, brick, lrgs, brick_pixels, None, survey_named(survey))[1]
     except Exception as e:   # name the brick: a traceback from a pool worker does not
         raise RuntimeError(f"synthetic coadds for brick {brick.get('brickname')!r} failed: "
                            f"{type(e).__name__}: {e}") from e
@@ -180,7 +185,8 @@ def _survey_task(out_root: str, brick: dict, lrgs: pd.DataFrame, brick_pixels: i
 
 def write_survey_coadds(out_root: str | Path, bricks: pd.DataFrame, parent: pd.DataFrame, *,
                         brick_pixels: int, missing: Collection[str] = (), workers: int = 1,
-                        progress: Callable[[int, int], None] | None = None) -> dict:
+                        progress: Callable[[int, int], None] | None = None,
+                        survey: Survey | str = DR10_SOUTH) -> dict:
     """Write every brick of ``bricks`` except ``missing`` (coverage gaps: no files at all).
 
     Bricks whose 10 files exist are skipped (writes are atomic, so an existing file is
@@ -191,6 +197,7 @@ def write_survey_coadds(out_root: str | Path, bricks: pd.DataFrame, parent: pd.D
     ``if __name__ == "__main__":`` guard. Output bytes do not depend on ``workers``.
     """
     out_root = Path(out_root)
+    survey = survey_named(survey)
     missing = {validate_brickname(m) for m in missing}
     names = [validate_brickname(str(n)) for n in bricks["brickname"]]
     if len(set(names)) != len(names):
@@ -203,11 +210,11 @@ def write_survey_coadds(out_root: str | Path, bricks: pd.DataFrame, parent: pd.D
     for name, row in zip(names, bricks.to_dict("records")):
         if name in missing:
             counts["missing"] += 1
-            for p in _brick_paths(out_root, name):
+            for p in _brick_paths(out_root, name, survey):
                 if p.exists():
                     p.unlink()
                     counts["missing_files_removed"] += 1
-        elif brick_complete(out_root, name):
+        elif brick_complete(out_root, name, survey):
             counts["skipped"] += 1
         else:
             idx = groups.get(name, np.zeros(0, np.int64))
@@ -228,12 +235,12 @@ def write_survey_coadds(out_root: str | Path, bricks: pd.DataFrame, parent: pd.D
 
     if workers <= 1 or total <= 1:
         for row, lrgs in todo:
-            _collect(_survey_task(str(out_root), row, lrgs, brick_pixels))
+            _collect(_survey_task(str(out_root), row, lrgs, brick_pixels, survey.name))
     else:
         # spawn: safe even when the caller has threads (Dagster, the HTTP server).
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=min(workers, total, os.cpu_count() or 1), mp_context=ctx) as pool:
-            futures = [pool.submit(_survey_task, str(out_root), row, lrgs, brick_pixels) for row, lrgs in todo]
+            futures = [pool.submit(_survey_task, str(out_root), row, lrgs, brick_pixels, survey.name) for row, lrgs in todo]
             try:
                 for fut in cf.as_completed(futures):
                     _collect(fut.result())

@@ -26,6 +26,25 @@ EXTINCTION = {"g": 3.214, "r": 2.165, "z": 1.211, "w1": 0.184}
 
 
 @dataclass(frozen=True)
+class SkySettings:
+    """Where and under what conditions a survey's synthetic sky is drawn (its generator settings)."""
+    dec_rows: tuple[float, float]          # open interval of brick-row centres (deg)
+    depth_modes: dict                      # band -> (shallow, deep) 5-sigma PSF depth at 1.1", AB
+    deep_fraction: float                   # share of regions in the deep mode
+
+
+# DR10 South: bimodal DECaLS-like / DES-like depth. DR10 North: BASS g/r + MzLS z, the north
+# Galactic cap above the north/south split (Dec ~32.4), shallower than DECaLS in g and r
+# (typical 5-sigma depths ~23.7-24.0 g, ~23.3 r, ~23.2-23.4 z), with deeper patches.
+SKIES = {
+    "dr10_south": SkySettings(dec_rows=(-60.0, 30.0), deep_fraction=0.4,
+                              depth_modes={"g": (24.8, 25.35), "r": (24.2, 25.1), "z": (23.35, 23.85)}),
+    "dr10_north": SkySettings(dec_rows=(33.0, 78.0), deep_fraction=0.3,
+                              depth_modes={"g": (23.75, 24.05), "r": (23.3, 23.6), "z": (23.2, 23.45)}),
+}
+
+
+@dataclass(frozen=True)
 class Phase3Spec:
     """What to generate. Defaults give the small demo sky of the embedded environment."""
     regions_per_split: dict = field(default_factory=lambda: {"train": 5, "val": 3, "test": 3})
@@ -53,11 +72,12 @@ def _pick_region_ids(spec: Phase3Spec) -> list[int]:
     return ids
 
 
-def _region_strips(n_regions: int, bricks_per_region: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Disjoint strips of adjacent bricks (same Dec row), in the DR10 South Dec range."""
+def _region_strips(n_regions: int, bricks_per_region: int, rng: np.random.Generator,
+                   sky: SkySettings = SKIES["dr10_south"]) -> list[np.ndarray]:
+    """Disjoint strips of adjacent bricks (same Dec row), in the sky's Dec range."""
     allb = brick_geom.all_bricks()
     dec = allb["dec"]
-    rows = np.unique(dec[(dec > -60) & (dec < 30)])
+    rows = np.unique(dec[(dec > sky.dec_rows[0]) & (dec < sky.dec_rows[1])])
     lo, hi = max(1, bricks_per_region - bricks_per_region // 2), bricks_per_region + bricks_per_region // 2
     sizes = rng.integers(lo, hi + 1, n_regions)
     strips, used = [], set()
@@ -75,7 +95,8 @@ def _region_strips(n_regions: int, bricks_per_region: int, rng: np.random.Genera
     return strips
 
 
-def _conditions(n_regions: int, region_of_brick: np.ndarray, rng: np.random.Generator) -> dict:
+def _conditions(n_regions: int, region_of_brick: np.ndarray, rng: np.random.Generator,
+                sky: SkySettings = SKIES["dr10_south"]) -> dict:
     """Per-brick seeing, depth and extinction with region-level structure."""
     nb = len(region_of_brick)
     # Seeing: lognormal around 1.15" with a long tail (a few regions past 2").
@@ -84,9 +105,8 @@ def _conditions(n_regions: int, region_of_brick: np.ndarray, rng: np.random.Gene
     psf_g = psf_r * rng.normal(1.10, 0.03, nb)
     psf_z = psf_r * rng.normal(0.90, 0.03, nb)
     # Depth: bimodal DECaLS-like / DES-like areas, shallower in bad seeing.
-    des_like = rng.random(n_regions) < 0.4
-    base = {"g": np.where(des_like, 25.35, 24.8), "r": np.where(des_like, 25.1, 24.2),
-            "z": np.where(des_like, 23.85, 23.35)}
+    des_like = rng.random(n_regions) < sky.deep_fraction
+    base = {b: np.where(des_like, deep, shallow) for b, (shallow, deep) in sky.depth_modes.items()}
     seeing_penalty = 1.25 * np.log10(psf_r / 1.1)
     depth = {b: (base[b][region_of_brick] + rng.normal(0, 0.15, nb) - seeing_penalty).astype(np.float32)
              for b in "grz"}
@@ -204,16 +224,21 @@ class Phase3Tables:
     missing_bricks: list[str]  # catalog bricks that the survey will not have (coverage gaps)
 
 
-def generate_phase3(spec: Phase3Spec = Phase3Spec()) -> Phase3Tables:
+def generate_phase3(spec: Phase3Spec = Phase3Spec(), survey: str = "dr10_south") -> Phase3Tables:
+    """The tables of a synthetic sky drawn with ``SKIES[survey]``."""
+    if survey not in SKIES:
+        raise KeyError(f"no synthetic sky settings for survey {survey!r}; add them to SKIES "
+                       f"in darkhalo_assets/synthetic/phase3.py (known: {sorted(SKIES)})")
+    sky = SKIES[survey]
     rng = np.random.default_rng(spec.seed)
     region_ids = np.array(_pick_region_ids(spec), dtype=np.int64)
-    strips = _region_strips(len(region_ids), spec.bricks_per_region, rng)
+    strips = _region_strips(len(region_ids), spec.bricks_per_region, rng, sky)
     bidx = np.concatenate(strips)
     region_of_brick = np.repeat(np.arange(len(region_ids)), [len(s) for s in strips])
     allb = brick_geom.all_bricks()
     bnames = allb["brickname"][bidx]
     splits = np.array([region_split(r) for r in region_ids])
-    cond = _conditions(len(region_ids), region_of_brick, rng)
+    cond = _conditions(len(region_ids), region_of_brick, rng, sky)
     parent, parent_counts = _parent_for_bricks(bnames, allb["ra"][bidx], allb["dec"][bidx], allb["ra1"][bidx],
                                 allb["ra2"][bidx], allb["dec1"][bidx], allb["dec2"][bidx],
                                 region_ids[region_of_brick], splits[region_of_brick],

@@ -1,6 +1,7 @@
 """Serve a local DR10 tree over HTTP on 127.0.0.1 with the NERSC URL layout.
 
-``<base_url>south/coadd/<AAA>/<brick>/<file>`` maps to ``<root>/south/coadd/<AAA>/<brick>/<file>``
+``<base_url><tree>/coadd/<AAA>/<brick>/<file>`` maps to ``<root>/<tree>/coadd/<AAA>/<brick>/<file>``
+(tree ``south`` or ``north``: whatever the root holds; the survey's ``remote_path``)
 where ``base_url = http://127.0.0.1:<port>/cfs/cosmo/data/legacysurvey/dr10/``, so a client
 written for ``https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr10/`` only swaps the base.
 
@@ -228,7 +229,7 @@ class SurveyServer:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Serve a local DR10 tree with the NERSC URL layout on 127.0.0.1.")
-    ap.add_argument("--root", required=True, help="directory holding south/coadd/...")
+    ap.add_argument("--root", required=True, help="directory holding south/coadd/... or north/coadd/...")
     ap.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     args = ap.parse_args(argv)
     srv = SurveyServer(args.root, port=args.port).start()

@@ -30,7 +30,7 @@ BRICKS_PER_RUN = 200
 
 def make_fetcher(survey: SurveyResource, data_store: DataStoreResource, force: bool) -> CoaddFetcher:
     return CoaddFetcher(
-        survey.url, data_store.cache_store(), connect_timeout=survey.connect_timeout_s,
+        survey.url, data_store.cache_store(), survey=survey.definition, connect_timeout=survey.connect_timeout_s,
         read_timeout=survey.read_timeout_s, concurrency=survey.concurrency, force=force,
         retry=RetryPolicy(survey.max_attempts, survey.backoff_base_s, survey.backoff_cap_s),
         expected_shape=(survey.brick_pixels, survey.brick_pixels))

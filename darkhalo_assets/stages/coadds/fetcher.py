@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from darkhalo_assets.survey.bricks import validate_brickname
-from darkhalo_assets.survey.dr10 import COADD_FILES, CoaddFile, coadd_relpath
+from darkhalo_assets.survey.base import CoaddFile, Survey
+from darkhalo_assets.survey.dr10 import DR10_SOUTH
 from darkhalo_assets.stages.coadds.staging import Stager, discard, listing
 from darkhalo_assets.stages.coadds.verify import verify_coadd_fits
 from darkhalo_assets.storage.http_fetch import HttpDownloader, HttpNotFound, RetryPolicy, redact_text, redact_url
@@ -119,9 +120,10 @@ def _now() -> str:
 
 
 class CoaddFetcher:
-    """Fills ``store`` (the cache root) with coadds from ``base_url`` (the DR10 root URL).
+    """Fills ``store`` (the cache root) with ``survey``'s coadds from ``base_url`` (its release root URL).
 
-    - ``files``: the kinds to hold per brick; adding one later fetches only the new files.
+    - ``survey``: names, remote paths and cache paths of the files (default DR10 South).
+    - ``files``: the kinds (default: all of ``survey.coadd_files``) to hold per brick; adding one later fetches only the new files.
     - ``connect_timeout``/``read_timeout`` (s) per request; ``retry``: attempts and backoff.
     - ``concurrency``: bricks in flight in ``fetch_bricks``; ``file_concurrency``: files of
       one brick fetched in parallel after the first (useful for single-brick runs).
@@ -133,7 +135,8 @@ class CoaddFetcher:
     Thread-safe: one instance serves every worker thread (one HTTP session per thread).
     """
 
-    def __init__(self, base_url: str, store: Store, *, files: tuple[CoaddFile, ...] = COADD_FILES,
+    def __init__(self, base_url: str, store: Store, *, survey: Survey = DR10_SOUTH,
+                 files: tuple[CoaddFile, ...] | None = None,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0,
                  retry: RetryPolicy = RetryPolicy(), concurrency: int = 4, file_concurrency: int = 1,
                  expected_shape: tuple[int, int] | None = None, force: bool = False,
@@ -141,8 +144,10 @@ class CoaddFetcher:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError(f"survey base URL must be http(s)://host/path/ without query: {redact_url(base_url)}")
+        files = survey.coadd_files if files is None else files
         if not files:
             raise ValueError("no coadd files requested")
+        self.survey = survey
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.store = store
         self.files = tuple(files)
@@ -170,7 +175,7 @@ class CoaddFetcher:
         self.http.close()
 
     def url_for(self, brickname: str, f: CoaddFile) -> str:
-        return self.base_url + coadd_relpath(brickname, f)   # coadd_relpath validates the name
+        return self.base_url + self.survey.remote_path(brickname, f)   # remote_path validates the name
 
     def redact(self, text: str) -> str:
         return redact_text(text, self._secrets)
@@ -212,7 +217,7 @@ class CoaddFetcher:
         stale_record = SUCCESS_NAME in present and (force or any(
             f.filename(brick) in (record or {}) for f in to_fetch) or record is None)
         if stale_record:   # files it vouches for are about to change: stop vouching first
-            self.store.rm(f"{brick}/{SUCCESS_NAME}")
+            self.store.rm(self.survey.cache_path(brick, SUCCESS_NAME))
         for f in adopt:
             adopted = self._try_adopt(brick, f, present[f.filename(brick)])
             if adopted is not None:
@@ -263,7 +268,7 @@ class CoaddFetcher:
     def _fetch_one(self, brick: str, f: CoaddFile):
         """FileResult, MissingEvidence for a 404, or the exception that stopped it."""
         name = f.filename(brick)
-        rel = f"{brick}/{name}"
+        rel = self.survey.cache_path(brick, name)
         url = self.url_for(brick, f)
         staged: list[str] = []
 
@@ -291,7 +296,7 @@ class CoaddFetcher:
     def _try_adopt(self, brick: str, f: CoaddFile, size: int) -> FileResult | None:
         """Re-verify a committed file that no _SUCCESS lists yet; None if it is unusable."""
         name = f.filename(brick)
-        rel = f"{brick}/{name}"
+        rel = self.survey.cache_path(brick, name)
         try:
             if self.store.is_local:
                 digest = self._sha256(rel)
@@ -318,7 +323,7 @@ class CoaddFetcher:
         if SUCCESS_NAME not in present:
             return None
         try:
-            rec = json.loads(self.store.read_bytes(f"{brick}/{SUCCESS_NAME}"))
+            rec = json.loads(self.store.read_bytes(self.survey.cache_path(brick, SUCCESS_NAME)))
             if rec.get("format") != SUCCESS_FORMAT or rec.get("brickname") != brick:
                 raise ValueError("wrong format or brick")
             return {n: {"size": int(v["size"]), "sha256": str(v["sha256"])} for n, v in rec["files"].items()}
@@ -332,7 +337,7 @@ class CoaddFetcher:
             sha = r.sha256 if r.sha256 is not None else record[r.name]["sha256"]
             entries[r.name] = {"size": r.size, "sha256": sha}
         # deterministic bytes (no timestamps): an interrupted-then-resumed fill equals a clean one
-        self.stager.write_json(f"{brick}/{SUCCESS_NAME}",
+        self.stager.write_json(self.survey.cache_path(brick, SUCCESS_NAME),
                                {"format": SUCCESS_FORMAT, "brickname": brick, "files": entries})
 
     def read_success(self, brickname: str) -> dict | None:
@@ -357,7 +362,7 @@ class CoaddFetcher:
                 problems.append(f"{name}: listed but absent from the cache")
             elif present[name] != record[name]["size"]:
                 problems.append(f"{name}: size {present[name]} != listed {record[name]['size']}")
-            elif deep and self._sha256(f"{brickname}/{name}") != record[name]["sha256"]:
+            elif deep and self._sha256(self.survey.cache_path(brickname, name)) != record[name]["sha256"]:
                 problems.append(f"{name}: sha256 differs from {SUCCESS_NAME}")
             checked += 1
         return BrickVerification(brickname, not problems, problems, checked)

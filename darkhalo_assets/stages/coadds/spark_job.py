@@ -31,8 +31,10 @@ def _store(spec: dict):
 def make_fetcher(survey: dict, cache_spec: dict, force: bool):
     """The fetcher the local engine builds from the SurveyResource (``survey`` holds its fields)."""
     from darkhalo_assets.stages.coadds.fill import CoaddFetcher, RetryPolicy
+    from darkhalo_assets.survey.base import survey_named
     px = survey.get("brick_pixels")
-    return CoaddFetcher(survey["url"], _store(cache_spec), connect_timeout=survey.get("connect_timeout_s", 10.0),
+    return CoaddFetcher(survey["url"], _store(cache_spec), survey=survey_named(survey.get("survey", "dr10_south")),
+                        connect_timeout=survey.get("connect_timeout_s", 10.0),
                         read_timeout=survey.get("read_timeout_s", 60.0), concurrency=survey.get("concurrency", 8),
                         force=force, expected_shape=(px, px) if px else None,
                         retry=RetryPolicy(survey.get("max_attempts", 8), survey.get("backoff_base_s", 1.0),

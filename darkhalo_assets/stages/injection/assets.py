@@ -9,6 +9,7 @@ from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import read_dataset
 from darkhalo_assets.stages.injection.run import InjectionSettings, injection_rel, read_metrics, run_injection
 from resources.storage import DataStoreResource
+from resources.survey import SurveyResource
 
 from darkhalo_assets.stages.injection.gallery import write_gallery
 from darkhalo_assets.metadata import counts_markdown, json_md, png_markdown, table_schema
@@ -39,7 +40,8 @@ class InjectionRunConfig(Phase4RunConfig):
     metadata={"dagster/column_schema": table_schema(schemas.INJECTION_METRICS)},
 )
 def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
-                     data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
+                     data_store: DataStoreResource, compute: ComputeResource,
+                     survey: SurveyResource) -> MaterializeResult:
     """Per task: the real g/r/z cutout around the LRG with a lensed source injected (controls:
     untouched), plus invvar/maskbits stamps and per-task metrics (arc S/N, PSF FWHM used and
     its provenance, injected flux, magnification, masked fractions). Sharded, resumable."""
@@ -53,7 +55,8 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
     if compute.engine == "local":
         tasks = pa.concat_tables([read_dataset(store, tasks_rel(e)) for e in experiments])
         summary = run_injection(tasks, cache, out, shard_tasks=config.shard_tasks, workers=config.workers,
-                                force=config.force, settings=settings, progress=context.log.info)
+                                force=config.force, settings=settings, survey=survey.definition,
+                                progress=context.log.info)
     else:
         # The same shards and shard runner on Spark executors, reporting back through Pipes.
         from darkhalo_assets.engines.dispatch import run_injection_spark

@@ -24,7 +24,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from darkhalo_assets.survey.dr10 import find_file
+from darkhalo_assets.survey.base import Survey
+from darkhalo_assets.survey.dr10 import DR10_SOUTH
 from darkhalo_assets.storage.store import Store
 
 READ_MODES = ("auto", "slices", "whole")
@@ -59,17 +60,22 @@ class BrickImages:
     """The coadds of one cached brick, opened once for a batch of cutouts.
 
     read_mode: "auto" (per plane, whichever decompresses fewer tiles), "slices" or "whole".
+    ``survey`` names the files and the cache layout; ``bands`` (default: all of the survey's)
+    are the stamp planes, in order.
     """
 
-    def __init__(self, cache: Store, brickname: str, bands: str = "grz", read_mode: str = "auto"):
+    def __init__(self, cache: Store, brickname: str, bands: str | None = None, read_mode: str = "auto",
+                 survey: Survey = DR10_SOUTH):
         if read_mode not in READ_MODES:
             raise ValueError(f"read_mode must be one of {READ_MODES}, got {read_mode!r}")
+        bands = "".join(survey.bands) if bands is None else bands
+        self.survey = survey
         self.brickname = brickname
         self.bands = bands
         self.read_mode = read_mode
         self._tmp = None
         if cache.is_local:
-            self._dir = cache.url(brickname)
+            self._dir = cache.url(survey.cache_path(brickname))
         else:
             self._tmp = tempfile.mkdtemp(prefix=f"darkhalo-{brickname}-")
             self._dir = self._tmp
@@ -79,9 +85,9 @@ class BrickImages:
         try:
             for kind in ("image", "invvar", "psfsize"):
                 for b in bands:
-                    self._hdus[(kind, b)] = self._open(cache, find_file(kind, b).filename(brickname))
-            self._hdus[("maskbits", None)] = self._open(cache, find_file("maskbits").filename(brickname))
-            with fits.open(f"{self._dir}/{find_file('image', bands[0]).filename(brickname)}") as h:
+                    self._hdus[(kind, b)] = self._open(cache, survey.coadd_file(kind, b).filename(brickname))
+            self._hdus[("maskbits", None)] = self._open(cache, survey.coadd_file("maskbits").filename(brickname))
+            with fits.open(f"{self._dir}/{survey.coadd_file('image', bands[0]).filename(brickname)}") as h:
                 hdr = h[1].header   # DR10 coadds: data in HDU 1 behind an empty primary
                 self.wcs = WCS(hdr)
                 self.shape = (int(hdr["NAXIS2"]), int(hdr["NAXIS1"]))
@@ -92,7 +98,7 @@ class BrickImages:
     def _open(self, cache: Store, name: str):
         path = f"{self._dir}/{name}"
         if self._tmp is not None:
-            cache.fs.get(cache.url(f"{self.brickname}/{name}"), path)
+            cache.fs.get(cache.url(self.survey.cache_path(self.brickname, name)), path)
         f = fitsio.FITS(path)
         self._files.append(f)
         return f[1]

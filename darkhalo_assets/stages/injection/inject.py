@@ -23,7 +23,8 @@ from darkhalo_assets import schemas
 from darkhalo_assets.science.detect import blind_residual_snr
 from darkhalo_assets.science.psf import PSFSpec
 from darkhalo_assets.science.render import render_arc
-from darkhalo_assets.survey.dr10 import BAD_PIXEL_MASK, PIXEL_SCALE_ARCSEC, WISE_MASK
+from darkhalo_assets.survey.base import Survey
+from darkhalo_assets.survey.dr10 import DR10_SOUTH
 from darkhalo_assets.science.task_params import draw_task_params
 from darkhalo_assets.stages.injection.cutouts import BrickImages, Cutout, crop
 from darkhalo_assets.storage.store import Store
@@ -56,13 +57,14 @@ class InjectionSettings:
 class _Metrics:
     """INJECTION_METRICS_EXTRA as numpy columns: floats NaN, strings None until set."""
 
-    def __init__(self, n: int, reason: str):
+    def __init__(self, n: int, reason: str, bands: tuple[str, ...]):
         self.n = n
+        self.extra = schemas.injection_metrics_extra_schema(bands)
         self.ok = np.zeros(n, dtype=bool)
         self.reason = np.full(n, reason, dtype=object)
         self.num: dict[str, np.ndarray] = {}
         self.text: dict[str, np.ndarray] = {}
-        for f in schemas.INJECTION_METRICS_EXTRA:
+        for f in self.extra:
             if f.name in ("cutout_ok", "cutout_reason"):
                 continue
             if pa.types.is_floating(f.type):
@@ -72,7 +74,7 @@ class _Metrics:
 
     def arrays(self) -> dict[str, pa.Array]:
         out = {"cutout_ok": pa.array(self.ok), "cutout_reason": pa.array(self.reason, type=pa.string())}
-        for f in schemas.INJECTION_METRICS_EXTRA:
+        for f in self.extra:
             if f.name in self.num:
                 out[f.name] = pa.array(self.num[f.name].astype(np.float32))
             elif f.name in self.text:
@@ -112,10 +114,10 @@ class _Stamp:
     control_score: float | None = None
 
     @classmethod
-    def of(cls, cut: Cutout) -> "_Stamp":
-        bad = (cut.maskbits & BAD_PIXEL_MASK) != 0
+    def of(cls, cut: Cutout, survey: Survey) -> "_Stamp":
+        bad = (cut.maskbits & survey.bad_pixel_mask) != 0
         weight = np.where(~bad[None] & (cut.invvar > 0), cut.invvar, 0.0)
-        return cls(cut, weight, float(bad.mean()), float(((cut.maskbits & WISE_MASK) != 0).mean()))
+        return cls(cut, weight, float(bad.mean()), float(((cut.maskbits & survey.wise_mask) != 0).mean()))
 
 
 def _float_column(tasks: pa.Table, name: str) -> np.ndarray:
@@ -125,16 +127,19 @@ def _float_column(tasks: pa.Table, name: str) -> np.ndarray:
 
 
 def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettings = InjectionSettings(),
-                 not_cached_reason: str = "not_cached", read_mode: str = "auto") -> tuple[pa.Table, pa.Table]:
-    """All tasks of ONE brick -> (metrics table [INJECTION_METRICS], stamps table [STAMP_SCHEMA]).
+                 not_cached_reason: str = "not_cached", read_mode: str = "auto",
+                 survey: Survey = DR10_SOUTH) -> tuple[pa.Table, pa.Table]:
+    """All tasks of ONE brick -> (metrics table [injection_metrics_schema(survey.bands)], stamps table [STAMP_SCHEMA]).
 
     ``cache`` None (or a brick without files) marks every task ``not_cached_reason``.
     Metrics rows follow the input order; stamps (good cutouts only) too.
     read_mode: how cutouts are read (cutouts.BrickImages; the values never depend on it).
+    ``survey``: the files, bands, mask bits and pixel scale of the cached coadds.
     """
     n = tasks.num_rows
+    all_bands = "".join(survey.bands)
     if n == 0:
-        return schemas.INJECTION_METRICS.empty_table(), STAMP_SCHEMA.empty_table()
+        return schemas.injection_metrics_schema(survey.bands).empty_table(), STAMP_SCHEMA.empty_table()
     if pc.count_distinct(tasks.column("brickname")).as_py() != 1:
         raise ValueError("inject_brick takes the tasks of one brick; got several bricknames")
     brick = tasks.column("brickname")[0].as_py()
@@ -142,7 +147,7 @@ def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettin
     sizes = tasks.column("stamp_size").to_numpy(zero_copy_only=False).astype(np.int64)
     bandsets = tasks.column("bandset").to_pylist()
     is_control = tasks.column("is_control").to_numpy(zero_copy_only=False)
-    brick_psf = {b: _float_column(tasks, f"psfsize_{b}") for b in "grz"}
+    brick_psf = {b: _float_column(tasks, f"psfsize_{b}") for b in all_bands}
     params = {c: tasks.column(c).to_pylist() for c in _PARAM_COLUMNS if c in tasks.column_names}
 
     # hosts: unique positions, each read once at its largest stamp size
@@ -153,12 +158,12 @@ def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettin
     host_size = np.zeros(len(hosts), dtype=np.int64)
     np.maximum.at(host_size, host_of, sizes)
 
-    metrics = _Metrics(n, not_cached_reason)
+    metrics = _Metrics(n, not_cached_reason, survey.bands)
     stamp_rows: list[int] = []
     pixels: dict[str, list] = {"image": [], "invvar": [], "maskbits": [], "arc_model": []}
-    if cache is None or not cache.exists(f"{brick}/_SUCCESS"):
-        return _metrics_table(tasks, metrics), _stamps_table(tasks, stamp_rows, pixels)
-    with BrickImages(cache, brick, "grz", read_mode=read_mode) as images:
+    if cache is None or not cache.exists(survey.cache_path(brick, "_SUCCESS")):
+        return _metrics_table(tasks, metrics, survey), _stamps_table(tasks, stamp_rows, pixels)
+    with BrickImages(cache, brick, all_bands, read_mode=read_mode, survey=survey) as images:
         host_cuts = images.read_hosts(np.array([h[0] for h in hosts]), np.array([h[1] for h in hosts]), host_size)
     stamps: dict[tuple[int, int, str], _Stamp | Cutout] = {}
     for i in range(n):
@@ -166,31 +171,31 @@ def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettin
         key = (int(host_of[i]), int(sizes[i]), bands)
         st = stamps.get(key)
         if st is None:
-            cut = _select_bands(crop(host_cuts[key[0]], key[1]), bands)
-            st = stamps[key] = _Stamp.of(cut) if cut.ok else cut
+            cut = _select_bands(crop(host_cuts[key[0]], key[1]), bands, all_bands)
+            st = stamps[key] = _Stamp.of(cut, survey) if cut.ok else cut
         if isinstance(st, Cutout):
             metrics.reason[i] = st.reason
             continue
         row = {c: v[i] for c, v in params.items()}
         injected, arc = _inject_task(i, st, row, bool(is_control[i]), bands,
-                                     {b: float(brick_psf[b][i]) for b in "grz"}, settings, metrics)
+                                     {b: float(brick_psf[b][i]) for b in all_bands}, settings, metrics, survey)
         stamp_rows.append(i)
         pixels["image"].append(injected)
         pixels["invvar"].append(st.cut.invvar)
         pixels["maskbits"].append(st.cut.maskbits)
         pixels["arc_model"].append(arc if settings.write_arc_model else None)
-    return _metrics_table(tasks, metrics), _stamps_table(tasks, stamp_rows, pixels)
+    return _metrics_table(tasks, metrics, survey), _stamps_table(tasks, stamp_rows, pixels)
 
 
-def _select_bands(cut: Cutout, bands: str) -> Cutout:
-    if not cut.ok or bands == "grz":
+def _select_bands(cut: Cutout, bands: str, all_bands: str) -> Cutout:
+    if not cut.ok or bands == all_bands:
         return cut
-    idx = ["grz".index(b) for b in bands]
+    idx = [all_bands.index(b) for b in bands]
     return Cutout(True, "ok", cut.image[idx], cut.invvar[idx], cut.maskbits, cut.host_xy, cut.psf_fwhm_map[idx])
 
 
 def _inject_task(i: int, st: _Stamp, row: dict, is_control: bool, bands: str, brick_psf: dict[str, float],
-                 settings: InjectionSettings, m: _Metrics) -> tuple[np.ndarray, np.ndarray | None]:
+                 settings: InjectionSettings, m: _Metrics, survey: Survey) -> tuple[np.ndarray, np.ndarray | None]:
     """Fill task i's metrics from its good cutout; return (injected image, arc model or None)."""
     cut = st.cut
     fwhm, psf_src = _psf_fwhm(cut.psf_fwhm_map, brick_psf, bands)
@@ -198,7 +203,7 @@ def _inject_task(i: int, st: _Stamp, row: dict, is_control: bool, bands: str, br
     m.reason[i] = "ok"
     num, text = m.num, m.text
     num["host_x_pix"][i], num["host_y_pix"][i] = cut.host_xy
-    for b in "grz":
+    for b in survey.bands:
         k = bands.find(b)
         num[f"psf_fwhm_{b}"][i] = fwhm[k] if k >= 0 else math.nan
         text[f"psf_source_{b}"][i] = psf_src[k] if k >= 0 else ""
@@ -213,7 +218,7 @@ def _inject_task(i: int, st: _Stamp, row: dict, is_control: bool, bands: str, br
     p = draw_task_params(row)
     psfs = [PSFSpec(f, settings.psf_model, settings.moffat_beta) for f in fwhm]
     r = render_arc(cut.image.shape[1:], cut.host_xy, p.lens(), p.source(), p.band_flux(bands), psfs,
-                   pixel_scale=PIXEL_SCALE_ARCSEC, supersample=settings.supersample)
+                   pixel_scale=survey.pixel_scale_arcsec, supersample=settings.supersample)
     arc = r.image
     injected = cut.image + arc
     a = arc.ravel().astype(np.float64)
@@ -221,7 +226,7 @@ def _inject_task(i: int, st: _Stamp, row: dict, is_control: bool, bands: str, br
     a *= st.weight.ravel()   # (not np.dot: BLAS threads would spin on the other cores)
     num["arc_snr"][i] = math.sqrt(float(a.sum()))
     num["magnification"][i] = r.magnification
-    for b in "grz":
+    for b in survey.bands:
         k = bands.find(b)
         num[f"src_flux_{b}"][i] = getattr(p, f"src_flux_{b}")
         num[f"injected_flux_{b}"][i] = r.injected_flux[k] if k >= 0 else math.nan
@@ -231,17 +236,18 @@ def _inject_task(i: int, st: _Stamp, row: dict, is_control: bool, bands: str, br
     return injected, arc
 
 
-def _metrics_table(tasks: pa.Table, m: _Metrics) -> pa.Table:
+def _metrics_table(tasks: pa.Table, m: _Metrics, survey: Survey) -> pa.Table:
     extra = m.arrays()
     cols = []
-    for f in schemas.INJECTION_METRICS:
+    schema = schemas.injection_metrics_schema(survey.bands)
+    for f in schema:
         if f.name in extra:
             cols.append(extra[f.name])
         elif f.name in tasks.column_names:
             cols.append(tasks.column(f.name).cast(f.type))   # e.g. dictionary strings -> plain
         else:
             cols.append(pa.nulls(tasks.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=schemas.INJECTION_METRICS)
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _list_array(chunks: list[np.ndarray | None], dtype) -> pa.Array:

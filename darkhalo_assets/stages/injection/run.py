@@ -24,6 +24,7 @@ from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import SUCCESS
 from darkhalo_assets.stages.injection.inject import STAMP_SCHEMA, InjectionSettings, inject_brick
 from darkhalo_assets.storage.store import Store
+from darkhalo_assets.survey.base import Survey, survey_named
 
 
 def injection_rel(tier: str) -> str:
@@ -75,13 +76,15 @@ def _brick_groups(tasks: pa.Table) -> list[pa.Table]:
 
 
 def run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, out_root: str,
-              out_options: dict, settings: InjectionSettings) -> dict:
-    """Inject one shard and commit it (stamps, then metrics); any engine's worker calls this."""
+              out_options: dict, settings: InjectionSettings, survey: str = "dr10_south") -> dict:
+    """Inject one shard and commit it (stamps, then metrics); any engine's worker calls this.
+    ``survey`` is a registered survey name (names travel to workers, objects need not)."""
     cache, out = Store(cache_root, cache_options), Store(out_root, out_options)
+    survey_def = survey_named(survey)
     t0, c0 = time.time(), time.process_time()
     metrics, stamps = [], []
     for group in _brick_groups(tasks):
-        m, s = inject_brick(group, cache, settings)
+        m, s = inject_brick(group, cache, settings, survey=survey_def)
         metrics.append(m)
         stamps.append(s)
     mt, st = pa.concat_tables(metrics), pa.concat_tables(stamps)
@@ -130,14 +133,15 @@ def run_summary(results: list[dict], n_shards: int, n_tasks: int, seconds: float
 
 def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int = 2000, workers: int = 1,
                   force: bool = False, settings: InjectionSettings = InjectionSettings(),
+                  survey: Survey | str = "dr10_south",
                   progress: Callable[[str], None] = lambda msg: None) -> dict:
-    """Inject every task; return counts by outcome and per-shard timings."""
+    """Inject every task of ``survey``'s cached coadds; return counts by outcome and per-shard timings."""
     shards = plan_shards(tasks, shard_tasks)
     todo = prepare_output(out, shards, force)
     progress(f"{len(shards)} shards, {len(shards) - len(todo)} already committed, {len(todo)} to run")
     done, results = len(shards) - len(todo), []
     t0 = time.time()
-    args = (cache.root, cache.storage_options, out.root, out.storage_options, settings)
+    args = (cache.root, cache.storage_options, out.root, out.storage_options, settings, survey_named(survey).name)
     if workers <= 1:
         for n, t in todo:
             results.append(run_shard(n, t, *args))

@@ -11,6 +11,7 @@ from darkhalo_assets.stages.coadds.fetcher import SUCCESS_NAME
 from darkhalo_assets.storage.datasets import read_dataset, write_dataset
 from darkhalo_assets.stages.manifests.build import manifest_rel, tasks_rel
 from resources.storage import DataStoreResource
+from resources.survey import SurveyResource
 
 from darkhalo_assets.stages.coadds.assets import load_blacklist
 from darkhalo_assets.metadata import counts_markdown, json_md, table_schema
@@ -28,7 +29,7 @@ from darkhalo_assets.partitions import tier_partitions
     metadata={"dagster/column_schema": table_schema(schemas.MANIFEST)},
 )
 def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
-                    data_store: DataStoreResource) -> MaterializeResult:
+                    data_store: DataStoreResource, survey: SurveyResource) -> MaterializeResult:
     """The tier's tasks on bricks that exist upstream. Tasks on bricks not yet cached are
     kept and reported (the injection stage accounts for them), never silently dropped."""
     tier = context.partition_key
@@ -37,7 +38,8 @@ def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
     blacklist = load_blacklist(store)
     removed, kept, not_cached, overlap = {}, {}, {}, 0
     # One listing of the cache, not a request per brick (180k HEADs on S3 would take hours).
-    cached = {p.rstrip("/").split("/")[-2] for p in cache.fs.glob(cache.url(f"*/{SUCCESS_NAME}"))}
+    layout = survey.definition
+    cached = {layout.brick_of_path(p, strict=False) for p in cache.fs.glob(cache.url(layout.cache_glob(SUCCESS_NAME)))}
     for exp_id, _, _ in cfg.experiments(tier):
         t = read_dataset(store, manifest_rel(exp_id))
         on_black = pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))

@@ -58,25 +58,11 @@ def phase3_tables(context: AssetExecutionContext, data_store: DataStoreResource,
             yield MaterializeResult(asset_key=name, metadata={
                 "uri": getattr(phase3, URI_FIELD[name]), "dagster/row_count": ds.count_rows()})
         return
-    from darkhalo_assets.synthetic.coadds import write_survey_coadds
-    from darkhalo_assets.synthetic.phase3 import generate_phase3
-
     store = data_store.store()
-    spec = phase3.spec()
     t0 = time.time()
-    tables = generate_phase3(spec)
-    context.log.info(f"generated synthetic Phase 3: {tables.parent_catalog.num_rows:,} LRGs on "
-                     f"{tables.bricks_with_region.num_rows} bricks; coverage gaps: {tables.missing_bricks}")
+    spec, tables, coadds = phase3.generate_synthetic(context.log.info)
     survey = Store(phase3.survey_root)
     n_bricks = tables.bricks_with_region.num_rows
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            context.log.info(f"synthetic coadds: {done}/{total} bricks")
-
-    coadds = write_survey_coadds(phase3.survey_root, tables.bricks_with_region.to_pandas(),
-                                 tables.parent_catalog.to_pandas(), brick_pixels=spec.brick_pixels,
-                                 missing=tables.missing_bricks, workers=phase3.workers, progress=progress)
     survey.write_bytes_atomic("synthetic_survey.json", json.dumps({
         "spec": spec.__dict__, "missing_bricks": tables.missing_bricks, "n_bricks": n_bricks}, default=str,
         indent=1).encode())
