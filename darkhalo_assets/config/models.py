@@ -72,7 +72,7 @@ AXIS_RANGES = {
 def _src_type_check(v):
     for t in (v if isinstance(v, list) else [v]):
         if t is not None and t not in SRC_TYPES:
-            raise ValueError(f"src_type {t!r} not in {SRC_TYPES}")
+            raise ValueError(f"{t!r} not in {SRC_TYPES}")
     return v
 
 
@@ -158,14 +158,14 @@ class TierModel(_Model):
     @classmethod
     def _sampling(cls, v):
         if v not in SAMPLING_MODES:
-            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {v!r}")
+            raise ValueError(f"must be one of {SAMPLING_MODES}, got {v!r}")
         return v
 
     @field_validator("control_frac")
     @classmethod
     def _control_frac(cls, v):
         if not 0.0 <= v < 1.0:
-            raise ValueError(f"control_frac must be in [0, 1), got {v!r}")
+            raise ValueError(f"must be in [0, 1), got {v!r}")
         return v
 
     @model_validator(mode="after")
@@ -187,14 +187,14 @@ class StratumModel(_Model):
     @classmethod
     def _quantiles(cls, v):
         if v < 1:
-            raise ValueError(f"quantiles must be >= 1, got {v}")
+            raise ValueError(f"must be >= 1, got {v}")
         return v
 
     @field_validator("over")
     @classmethod
     def _over(cls, v):
         if v not in STRATA_OVER:
-            raise ValueError(f"over must be one of {STRATA_OVER}, got {v!r}")
+            raise ValueError(f"must be one of {STRATA_OVER}, got {v!r}")
         return v
 
 
@@ -218,7 +218,7 @@ class Phase4Model(_Model):
     @classmethod
     def _replicates(cls, v):
         if v < 1:
-            raise ValueError("replicates must be >= 1")
+            raise ValueError(f"must be >= 1, got {v}")
         return v
 
     @field_validator("stamp_sizes")
@@ -226,7 +226,7 @@ class Phase4Model(_Model):
     def _stamps(cls, v):
         small = [s for s in v if s < 8]
         if small:
-            raise ValueError(f"stamp sizes {small} too small (minimum 8)")
+            raise ValueError(f"{small} too small (minimum 8)")
         return v
 
     @field_validator("bandsets")
@@ -234,28 +234,35 @@ class Phase4Model(_Model):
     def _bandsets(cls, v):
         bad = [b for b in v if not b or set(b) - set("grz")]
         if bad:
-            raise ValueError(f"bandsets {bad} must be letters of 'grz'")
+            raise ValueError(f"{bad} must be letters of 'grz'")
         return v
 
     @field_validator("selection_policy")
     @classmethod
     def _policy(cls, v):
         if v not in SELECTION_POLICIES:
-            raise ValueError(f"selection_policy must be one of {SELECTION_POLICIES}, got {v!r}")
+            raise ValueError(f"must be one of {SELECTION_POLICIES}, got {v!r}")
         return v
 
 
-def cross_checks(m: Phase4Model) -> list[str]:
-    """Problems between keys (run once every key is valid on its own)."""
+def cross_checks(raw: dict) -> list[str]:
+    """Problems between keys. Reads the raw dict, skipping values of the wrong type (those are
+    reported by the models), so they are listed together with every other problem."""
+    def is_int(v):
+        return type(v) is int
     p = []
-    if m.control_replicates is not None and not 1 <= m.control_replicates <= m.replicates:
-        p.append(f"control_replicates must be null or 1..replicates ({m.replicates}), got {m.control_replicates}")
-    if m.selection_policy == "one_set" and not m.selection_set_id:
+    rep, cr = raw.get("replicates"), raw.get("control_replicates")
+    if is_int(rep) and is_int(cr) and not 1 <= cr <= rep:
+        p.append(f"control_replicates must be null or 1..replicates ({rep}), got {cr}")
+    if raw.get("selection_policy") == "one_set" and not raw.get("selection_set_id"):
         p.append("selection_policy one_set needs selection_set_id")
-    for name, t in m.tiers.items():
-        if t.grid not in m.grids:
-            p.append(f"tiers.{name}.grid: unknown grid {t.grid!r} (known: {', '.join(m.grids)})"
-                     + _did_you_mean(t.grid, list(m.grids)))
+    grids, tiers = raw.get("grids"), raw.get("tiers")
+    if isinstance(grids, dict) and isinstance(tiers, dict):
+        for name, t in tiers.items():
+            grid = t.get("grid") if isinstance(t, dict) else None
+            if isinstance(grid, str) and grid not in grids:
+                p.append(f"tiers.{name}.grid: unknown grid {grid!r}"
+                         + (_did_you_mean(grid, list(grids)) or f" (known: {', '.join(map(str, grids))})"))
     return p
 
 
@@ -264,10 +271,10 @@ def parse_phase4(raw: Any) -> tuple[Phase4Model | None, list[str]]:
     if not isinstance(raw, dict):
         return None, [f"the config must be a mapping of keys, got {type(raw).__name__}"]
     try:
-        model = Phase4Model.model_validate(raw)
+        model, problems = Phase4Model.model_validate(raw), []
     except ValidationError as e:
-        return None, [_describe(err) for err in e.errors(include_url=False)]
-    problems = cross_checks(model)
+        model, problems = None, [_describe(err) for err in e.errors(include_url=False)]
+    problems += cross_checks(raw)
     return (None, problems) if problems else (model, [])
 
 
