@@ -26,6 +26,7 @@ from bench_completeness import build_table  # noqa: E402
 from spark_standalone import submit_standalone  # noqa: E402
 
 from darkhalo_assets import schemas  # noqa: E402
+from darkhalo_assets.config.defaults import COMPLETENESS  # noqa: E402
 from darkhalo_assets.stages.completeness.run import TABLES, read_surfaces, surfaces_of, write_surfaces  # noqa: E402
 from darkhalo_assets.storage.datasets import SUCCESS  # noqa: E402
 from darkhalo_assets.stages.injection.run import injection_rel, read_metrics  # noqa: E402
@@ -33,7 +34,7 @@ from darkhalo_assets.storage.store import Store  # noqa: E402
 
 ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/stages/completeness/spark_job.py"
 TIER = "bench"
-OPTIONS = {"blind_target_fpr": 0.01}
+OPTIONS = {"blind_target_fpr": COMPLETENESS.blind_target_fpr}
 
 
 def write_shards(store: Store, table: pa.Table, n_shards: int) -> None:

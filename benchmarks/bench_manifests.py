@@ -48,7 +48,7 @@ def main() -> None:
     t_prep = time.time() - t1
     print(f"prepare_candidates: {cand.n:,} candidates in {t_prep:.1f} s; dropped {cand.dropped}")
     total = 0
-    for tier in ("debug", "grid", "train"):
+    for tier in cfg.tier_names:
         t = time.time()
         s = build_tier_manifests(out, cand, cfg, tier)
         dt = time.time() - t

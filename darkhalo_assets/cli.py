@@ -81,7 +81,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="darkhalo", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="materialize the whole Phase 4 graph for one tier")
-    run.add_argument("--tier", default="debug", choices=["debug", "grid", "train"])
+    from darkhalo_assets.config.phase4 import load_config
+    run.add_argument("--tier", default="debug", choices=load_config().tier_names)
     run.add_argument("--force", action="store_true", help="redo finished units of work")
     args = p.parse_args(argv)
     if args.cmd == "run":

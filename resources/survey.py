@@ -10,6 +10,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
+from darkhalo_assets.config.defaults import FETCH
 from darkhalo_assets.survey.base import Survey, survey_named
 from darkhalo_assets.survey.dr10 import DR10_SOUTH
 
@@ -25,12 +26,12 @@ class SurveyResource(ConfigurableResource):
     synthetic_root: str | None = Field(
         default=None, description="Serve this synthetic survey dir on 127.0.0.1 instead of base_url")
     brick_pixels: int = Field(default=3600, description="Expected coadd size (px per side) for verification")
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
-    max_attempts: int = 8
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 60.0
-    concurrency: int = Field(default=8, description="Concurrent brick downloads inside one run")
+    connect_timeout_s: float = FETCH.connect_timeout_s
+    read_timeout_s: float = FETCH.read_timeout_s
+    max_attempts: int = FETCH.max_attempts
+    backoff_base_s: float = FETCH.backoff_base_s
+    backoff_cap_s: float = FETCH.backoff_cap_s
+    concurrency: int = Field(default=FETCH.concurrency, description="Concurrent brick downloads inside one run")
 
     _server: object = PrivateAttr(default=None)
 

@@ -1,25 +1,23 @@
 """Phase 4 configuration as data: grids, tiers, sampling targets (config/phase4.yaml).
 
 Run config can override any key (a nested dict merged over the file), so a user adds a
-grid or a tier without touching code. Validation lists every problem at once.
+grid or a tier without touching code. The merged dict is parsed into the typed models of
+``config/models.py``; every problem is listed at once, each with its key's path.
 """
 from __future__ import annotations
 
 import copy
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from typing import Any
 
 import numpy as np
 import yaml
 
-GRID_AXES = ("theta_e_arcsec", "src_dmag", "src_flux_ratio", "src_reff_arcsec", "src_e", "shear",
-             "src_type", "src_sersic_n")
-SRC_TYPES = ("point", "gaussian", "sersic")
-SAMPLING_MODES = ("per_config", "per_split")
-SELECTION_POLICIES = ("union_dedup", "one_set")
+from darkhalo_assets.config.models import (GRID_AXES, SAMPLING_MODES, SELECTION_POLICIES, SRC_TYPES,  # noqa: F401
+                                           Phase4Model, parse_phase4)
 
 
 def default_config_dict() -> dict:
@@ -80,57 +78,82 @@ class Tier:
 
 @dataclass(frozen=True)
 class Phase4Config:
+    """The merged config: typed values in ``model``, the merged YAML itself in ``raw``.
+
+    ``raw`` is kept exactly as merged (not re-serialised from the models) because its bytes
+    reach outputs: ``tier_fingerprint`` hashes some of its values and
+    ``_stage_config_<tier>.json`` stores it whole. Read values through the typed attributes.
+    """
     raw: dict
+    model: Phase4Model = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        model, problems = parse_phase4(self.raw)
+        if problems:
+            raise ValueError(f"invalid Phase 4 configuration ({len(problems)} problem{'s' * (len(problems) != 1)}): "
+                             + "; ".join(problems))
+        object.__setattr__(self, "model", model)
+
+    def as_dict(self) -> dict:
+        """The merged YAML as loaded (see the class docstring for why it is kept)."""
+        return self.raw
 
     @property
     def lrg_flag(self) -> str:
-        return self.raw["lrg_flag"]
+        return self.model.lrg_flag
 
     @property
     def variant(self) -> str:
-        return self.raw["variant"]
+        return self.model.variant
 
     @property
     def split_seed(self) -> int:
-        return int(self.raw["split_seed"])
+        return self.model.split_seed
 
     @property
     def replicates(self) -> int:
-        return int(self.raw["replicates"])
+        return self.model.replicates
 
     @property
     def control_replicates(self) -> int:
         """Rows per control galaxy (null in the config = ``replicates``, as the seed did)."""
-        value = self.raw.get("control_replicates")
-        return self.replicates if value is None else int(value)
+        value = self.model.control_replicates
+        return self.replicates if value is None else value
 
     @property
     def stamp_sizes(self) -> list[int]:
-        return [int(s) for s in self.raw["stamp_sizes"]]
+        return list(self.model.stamp_sizes)
 
     @property
     def bandsets(self) -> list[str]:
-        return [str(b) for b in self.raw["bandsets"]]
+        return list(self.model.bandsets)
 
     @property
     def max_total_tasks_soft(self) -> int:
-        return int(self.raw["max_total_tasks_soft"])
+        return self.model.max_total_tasks_soft
+
+    @property
+    def selection_policy(self) -> str:
+        return self.model.selection_policy
+
+    @property
+    def selection_set_id(self) -> str | None:
+        return self.model.selection_set_id
 
     @property
     def strata(self) -> list[dict]:
-        return list(self.raw["strata"])
+        return [s.model_dump() for s in self.model.strata]
 
     def grid(self, name: str) -> Grid:
-        return Grid(name, dict(self.raw["grids"][name]), dict(self.raw.get("grid_defaults", {})))
+        return Grid(name, self.model.grids[name].axes, self.model.grid_defaults.model_dump(exclude_unset=True))
 
     def tier(self, name: str) -> Tier:
-        t = self.raw["tiers"][name]
-        return Tier(name, t["grid"], t["sampling"], t.get("n_per_config"), t.get("n_per_split"),
-                    float(t.get("control_frac", 0.0)))
+        t = self.model.tiers[name]
+        return Tier(name, t.grid, t.sampling, t.n_per_config, t.n_per_split, float(t.control_frac))
 
     @property
     def tier_names(self) -> list[str]:
-        return list(self.raw["tiers"])
+        return list(self.model.tiers)
 
     def experiment_id(self, tier: str, stamp: int, bandset: str) -> str:
         # "gridgrid" is the seed's naming and users' scripts depend on it.
@@ -141,63 +164,10 @@ class Phase4Config:
 
 
 def load_config(overrides: dict | None = None) -> Phase4Config:
-    raw = deep_merge(default_config_dict(), overrides)
-    problems = validate_config(raw)
-    if problems:
-        raise ValueError(f"invalid Phase 4 configuration ({len(problems)} problems): " + "; ".join(problems))
-    return Phase4Config(raw)
+    """config/phase4.yaml with ``overrides`` merged over it; ValueError listing every problem."""
+    return Phase4Config(deep_merge(default_config_dict(), overrides))
 
 
 def validate_config(raw: dict) -> list[str]:
-    p: list[str] = []
-    for key in ("lrg_flag", "split_seed", "replicates", "stamp_sizes", "bandsets", "grids", "tiers", "strata"):
-        if key not in raw:
-            p.append(f"missing key {key!r}")
-    if p:
-        return p
-    if int(raw["replicates"]) < 1:
-        p.append("replicates must be >= 1")
-    cr = raw.get("control_replicates")
-    if cr is not None and not 1 <= int(cr) <= int(raw["replicates"]):
-        p.append(f"control_replicates must be null or 1..replicates ({raw['replicates']}), got {cr}")
-    for s in raw["stamp_sizes"]:
-        if int(s) < 8:
-            p.append(f"stamp size {s} too small")
-    for b in raw["bandsets"]:
-        if not b or set(b) - set("grz"):
-            p.append(f"bandset {b!r} must be letters of 'grz'")
-    if raw.get("selection_policy", "union_dedup") not in SELECTION_POLICIES:
-        p.append(f"selection_policy must be one of {SELECTION_POLICIES}")
-    if raw.get("selection_policy") == "one_set" and not raw.get("selection_set_id"):
-        p.append("selection_policy one_set needs selection_set_id")
-    for gname, axes in raw["grids"].items():
-        for axis, values in axes.items():
-            if axis not in GRID_AXES:
-                p.append(f"grid {gname}: unknown axis {axis!r} (known: {', '.join(GRID_AXES)})")
-            elif not isinstance(values, list) or not values:
-                p.append(f"grid {gname}: axis {axis} must be a non-empty list")
-        if "src_dmag" in axes and "src_flux_ratio" in axes:
-            p.append(f"grid {gname}: give src_dmag or src_flux_ratio, not both")
-        for t in axes.get("src_type", []):
-            if t not in SRC_TYPES:
-                p.append(f"grid {gname}: src_type {t!r} not in {SRC_TYPES}")
-        for v in axes.get("src_flux_ratio", []):
-            if not (isinstance(v, (int, float)) and v > 0):
-                p.append(f"grid {gname}: src_flux_ratio {v!r} must be > 0")
-        if "theta_e_arcsec" not in axes:
-            p.append(f"grid {gname}: theta_e_arcsec axis is required")
-    for tname, t in raw["tiers"].items():
-        if t.get("grid") not in raw["grids"]:
-            p.append(f"tier {tname}: unknown grid {t.get('grid')!r}")
-        if t.get("sampling") not in SAMPLING_MODES:
-            p.append(f"tier {tname}: sampling must be one of {SAMPLING_MODES}")
-        if t.get("sampling") == "per_config" and not int(t.get("n_per_config") or 0) > 0:
-            p.append(f"tier {tname}: per_config sampling needs n_per_config > 0")
-        if t.get("sampling") == "per_split" and not int(t.get("n_per_split") or 0) > 0:
-            p.append(f"tier {tname}: per_split sampling needs n_per_split > 0")
-        if not 0.0 <= float(t.get("control_frac", 0.0)) < 1.0:
-            p.append(f"tier {tname}: control_frac must be in [0, 1)")
-    for s in raw["strata"]:
-        if s.get("over") not in ("bricks", "objects") or int(s.get("quantiles", 0)) < 1:
-            p.append(f"stratum {s}: needs quantiles >= 1 and over in (bricks, objects)")
-    return p
+    """Every problem of a merged config dict ([] when it is valid)."""
+    return parse_phase4(raw)[1]

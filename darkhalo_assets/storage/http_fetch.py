@@ -27,6 +27,7 @@ import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
 
+from darkhalo_assets.config.defaults import FETCH
 from darkhalo_assets.science.hashing import stable_hash64
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,9 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
 class RetryPolicy:
     """Exponential backoff with full jitter; ``base``/``cap`` in seconds."""
 
-    max_attempts: int = 8
-    base_seconds: float = 1.0
-    cap_seconds: float = 60.0
+    max_attempts: int = FETCH.max_attempts
+    base_seconds: float = FETCH.backoff_base_s
+    cap_seconds: float = FETCH.backoff_cap_s
 
     def __post_init__(self):
         if self.max_attempts < 1 or self.base_seconds < 0 or self.cap_seconds < 0:
@@ -147,7 +148,7 @@ _NETWORK_ERRORS = (
 class HttpDownloader:
     """Downloads URLs to local files with retries; one pooled requests.Session per thread."""
 
-    def __init__(self, *, connect_timeout: float = 10.0, read_timeout: float = 60.0,
+    def __init__(self, *, connect_timeout: float = FETCH.connect_timeout_s, read_timeout: float = FETCH.read_timeout_s,
                  retry: RetryPolicy = RetryPolicy(), pool_size: int = 4,
                  sleep: Callable[[float], None] = time.sleep, fsync: bool = True,
                  proxy_probe_url: str | None = None):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+from darkhalo_assets.config.defaults import FETCH
 from darkhalo_assets.survey.bricks import validate_brickname
 from darkhalo_assets.survey.base import CoaddFile, Survey
 from darkhalo_assets.survey.dr10 import DR10_SOUTH
@@ -137,8 +138,8 @@ class CoaddFetcher:
 
     def __init__(self, base_url: str, store: Store, *, survey: Survey = DR10_SOUTH,
                  files: tuple[CoaddFile, ...] | None = None,
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0,
-                 retry: RetryPolicy = RetryPolicy(), concurrency: int = 4, file_concurrency: int = 1,
+                 connect_timeout: float = FETCH.connect_timeout_s, read_timeout: float = FETCH.read_timeout_s,
+                 retry: RetryPolicy = RetryPolicy(), concurrency: int = FETCH.concurrency, file_concurrency: int = 1,
                  expected_shape: tuple[int, int] | None = None, force: bool = False,
                  spool_dir: str | None = None, fsync: bool = True, decode_check: bool = False):
         parts = urlsplit(base_url)

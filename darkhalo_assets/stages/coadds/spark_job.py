@@ -30,15 +30,17 @@ def _store(spec: dict):
 
 def make_fetcher(survey: dict, cache_spec: dict, force: bool):
     """The fetcher the local engine builds from the SurveyResource (``survey`` holds its fields)."""
+    import dataclasses
+    from darkhalo_assets.config.defaults import FETCH
     from darkhalo_assets.stages.coadds.fill import CoaddFetcher, RetryPolicy
     from darkhalo_assets.survey.base import survey_named
-    px = survey.get("brick_pixels")
-    return CoaddFetcher(survey["url"], _store(cache_spec), survey=survey_named(survey.get("survey", "dr10_south")),
-                        connect_timeout=survey.get("connect_timeout_s", 10.0),
-                        read_timeout=survey.get("read_timeout_s", 60.0), concurrency=survey.get("concurrency", 8),
+    s = {**dataclasses.asdict(FETCH), **survey}
+    px = s.get("brick_pixels")
+    return CoaddFetcher(s["url"], _store(cache_spec), survey=survey_named(s.get("survey", "dr10_south")),
+                        connect_timeout=s["connect_timeout_s"],
+                        read_timeout=s["read_timeout_s"], concurrency=s["concurrency"],
                         force=force, expected_shape=(px, px) if px else None,
-                        retry=RetryPolicy(survey.get("max_attempts", 8), survey.get("backoff_base_s", 1.0),
-                                          survey.get("backoff_cap_s", 60.0)))
+                        retry=RetryPolicy(s["max_attempts"], s["backoff_base_s"], s["backoff_cap_s"]))
 
 
 def _fill_slices_udf(batches, *, survey: dict, cache_spec: dict, data_spec: dict, missing_dir: str, force: bool):

@@ -18,20 +18,25 @@ from resources.storage import DataStoreResource
 
 from darkhalo_assets.metadata import json_md, png_markdown
 from darkhalo_assets.partitions import tier_partitions
+from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.config.run_config import Phase4RunConfig
 
 
 class CompletenessRunConfig(Phase4RunConfig):
-    interval: str = Field(default="wilson", description="wilson | jeffreys | clopper_pearson")
-    level: float = 0.95
-    final_evaluation: bool = Field(default=False, description="Use the test split (final evaluation only)")
-    wall_threshold: float = Field(default=0.5, description="Completeness below which the seeing wall sits")
-    clean_max_bad_pixel_frac: float = 0.2
-    blind_target_fpr: float = Field(default=0.01, description="Blind detector threshold set to this FPR on controls "
+    interval: str = Field(default=COMPLETENESS.interval, description="wilson | jeffreys | clopper_pearson")
+    level: float = COMPLETENESS.level
+    final_evaluation: bool = Field(default=COMPLETENESS.final_evaluation,
+                                   description="Use the test split (final evaluation only)")
+    wall_threshold: float = Field(default=COMPLETENESS.wall_threshold,
+                                  description="Completeness below which the seeing wall sits")
+    clean_max_bad_pixel_frac: float = COMPLETENESS.clean_max_bad_pixel_frac
+    blind_target_fpr: float = Field(default=COMPLETENESS.blind_target_fpr,
+                                    description="Blind detector threshold set to this FPR on controls "
                                                               "(a tier without controls reports it as not measured)")
     classifier_scores: str | None = Field(
         default=None, description="Parquet table (task_id, score) of an external classifier, local path or s3://")
-    classifier_thresholds: list[float] = Field(default=[0.5], description="Score thresholds for the classifier")
+    classifier_thresholds: list[float] = Field(default=list(COMPLETENESS.classifier_thresholds),
+                                               description="Score thresholds for the classifier")
 
 
     def surface_options(self) -> dict:

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.science.recovery import (DEFAULT_CRITERIA, BlindResidual, ClassifierScores, Criterion, independent_controls,
                                 threshold_for_fpr)
 from darkhalo_assets.stages.completeness.binning import DEFAULT_SURFACES, Bins, axis_values, make_bins, merged_axes, needed_columns
@@ -59,8 +60,10 @@ def make_spec(*, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
               surfaces: Sequence[Sequence[str]] = DEFAULT_SURFACES,
               group_bys: Sequence[str] = GROUP_BYS,
               dense_group_bys: Sequence[str] = ("all", "region_split", "selection_set_id", "ranking_mode"),
-              interval: str = "wilson", level: float = 0.95, clean_max_bad_pixel_frac: float = 0.2,
-              splits_allowed: Sequence[str] = ("train", "val"), final_evaluation: bool = False) -> SurfaceSpec:
+              interval: str = COMPLETENESS.interval, level: float = COMPLETENESS.level,
+              clean_max_bad_pixel_frac: float = COMPLETENESS.clean_max_bad_pixel_frac,
+              splits_allowed: Sequence[str] = ("train", "val"),
+              final_evaluation: bool = COMPLETENESS.final_evaluation) -> SurfaceSpec:
     bad = [g for g in group_bys if g not in GROUP_BYS]
     if bad:
         raise ValueError(f"unknown group_by {bad}; choose from {GROUP_BYS}")

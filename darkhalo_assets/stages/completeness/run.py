@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.science.recovery import BlindResidual, ClassifierScores, LensPopDetectable, SeedSnrResolved
 from darkhalo_assets.stages.completeness.surfaces import surfaces_for_spec
 from darkhalo_assets.storage.datasets import read_table, write_table
@@ -74,19 +75,23 @@ def _classifier_scores(path: str) -> pd.DataFrame:
 
 
 def build_criteria(options: Mapping[str, Any]) -> tuple:
-    criteria = [SeedSnrResolved(), LensPopDetectable(), BlindResidual(target_fpr=options.get("blind_target_fpr", 0.01))]
+    criteria = [SeedSnrResolved(), LensPopDetectable(),
+                BlindResidual(target_fpr=options.get("blind_target_fpr", COMPLETENESS.blind_target_fpr))]
     if options.get("classifier_scores"):
         criteria.append(ClassifierScores(scores=_classifier_scores(options["classifier_scores"]),
-                                         thresholds=tuple(options.get("classifier_thresholds") or (0.5,))))
+                                         thresholds=tuple(options.get("classifier_thresholds")
+                                                          or COMPLETENESS.classifier_thresholds)))
     return tuple(criteria)
 
 
 def tier_spec(options: Mapping[str, Any], view: str = "tasks") -> SurfaceSpec:
     extra = {} if view == "tasks" else {"group_bys": ("ranking_mode",), "surfaces": RANKING_SURFACES}
     return make_spec(criteria=build_criteria(options), **({"group_bys": TIER_GROUP_BYS} | extra),
-                     interval=options.get("interval", "wilson"), level=float(options.get("level", 0.95)),
-                     clean_max_bad_pixel_frac=float(options.get("clean_max_bad_pixel_frac", 0.2)),
-                     final_evaluation=bool(options.get("final_evaluation", False)))
+                     interval=options.get("interval", COMPLETENESS.interval),
+                     level=float(options.get("level", COMPLETENESS.level)),
+                     clean_max_bad_pixel_frac=float(options.get("clean_max_bad_pixel_frac",
+                                                                COMPLETENESS.clean_max_bad_pixel_frac)),
+                     final_evaluation=bool(options.get("final_evaluation", COMPLETENESS.final_evaluation)))
 
 
 def metrics_columns(spec: SurfaceSpec, view: str = "tasks") -> list[str]:

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.science.intervals import binomial_interval
 from darkhalo_assets.science.recovery import DEFAULT_CRITERIA, REPORT_COLUMNS, Criterion, rates_from_counts
 from darkhalo_assets.stages.completeness.binning import DEFAULT_SURFACES
@@ -61,9 +62,10 @@ def compute_surfaces(metrics: "pd.DataFrame | Any", *, criteria: Sequence[Criter
                      surfaces: Sequence[Sequence[str]] = DEFAULT_SURFACES,
                      group_bys: Sequence[str] = GROUP_BYS,
                      dense_group_bys: Sequence[str] = ("all", "region_split", "selection_set_id", "ranking_mode"),
-                     interval: str = "wilson", level: float = 0.95, clean_max_bad_pixel_frac: float = 0.2,
-                     splits_allowed: Sequence[str] = ("train", "val"), final_evaluation: bool = False
-                     ) -> dict[str, pd.DataFrame]:
+                     interval: str = COMPLETENESS.interval, level: float = COMPLETENESS.level,
+                     clean_max_bad_pixel_frac: float = COMPLETENESS.clean_max_bad_pixel_frac,
+                     splits_allowed: Sequence[str] = ("train", "val"),
+                     final_evaluation: bool = COMPLETENESS.final_evaluation) -> dict[str, pd.DataFrame]:
     """Completeness surfaces of an INJECTION_METRICS table (pandas DataFrame or pyarrow Table).
 
     criteria: recovery criteria (science.recovery), all evaluated in this one pass; blind

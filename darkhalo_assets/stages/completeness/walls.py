@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from darkhalo_assets.science.hashing import mix_keys, stable_hash64
+from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.science.intervals import binomial_interval, newcombe_difference
 
 _CURVE_KEYS = ["experiment_id", "criterion", "subset", "group_by", "group_value"]
@@ -103,10 +104,11 @@ def _curves(surfaces, psf_axis, criterion, subset, group_by, min_n):
     return s.sort_values(_CURVE_KEYS + ["theta_e", "fwhm"], kind="stable")
 
 
-def seeing_wall(surfaces: "pd.DataFrame | dict", threshold: float = 0.5, *, psf_axis: str = "psf_fwhm_r",
-                criterion: str | Sequence[str] | None = None, subset: str | Sequence[str] | None = None,
-                group_by: str | Sequence[str] = "all", level: float = 0.95, n_boot: int = 1000, seed: int = 0,
-                min_n: int = 1, return_draws: bool = False) -> pd.DataFrame:
+def seeing_wall(surfaces: "pd.DataFrame | dict", threshold: float = COMPLETENESS.wall_threshold, *,
+                psf_axis: str = "psf_fwhm_r", criterion: str | Sequence[str] | None = None,
+                subset: str | Sequence[str] | None = None, group_by: str | Sequence[str] = "all",
+                level: float = COMPLETENESS.level, n_boot: int = 1000, seed: int = 0, min_n: int = 1,
+                return_draws: bool = False) -> pd.DataFrame:
     """One row per (experiment, criterion, subset, group, theta_E): wall_fwhm, wall_lo, wall_hi,
     status, n_bins, n (see module doc). ``return_draws`` adds the bootstrap draws (an object column)."""
     if not 0 < threshold < 1:
@@ -131,8 +133,9 @@ def seeing_wall(surfaces: "pd.DataFrame | dict", threshold: float = 0.5, *, psf_
 
 
 def ranking_mode_ablation(metrics: Any = None, *, surfaces: "pd.DataFrame | dict | None" = None,
-                          reference: str = "density", threshold: float = 0.5, psf_axis: str = "psf_fwhm_r",
-                          subset: str = "all", level: float = 0.95, interval: str = "wilson", n_boot: int = 1000,
+                          reference: str = "density", threshold: float = COMPLETENESS.wall_threshold,
+                          psf_axis: str = "psf_fwhm_r", subset: str = "all", level: float = COMPLETENESS.level,
+                          interval: str = COMPLETENESS.interval, n_boot: int = 1000,
                           seed: int = 0, **surface_kwargs) -> pd.DataFrame:
     """Completeness and wall per ranking_mode beside the reference mode, with differences.
 

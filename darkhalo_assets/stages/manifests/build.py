@@ -45,12 +45,15 @@ def stage_config_rel(tier: str) -> str:
 
 def tier_fingerprint(cfg: Phase4Config, tier: str, input_fingerprint: str) -> str:
     t = cfg.tier(tier)
-    relevant = {k: cfg.raw.get(k) for k in ("lrg_flag", "split_seed", "replicates", "strata",
-                                             "selection_policy", "selection_set_id")}
-    if cfg.raw.get("control_replicates") is not None:  # only when set: default tiers keep their fingerprints
+    # Hashed from the merged YAML as written, not the typed values: the fingerprint is in every
+    # committed _SUCCESS, and re-serialising (key order, defaults filled in) would change it.
+    raw = cfg.as_dict()
+    relevant = {k: raw.get(k) for k in ("lrg_flag", "split_seed", "replicates", "strata",
+                                         "selection_policy", "selection_set_id")}
+    if raw.get("control_replicates") is not None:  # only when set: default tiers keep their fingerprints
         relevant["control_replicates"] = cfg.control_replicates
-    relevant.update(tier=cfg.raw["tiers"][tier], grid=cfg.raw["grids"][t.grid],
-                    grid_defaults=cfg.raw.get("grid_defaults"), input=input_fingerprint)
+    relevant.update(tier=raw["tiers"][tier], grid=raw["grids"][t.grid],
+                    grid_defaults=raw.get("grid_defaults"), input=input_fingerprint)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -87,13 +90,14 @@ def build_tier_manifests(store: Store, cand: Candidates, cfg: Phase4Config, tier
         "tier": tier, "fingerprint": fp, "grid": t.grid, "n_configs": grid.n_configs, "sampling": t.sampling,
         "n_per_config": t.n_per_config, "n_per_split": t.n_per_split, "control_frac": t.control_frac,
         "replicates": cfg.replicates, "stamp_sizes": cfg.stamp_sizes, "bandsets": cfg.bandsets,
-        "selection_policy": cfg.raw.get("selection_policy"), "split_seed": cfg.split_seed,
+        "selection_policy": cfg.selection_policy, "split_seed": cfg.split_seed,
         "max_total_tasks_soft": cfg.max_total_tasks_soft, "variant": cfg.variant, "lrg_flag": cfg.lrg_flag,
         "n_parent_rows": cand.n_parent, "n_candidates": cand.n, "dropped_rows": cand.dropped,
         "strata_edges": cand.strata_edges, "n_galaxies": int(len(sample.index)),
         "n_control_galaxies": int(sample.is_control.sum()), "n_tasks": n_tasks, "n_bricks": int(len(bricks)),
         "galaxies_per_group": sample.per_group, "galaxies_per_stratum": sample.per_stratum,
-        "experiments": experiments, "config": cfg.raw,
+        # The merged YAML as written (an output: typed models would re-serialise it differently).
+        "experiments": experiments, "config": cfg.as_dict(),
     }
     if n_tasks == 0:
         log.warning("tier %s produced an empty manifest: no candidates survived sampling", tier)

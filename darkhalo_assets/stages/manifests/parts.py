@@ -78,7 +78,7 @@ def slice_payload(cand: Candidates, sample: TierSample, cfg: Phase4Config, g0: i
     small_sample = dataclasses.replace(sample, index=np.arange(len(idx), dtype=np.int64),
                                        config_id=sample.config_id[g0:g1], is_control=sample.is_control[g0:g1])
     ends = row_ends(sample, cfg)
-    return TierPayload(small_cand, small_sample, cfg.raw, g_offset=g0, n_total=len(sample.index),
+    return TierPayload(small_cand, small_sample, cfg.as_dict(), g_offset=g0, n_total=len(sample.index),
                        row_offset=int(ends[g0 - 1]) if g0 > 0 else 0, n_rows_total=int(ends[-1]) if ends.size else 0)
 
 

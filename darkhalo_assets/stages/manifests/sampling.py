@@ -121,10 +121,10 @@ def prepare_candidates(parent: pa.Table, bricks: pa.Table, selections: pa.Table,
     row_b = row_b[ok]
 
     # Region selections: which sets / ranking modes picked each region.
-    policy = cfg.raw.get("selection_policy", "union_dedup")
+    policy = cfg.selection_policy
     sel = selections.to_pandas()
     if policy == "one_set":
-        sid = cfg.raw["selection_set_id"]
+        sid = cfg.selection_set_id
         if sid not in set(sel["selection_set_id"]):
             raise ValueError(f"selection_set_id {sid!r} not in region_selections "
                              f"(have: {sorted(set(sel['selection_set_id']))})")
