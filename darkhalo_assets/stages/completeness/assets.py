@@ -1,5 +1,6 @@
 """Stage 4d assets: ``completeness_surfaces``, ``seeing_wall_plots``, ``ranking_mode_ablation`` [tier]."""
 import io
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -7,8 +8,8 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Mat
 from pydantic import Field
 
 from darkhalo_assets.stages.completeness.surfaces import seeing_wall
-from darkhalo_assets.stages.completeness.run import (build_criteria, completeness_rel, metrics_columns,
-                                                       read_surfaces, surfaces_of, tier_spec, write_surfaces)
+from darkhalo_assets.stages.completeness.run import (completeness_rel, metrics_columns, read_surfaces, surfaces_of,
+                                                       tier_spec, write_surfaces)
 from darkhalo_assets.stages.completeness.surfaces import ranking_mode_ablation as compute_ranking_mode_ablation
 from darkhalo_assets.storage.datasets import write_table
 from darkhalo_assets.stages.injection.run import injection_rel, read_metrics
@@ -32,18 +33,19 @@ class CompletenessRunConfig(Phase4RunConfig):
     classifier_scores: str | None = Field(
         default=None, description="Parquet table (task_id, score) of an external classifier, local path or s3://")
     classifier_thresholds: list[float] = Field(default=[0.5], description="Score thresholds for the classifier")
-
+    criteria: dict[str, dict[str, Any] | None] | None = Field(
+        default=None, description="Recovery criteria by registered name, {name: {param: value} | null} (a "
+                                  "{kind: <registered name>} param runs one kind twice); null = the default set "
+                                  "(seed_snr_resolved, lenspop, blind_resid at blind_target_fpr, and the classifier "
+                                  "when classifier_scores is set). When given it is the whole set: blind_target_fpr "
+                                  "then does not apply and a classifier goes in it as {scores: <Parquet path>}")
 
     def surface_options(self) -> dict:
         """The plain options both engines build the run from (pipeline.completeness_run)."""
         return {"interval": self.interval, "level": self.level, "final_evaluation": self.final_evaluation,
                 "clean_max_bad_pixel_frac": self.clean_max_bad_pixel_frac,
                 "blind_target_fpr": self.blind_target_fpr, "classifier_scores": self.classifier_scores,
-                "classifier_thresholds": list(self.classifier_thresholds)}
-
-
-def criteria_for(config: "CompletenessRunConfig") -> tuple:
-    return build_criteria(config.surface_options())
+                "classifier_thresholds": list(self.classifier_thresholds), "criteria": self.criteria}
 
 
 def out_rel(tier: str, name: str = "") -> str:
