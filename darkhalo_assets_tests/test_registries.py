@@ -92,3 +92,95 @@ def test_a_registered_criterion_named_in_config_reaches_the_4d_tables():
     clean = overall.loc["clean"]
     assert int(clean["k"].sum()) == int(hand.sum())
     assert int(clean["n"].sum()) == int(used.sum()) == int(overall.loc["seed_snr_resolved", "n"].sum())
+
+
+# -- source light profiles and PSF models ------------------------------------------------------
+
+def test_unknown_profile_and_psf_model_name_the_known_ones():
+    from darkhalo_assets.science.psf import PSFSpec
+    from darkhalo_assets.science.sources import SourceModel
+    with pytest.raises(ValueError, match=r"unknown source profile 'sersik' \(did you mean 'sersic'\?\); known: \["):
+        SourceModel("sersik", 0.1)
+    with pytest.raises(ValueError, match=r"unknown PSF model 'mofat' \(did you mean 'moffat'\?\)"):
+        PSFSpec(1.0, "mofat")
+    with pytest.raises(ValueError, match=r"source profile 'gaussian' has no parameter 'n'"):
+        registry.build("source profile", "gaussian", r_eff=0.1, n=1.0)
+
+
+@pytest.mark.parametrize("kind,n", [("gaussian", 1.0), ("sersic", 0.5), ("sersic", 1.0), ("sersic", 4.0)])
+def test_source_total_flux_is_the_integral_of_its_profile(kind, n):
+    from scipy.integrate import quad
+    from darkhalo_assets.science.sources import SourceModel
+    prof = SourceModel(kind, 0.3, n=n).profile
+    # circular profile: flux = 2 pi int r I(r) dr; split at r_eff where the Sersic cusp matters
+    f = lambda r: 2.0 * np.pi * r * float(prof.profile_r2(np.array([r * r]))[0])  # noqa: E731
+    integral = quad(f, 0.0, 0.3, limit=200)[0] + quad(f, 0.3, np.inf, limit=200)[0]
+    assert integral == pytest.approx(1.0, rel=1e-6)                      # unit total flux
+    assert prof.total_flux(prof.central_sb()) == pytest.approx(1.0, rel=1e-12)
+    assert float(prof.enclosed_fraction(np.array(0.3))) == pytest.approx(0.5, rel=1e-9)  # r_eff is half-light
+
+
+@pytest.mark.parametrize("model,beta", [("moffat", 3.5), ("moffat", 2.5), ("gaussian", 3.5)])
+def test_psf_total_flux_is_the_integral_of_its_profile(model, beta):
+    from scipy.integrate import quad
+    from darkhalo_assets.science.psf import PSFSpec, profile_r2, truncation_radius
+    spec = PSFSpec(1.2, model, beta)
+    f = lambda r: 2.0 * np.pi * r * float(profile_r2(np.array(r * r), spec))  # noqa: E731
+    total = spec.shape.total_flux(1.2)
+    assert quad(f, 0.0, np.inf, limit=200)[0] == pytest.approx(total, rel=1e-8)
+    outside = quad(f, truncation_radius(spec, 1e-3), np.inf, limit=200)[0]
+    assert outside / total == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_unused_psf_parameters_do_not_split_the_kernel_cache():
+    from darkhalo_assets.science.psf import PSFSpec
+    assert PSFSpec(1.2004, "gaussian", 2.0).quantized() == PSFSpec(1.2, "gaussian")
+    assert PSFSpec(1.2004, "moffat", 2.0).quantized() == PSFSpec(1.2, "moffat", 2.0)
+
+
+@registry.register("source profile", "exponential_toy")
+@dataclass(frozen=True)
+class ExponentialToy:
+    """Toy profile written from scratch in the test: a Sersic n = 1 as I0 exp(-b R / r_eff)."""
+    r_eff: float
+    point = False
+    step_per_scale = 0.3
+
+    @property
+    def b(self):
+        from darkhalo_assets.science.sources import sersic_bn
+        return sersic_bn(1.0)
+
+    def central_sb(self):
+        return self.b**2 / (2.0 * np.pi * self.r_eff**2)
+
+    def total_flux(self, central_sb=1.0):
+        return 2.0 * np.pi * (self.r_eff / self.b) ** 2 * central_sb
+
+    def enclosed_fraction(self, r):
+        x = self.b * r / self.r_eff
+        return 1.0 - (1.0 + x) * np.exp(-x)
+
+    def radius_at_relative_sb(self, frac):
+        return self.r_eff * np.log(1.0 / frac) / self.b
+
+    def inner_scale(self):
+        return self.r_eff / self.b
+
+    def profile_r2(self, r2, out=None):
+        return self.central_sb() * np.exp(-self.b * np.sqrt(r2) / self.r_eff)
+
+
+def test_a_registered_source_profile_renders_from_a_manifest_row():
+    from darkhalo_assets.science.psf import PSFSpec
+    from darkhalo_assets.science.render import render_arc
+    from darkhalo_assets.science.task_params import draw_task_params
+    row = {"task_seed": 11, "theta_e_arcsec": 1.2, "src_reff_arcsec": 0.25, "src_e": 0.3, "shear": 0.03,
+           "src_type": "exponential_toy", "src_sersic_n": float("nan"), "rmag": 19.0, "src_dmag": 1.5}
+    toy = draw_task_params(row)
+    sersic = draw_task_params(dict(row, src_type="sersic", src_sersic_n=1.0))
+    assert toy.source().profile == ExponentialToy(0.25)
+    psfs = [PSFSpec(1.3, "moffat")]
+    a = render_arc(48, (24.2, 23.7), toy.lens(), toy.source(), toy.band_flux("r"), psfs).image
+    b = render_arc(48, (24.2, 23.7), sersic.lens(), sersic.source(), sersic.band_flux("r"), psfs).image
+    assert a.sum() > 0 and np.abs(a - b).max() <= 1e-5 * b.max()

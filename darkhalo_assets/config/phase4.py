@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import yaml
 
+from darkhalo_assets.science.sources import SOURCE_KINDS
+
 GRID_AXES = ("theta_e_arcsec", "src_dmag", "src_flux_ratio", "src_reff_arcsec", "src_e", "shear",
              "src_type", "src_sersic_n")
-SRC_TYPES = ("point", "gaussian", "sersic")
+SRC_TYPES = SOURCE_KINDS  # the registered source profiles
 SAMPLING_MODES = ("per_config", "per_split")
 SELECTION_POLICIES = ("union_dedup", "one_set")
 

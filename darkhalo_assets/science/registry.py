@@ -8,6 +8,7 @@ valid one — a typo in a config must not silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import difflib
 import inspect
 from typing import Any, Callable, TypeVar
@@ -41,6 +42,7 @@ def lookup(kind: str, name: str, /) -> type:
     return table[name]
 
 
+@functools.lru_cache(maxsize=None)
 def parameters(cls: type) -> tuple[str, ...]:
     """The parameters a component takes: its dataclass fields (or its constructor's arguments)."""
     if dataclasses.is_dataclass(cls):
