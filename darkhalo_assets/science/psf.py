@@ -105,7 +105,7 @@ class Gaussian(PSFShape):
 
 
 PSF_MODELS = known(KIND)
-# PSFSpec fields a model may take as parameters, with the value a model that does not take
+# PSFSpec fields a model may take as parameters (in field order, after model), with the value a model that does not take
 # them gets (so specs differing only in an unused parameter share cached kernels).
 _SHAPE_DEFAULTS = {"beta": DEFAULT_MOFFAT_BETA}
 
@@ -118,22 +118,23 @@ class PSFSpec:
     shape: PSFShape = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        takes = parameters(lookup(KIND, self.model))
-        if not (np.isfinite(self.fwhm_arcsec) and self.fwhm_arcsec > 0):
+        if not (math.isfinite(self.fwhm_arcsec) and self.fwhm_arcsec > 0):
+            lookup(KIND, self.model)  # an unknown model is the first thing to report
             raise ValueError(f"PSF FWHM must be finite and > 0 arcsec, got {self.fwhm_arcsec!r}")
-        object.__setattr__(self, "shape", _shape(self.model, tuple((k, getattr(self, k)) for k in takes)))
+        object.__setattr__(self, "shape", _shape(self.model, *(getattr(self, k) for k in _SHAPE_DEFAULTS)))
 
     def quantized(self) -> "PSFSpec":
-        f = round(self.fwhm_arcsec / FWHM_QUANTUM_ARCSEC) * FWHM_QUANTUM_ARCSEC
         takes = parameters(type(self.shape))
-        shape = {k: getattr(self, k) if k in takes else d for k, d in _SHAPE_DEFAULTS.items()}
-        return PSFSpec(max(f, FWHM_QUANTUM_ARCSEC), self.model, **shape)
+        f = round(self.fwhm_arcsec / FWHM_QUANTUM_ARCSEC) * FWHM_QUANTUM_ARCSEC
+        return PSFSpec(max(f, FWHM_QUANTUM_ARCSEC), self.model, *(getattr(self, k) if k in takes else d
+                                                                  for k, d in _SHAPE_DEFAULTS.items()))
 
 
 @lru_cache(maxsize=256)
-def _shape(model: str, params: tuple) -> PSFShape:
+def _shape(model: str, *values) -> PSFShape:
     # built once per (model, parameters): a spec is made per task and band
-    return build(KIND, model, **dict(params))
+    takes = parameters(lookup(KIND, model))
+    return build(KIND, model, **{k: v for k, v in zip(_SHAPE_DEFAULTS, values) if k in takes})
 
 
 def profile_r2(r2: np.ndarray, spec: PSFSpec) -> np.ndarray:

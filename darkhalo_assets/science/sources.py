@@ -219,6 +219,13 @@ def profile_parameters(kind: str) -> tuple[str, ...]:
     return parameters(lookup(KIND, kind))
 
 
+@lru_cache(maxsize=1024)
+def _profile(kind: str, r_eff: float, n: float) -> LightProfile:
+    # built once per (kind, parameters): a source is made twice per task from a few grid values
+    given = {"r_eff": r_eff, "n": n}
+    return build(KIND, kind, **{k: given[k] for k in profile_parameters(kind)})
+
+
 @dataclass(frozen=True)
 class SourceModel:
     """An unlensed source; (x, y) is its centre in the source plane relative to the lens, arcsec.
@@ -236,9 +243,7 @@ class SourceModel:
     profile: LightProfile = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        takes = profile_parameters(self.kind)
-        given = {"r_eff": self.r_eff, "n": self.n}
-        object.__setattr__(self, "profile", build(KIND, self.kind, **{k: given[k] for k in takes}))
+        object.__setattr__(self, "profile", _profile(self.kind, self.r_eff, self.n))
         if not 0.0 < self.q <= 1.0:
             raise ValueError(f"source axis ratio q must be in (0, 1], got {self.q!r}")
 
