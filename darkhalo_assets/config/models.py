@@ -19,7 +19,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, PrivateAttr, Stric
 
 GRID_AXES = ("theta_e_arcsec", "src_dmag", "src_flux_ratio", "src_reff_arcsec", "src_e", "shear",
              "src_type", "src_sersic_n")
-SRC_TYPES = ("point", "gaussian", "sersic")
+SRC_TYPES = SOURCE_KINDS  # the registered source light profiles (science/sources.py)
 SAMPLING_MODES = ("per_config", "per_split")
 SELECTION_POLICIES = ("union_dedup", "one_set")
 STRATA_OVER = ("bricks", "objects")

@@ -11,6 +11,8 @@ box, i.e. a FWHM larger by about (p^2/12)/(2 sigma^2) relative: 0.8% at 1.0", 1.
 
 - moffat:   I(r) ~ [1 + (r/alpha)^2]^(-beta), FWHM = 2 alpha sqrt(2^(1/beta) - 1).
 - gaussian: I(r) ~ exp(-r^2 / (2 sigma^2)), sigma = FWHM / (2 sqrt(2 ln 2)).
+Each model is a small class registered by name (``@register(KIND, "<model>")``) with its
+shape parameters, its profile and total flux; ``PSFSpec`` names it and is the cache key.
 
 The kernel half-size is the radius outside which the continuous profile holds less than
 ``flux_tol`` of the flux (Moffat: (1 + R^2/alpha^2)^(1-beta) = tol; Gaussian:
@@ -20,42 +22,23 @@ canvas and crops, so no kernel is ever "too big for the stamp" (seed defect 9).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from darkhalo_assets.science.registry import build, known, lookup, parameters, register
 from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 
-PSF_MODELS = ("moffat", "gaussian")
+KIND = "PSF model"
 DEFAULT_MOFFAT_BETA = 3.5
 DEFAULT_FLUX_TOL = 1e-3
 # FWHMs are rounded to this before kernels are built, so the per-task psfsize values of a
 # brick share cached kernel FFTs (a 0.05% FWHM change at 1").
 FWHM_QUANTUM_ARCSEC = 1e-3
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
-
-@dataclass(frozen=True)
-class PSFSpec:
-    fwhm_arcsec: float
-    model: str = "moffat"
-    beta: float = DEFAULT_MOFFAT_BETA     # Moffat only
-
-    def __post_init__(self) -> None:
-        if self.model not in PSF_MODELS:
-            raise ValueError(f"PSF model must be one of {PSF_MODELS}, got {self.model!r}")
-        if not (np.isfinite(self.fwhm_arcsec) and self.fwhm_arcsec > 0):
-            raise ValueError(f"PSF FWHM must be finite and > 0 arcsec, got {self.fwhm_arcsec!r}")
-        if self.model == "moffat" and not self.beta > 1.0:
-            raise ValueError(f"Moffat beta must be > 1 (finite flux), got {self.beta!r}")
-
-    def quantized(self) -> "PSFSpec":
-        f = round(self.fwhm_arcsec / FWHM_QUANTUM_ARCSEC) * FWHM_QUANTUM_ARCSEC
-        beta = self.beta if self.model == "moffat" else DEFAULT_MOFFAT_BETA
-        return PSFSpec(max(f, FWHM_QUANTUM_ARCSEC), self.model, beta)
 
 
 def moffat_alpha(fwhm: float, beta: float) -> float:
@@ -66,23 +49,104 @@ def gaussian_sigma(fwhm: float) -> float:
     return fwhm / _FWHM_PER_SIGMA
 
 
+class PSFShape:
+    """Base of the PSF models: a frozen dataclass of the shape parameters (the FWHM is given
+    to each method). The profile is unnormalised (1 at the centre); kernels are normalised
+    to sum 1 over their pixels."""
+
+    def profile_r2(self, r2: np.ndarray, fwhm: float) -> np.ndarray:
+        """Profile at squared radius r2 (arcsec^2), 1 at the centre."""
+        raise NotImplementedError
+
+    def total_flux(self, fwhm: float) -> float:
+        """Integral of the profile over the plane (arcsec^2)."""
+        raise NotImplementedError
+
+    def truncation_radius(self, fwhm: float, flux_tol: float) -> float:
+        """Radius (arcsec) outside which the profile holds < flux_tol of its flux."""
+        raise NotImplementedError
+
+
+@register(KIND, "moffat")
+@dataclass(frozen=True)
+class Moffat(PSFShape):
+    """I(r) = [1 + (r/alpha)^2]^(-beta), FWHM = 2 alpha sqrt(2^(1/beta) - 1)."""
+    beta: float = DEFAULT_MOFFAT_BETA
+
+    def __post_init__(self) -> None:
+        if not self.beta > 1.0:
+            raise ValueError(f"Moffat beta must be > 1 (finite flux), got {self.beta!r}")
+
+    def profile_r2(self, r2, fwhm):
+        a = moffat_alpha(fwhm, self.beta)
+        return (1.0 + r2 / (a * a)) ** (-self.beta)
+
+    def total_flux(self, fwhm):
+        return math.pi * moffat_alpha(fwhm, self.beta) ** 2 / (self.beta - 1.0)
+
+    def truncation_radius(self, fwhm, flux_tol):
+        a = moffat_alpha(fwhm, self.beta)
+        return a * math.sqrt(flux_tol ** (1.0 / (1.0 - self.beta)) - 1.0)
+
+
+@register(KIND, "gaussian")
+@dataclass(frozen=True)
+class Gaussian(PSFShape):
+    """I(r) = exp(-r^2 / (2 sigma^2)), sigma = FWHM / (2 sqrt(2 ln 2))."""
+
+    def profile_r2(self, r2, fwhm):
+        return np.exp(-0.5 * r2 / gaussian_sigma(fwhm) ** 2)
+
+    def total_flux(self, fwhm):
+        return 2.0 * math.pi * gaussian_sigma(fwhm) ** 2
+
+    def truncation_radius(self, fwhm, flux_tol):
+        return gaussian_sigma(fwhm) * math.sqrt(-2.0 * math.log(flux_tol))
+
+
+PSF_MODELS = known(KIND)
+# PSFSpec fields a model may take as parameters (in field order, after model), with the value a model that does not take
+# them gets (so specs differing only in an unused parameter share cached kernels).
+_SHAPE_DEFAULTS = {"beta": DEFAULT_MOFFAT_BETA}
+
+
+@dataclass(frozen=True)
+class PSFSpec:
+    fwhm_arcsec: float
+    model: str = "moffat"                 # a registered PSF model
+    beta: float = DEFAULT_MOFFAT_BETA     # Moffat only
+    shape: PSFShape = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.fwhm_arcsec) and self.fwhm_arcsec > 0):
+            lookup(KIND, self.model)  # an unknown model is the first thing to report
+            raise ValueError(f"PSF FWHM must be finite and > 0 arcsec, got {self.fwhm_arcsec!r}")
+        object.__setattr__(self, "shape", _shape(self.model, *(getattr(self, k) for k in _SHAPE_DEFAULTS)))
+
+    def quantized(self) -> "PSFSpec":
+        takes = parameters(type(self.shape))
+        f = round(self.fwhm_arcsec / FWHM_QUANTUM_ARCSEC) * FWHM_QUANTUM_ARCSEC
+        return PSFSpec(max(f, FWHM_QUANTUM_ARCSEC), self.model, *(getattr(self, k) if k in takes else d
+                                                                  for k, d in _SHAPE_DEFAULTS.items()))
+
+
+@lru_cache(maxsize=256)
+def _shape(model: str, *values) -> PSFShape:
+    # built once per (model, parameters): a spec is made per task and band
+    takes = parameters(lookup(KIND, model))
+    return build(KIND, model, **{k: v for k, v in zip(_SHAPE_DEFAULTS, values) if k in takes})
+
+
 def profile_r2(r2: np.ndarray, spec: PSFSpec) -> np.ndarray:
     """Unnormalised PSF profile (1 at the centre) as a function of r^2 in arcsec^2."""
-    r2 = np.asarray(r2, dtype=float)
-    if spec.model == "gaussian":
-        return np.exp(-0.5 * r2 / gaussian_sigma(spec.fwhm_arcsec) ** 2)
-    a = moffat_alpha(spec.fwhm_arcsec, spec.beta)
-    return (1.0 + r2 / (a * a)) ** (-spec.beta)
+    return spec.shape.profile_r2(np.asarray(r2, dtype=float), spec.fwhm_arcsec)
 
 
 def truncation_radius(spec: PSFSpec, flux_tol: float = DEFAULT_FLUX_TOL) -> float:
     """Radius (arcsec) outside which the continuous profile holds < flux_tol of its flux."""
     if not 0.0 < flux_tol < 1.0:
         raise ValueError(f"flux_tol must be in (0, 1), got {flux_tol!r}")
-    if spec.model == "gaussian":
-        return gaussian_sigma(spec.fwhm_arcsec) * math.sqrt(-2.0 * math.log(flux_tol))
-    a = moffat_alpha(spec.fwhm_arcsec, spec.beta)
-    return a * math.sqrt(flux_tol ** (1.0 / (1.0 - spec.beta)) - 1.0)
+    return spec.shape.truncation_radius(spec.fwhm_arcsec, flux_tol)
 
 
 def kernel_half_size(spec: PSFSpec, pixel_scale: float = PIXEL_SCALE_ARCSEC,

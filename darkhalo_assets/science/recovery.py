@@ -49,74 +49,14 @@ Criteria (exactly as implemented):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from darkhalo_assets.science.intervals import binomial_interval
+from darkhalo_assets.science.registry import build, register
 
 BANDS = ("g", "r", "z")
-
-
-@dataclass(frozen=True)
-class SeedSnrResolved:
-    name: str = "seed_snr_resolved"
-    min_arc_snr: float = 5.0
-    min_resolution: float = 0.8
-    band: str = "r"
-
-
-@dataclass(frozen=True)
-class LensPopDetectable:
-    name: str = "lenspop"
-    min_snr: float = 20.0
-    min_magnification: float = 3.0
-    band: str = "r"
-    bfac: float = 2.0
-    rfac: float = 2.0
-    require_resolved_arc: bool = True
-
-
-@dataclass(frozen=True)
-class BlindResidual:
-    name: str = "blind_resid"
-    threshold: float | None = None
-    target_fpr: float | None = 0.01
-    calibration_splits: tuple[str, ...] | None = None
-    column: str = "blind_resid_snr"
-
-
-@dataclass(frozen=True)
-class ClassifierScores:
-    scores: Any = field(default=None, repr=False)  # DataFrame / mapping with task_id and score
-    thresholds: tuple[float, ...] = (0.5,)
-    name: str = "classifier"
-    column: str | None = None  # or: a per-row score column already in the metrics (NaN = unscored)
-
-
-Criterion = SeedSnrResolved | LensPopDetectable | BlindResidual | ClassifierScores
-DEFAULT_CRITERIA: tuple[Criterion, ...] = (SeedSnrResolved(), LensPopDetectable(), BlindResidual())
-_KINDS = {"seed_snr_resolved": SeedSnrResolved, "lenspop": LensPopDetectable,
-          "blind_resid": BlindResidual, "classifier": ClassifierScores}
-
-
-def criteria_from_config(config: Mapping[str, Mapping[str, Any] | None]) -> list[Criterion]:
-    """Build criteria from plain config, e.g. {"seed_snr_resolved": {}, "blind_resid": {"target_fpr": 0.01}}.
-
-    A key is a criterion kind, or any name with {"kind": <kind>, ...} to run one kind twice.
-    """
-    out: list[Criterion] = []
-    for key, params in config.items():
-        params = dict(params or {})
-        kind = params.pop("kind", key)
-        if kind not in _KINDS:
-            raise ValueError(f"unknown recovery criterion kind {kind!r}; known: {sorted(_KINDS)}")
-        params.setdefault("name", key)
-        for k in ("calibration_splits", "thresholds"):
-            if params.get(k) is not None:
-                params[k] = tuple(params[k])
-        out.append(_KINDS[kind](**params))
-    return out
 
 
 def threshold_name(name: str, t: float) -> str:
@@ -225,6 +165,196 @@ def rates_from_counts(report, *, level: float = 0.95, interval: str = "wilson"):
     return out
 
 
+KIND = "recovery criterion"
+
+
+class Verdict(NamedTuple):
+    """One output of a criterion: its ``recovered_<name>`` flags, the rows counted in its n
+    (None = every injection in play) and its report row (``fpr_row``)."""
+    name: str
+    flags: np.ndarray
+    eligible: np.ndarray | None
+    row: dict
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a criterion is evaluated on: the metrics table (DataFrame or mapping of arrays),
+    the injections in play (``targets``), the independent controls in play (``controls``),
+    every usable row in play (``base``), and the interval settings of the FPR rows."""
+    metrics: Any
+    targets: np.ndarray
+    controls: np.ndarray
+    base: np.ndarray
+    level: float
+    interval: str
+
+    def col(self, name: str) -> np.ndarray:
+        return _col(self.metrics, name)
+
+    def fpr_row(self, name, kind, threshold=np.nan, target=np.nan, detected=None, controls=None, extra=None) -> dict:
+        return _fpr_row(name, kind, threshold, target, detected, self.controls if controls is None else controls,
+                        self.level, self.interval, extra)
+
+
+class Criterion:
+    """Base of the recovery criteria. A criterion is a frozen dataclass whose fields are its
+    parameters (``name`` among them), registered with ``@register(KIND, "<kind>")``."""
+
+    def outputs(self) -> tuple[str, ...]:
+        """The criterion names it reports (one, unless it has several thresholds)."""
+        return (self.name,)
+
+    def columns(self) -> tuple[str, ...]:
+        """The metrics columns it reads beyond the flags every criterion uses."""
+        return ()
+
+    def evaluate(self, ctx: Context) -> list[Verdict]:
+        raise NotImplementedError(f"{type(self).__name__} must define evaluate(ctx)")
+
+
+def _fwhm_columns(band: str) -> tuple[str, ...]:
+    return tuple(f"psf_fwhm_{b}" for b in BANDS) if band == "best" else (f"psf_fwhm_{band}",)
+
+
+@register(KIND, "seed_snr_resolved")
+@dataclass(frozen=True)
+class SeedSnrResolved(Criterion):
+    name: str = "seed_snr_resolved"
+    min_arc_snr: float = 5.0
+    min_resolution: float = 0.8
+    band: str = "r"
+
+    def columns(self) -> tuple[str, ...]:
+        return ("theta_e_arcsec", "arc_snr") + _fwhm_columns(self.band)
+
+    def evaluate(self, ctx: Context) -> list[Verdict]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = ctx.col("theta_e_arcsec") / _fwhm(ctx.metrics, self.band)
+            flags = ctx.targets & (ctx.col("arc_snr") >= self.min_arc_snr) & (res >= self.min_resolution)
+        return [Verdict(self.name, flags, None, ctx.fpr_row(self.name, "truth"))]
+
+
+@register(KIND, "lenspop")
+@dataclass(frozen=True)
+class LensPopDetectable(Criterion):
+    name: str = "lenspop"
+    min_snr: float = 20.0
+    min_magnification: float = 3.0
+    band: str = "r"
+    bfac: float = 2.0
+    rfac: float = 2.0
+    require_resolved_arc: bool = True
+
+    def columns(self) -> tuple[str, ...]:
+        return ("theta_e_arcsec", "src_reff_arcsec", "magnification", "arc_snr") + _fwhm_columns(self.band)
+
+    def evaluate(self, ctx: Context) -> list[Verdict]:
+        s = _fwhm(ctx.metrics, self.band)
+        te = ctx.col("theta_e_arcsec").astype(np.float64)
+        rs = ctx.col("src_reff_arcsec").astype(np.float64)
+        mu = ctx.col("magnification")
+        with np.errstate(invalid="ignore"):
+            ok = (ctx.col("arc_snr") > self.min_snr) & (mu > self.min_magnification)
+            ok &= self.bfac * te**2 >= (self.rfac * rs) ** 2 + s.astype(np.float64) ** 2
+            if self.require_resolved_arc:
+                ok &= mu * rs > s
+        return [Verdict(self.name, ctx.targets & ok, None, ctx.fpr_row(self.name, "truth"))]
+
+
+@register(KIND, "blind_resid")
+@dataclass(frozen=True)
+class BlindResidual(Criterion):
+    name: str = "blind_resid"
+    threshold: float | None = None
+    target_fpr: float | None = 0.01
+    calibration_splits: tuple[str, ...] | None = None
+    column: str = "blind_resid_snr"
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.column,)
+
+    def evaluate(self, ctx: Context) -> list[Verdict]:
+        score = ctx.col(self.column).astype(np.float64, copy=False)
+        calib = ctx.controls.copy()
+        if self.calibration_splits is not None:
+            calib &= np.isin(ctx.col("region_split"), list(self.calibration_splits))
+        note = ""
+        if self.threshold is not None:
+            thr = float(self.threshold)
+        elif self.target_fpr is not None:
+            if np.isfinite(score[calib]).any():
+                thr = threshold_for_fpr(score[calib], self.target_fpr)
+            else:  # e.g. the debug tier has no controls: undefined, not 0% complete
+                thr = np.nan
+                note = "no control with a finite score: threshold undefined, criterion not evaluated (n = 0)"
+        else:
+            raise ValueError(f"criterion {self.name!r}: give threshold or target_fpr")
+        with np.errstate(invalid="ignore"):
+            detected = score >= thr  # NaN scores (and a NaN threshold) are never detections
+        eligible = None if np.isfinite(thr) else np.zeros(score.shape, dtype=bool)
+        extra = {"n_calibration": int(np.count_nonzero(calib & np.isfinite(score))), "note": note}
+        if self.calibration_splits is not None:
+            hold = ctx.controls & ~calib
+            kh, nh = int(np.count_nonzero(detected & hold)), int(np.count_nonzero(hold))
+            est, lo, hi = binomial_interval(kh, nh, method=ctx.interval, level=ctx.level)
+            extra.update(n_holdout_controls=nh, k_holdout_detected=kh, fpr_holdout=float(est), fpr_holdout_lo=float(lo),
+                         fpr_holdout_hi=float(hi))
+        row = ctx.fpr_row(self.name, "image", thr, self.target_fpr if self.threshold is None else np.nan,
+                          detected, extra=extra)
+        return [Verdict(self.name, ctx.targets & detected, eligible, row)]
+
+
+@register(KIND, "classifier")
+@dataclass(frozen=True)
+class ClassifierScores(Criterion):
+    scores: Any = field(default=None, repr=False)  # DataFrame / mapping with task_id and score
+    thresholds: tuple[float, ...] = (0.5,)
+    name: str = "classifier"
+    column: str | None = None  # or: a per-row score column already in the metrics (NaN = unscored)
+
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(threshold_name(self.name, t) for t in self.thresholds)
+
+    def columns(self) -> tuple[str, ...]:
+        return () if self.column is None else (self.column,)
+
+    def evaluate(self, ctx: Context) -> list[Verdict]:
+        score, has = _join_scores(ctx.metrics, self)
+        out = []
+        for t in self.thresholds:
+            name = threshold_name(self.name, t)
+            with np.errstate(invalid="ignore"):
+                detected = has & (score >= t)
+            row = ctx.fpr_row(name, "classifier", float(t), np.nan, detected, ctx.controls & has,
+                              {"n_unscored": int(np.count_nonzero(ctx.base & ~has))})
+            out.append(Verdict(name, ctx.targets & detected, has, row))
+        return out
+
+
+DEFAULT_CRITERIA: tuple[Criterion, ...] = (SeedSnrResolved(), LensPopDetectable(), BlindResidual())
+
+
+def criteria_from_config(config: Mapping[str, Mapping[str, Any] | None]) -> list[Criterion]:
+    """Build criteria from plain config, e.g. {"seed_snr_resolved": None, "blind_resid": {"target_fpr": 0.01}}.
+
+    A key is a registered criterion kind, or any name with {"kind": <kind>, ...} to run one
+    kind twice; the key is the criterion's name unless its params give one.
+    """
+    out: list[Criterion] = []
+    for key, params in config.items():
+        params = dict(params or {})
+        kind = params.pop("kind", key)
+        params.setdefault("name", key)
+        out.append(build(KIND, kind, **params))
+    return out
+
+
+def criteria_columns(criteria: Sequence[Criterion]) -> set[str]:
+    """Every metrics column the criteria read (beyond is_control, cutout_ok, replicate)."""
+    return {col for c in criteria for col in c.columns()}
+
+
 def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA, *,
                       rows: np.ndarray | None = None, level: float = 0.95, interval: str = "wilson"
                       ) -> RecoveryResult:
@@ -236,78 +366,23 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
     """
     import pandas as pd
 
+    for c in criteria:
+        if not isinstance(c, Criterion):
+            raise TypeError(f"not a recovery criterion: {c!r} (subclass recovery.Criterion and register it)")
     is_control = _bool(metrics, "is_control")
     base = _bool(metrics, "cutout_ok")
     if rows is not None:
         base = base & np.asarray(rows, dtype=bool)
-    targets = base & ~is_control
-    controls = independent_controls(metrics, base & is_control)
-    names = [threshold_name(c.name, t) for c in criteria if isinstance(c, ClassifierScores) for t in c.thresholds]
-    names += [c.name for c in criteria if not isinstance(c, ClassifierScores)]
+    ctx = Context(metrics, targets=base & ~is_control, controls=independent_controls(metrics, base & is_control),
+                  base=base, level=level, interval=interval)
+    names = [n for c in criteria for n in c.outputs()]
     if len(set(names)) != len(names):
         raise ValueError(f"recovery criterion names must be unique, got {names}")
     flags, eligible, report = {}, {}, []
     for c in criteria:
-        if isinstance(c, SeedSnrResolved):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                res = _col(metrics, "theta_e_arcsec") / _fwhm(metrics, c.band)
-                flags[c.name] = targets & (_col(metrics, "arc_snr") >= c.min_arc_snr) & (res >= c.min_resolution)
-            eligible[c.name] = None
-            report.append(_fpr_row(c.name, "truth", np.nan, np.nan, None, controls, level, interval))
-        elif isinstance(c, LensPopDetectable):
-            s = _fwhm(metrics, c.band)
-            te = _col(metrics, "theta_e_arcsec").astype(np.float64)
-            rs = _col(metrics, "src_reff_arcsec").astype(np.float64)
-            mu = _col(metrics, "magnification")
-            with np.errstate(invalid="ignore"):
-                ok = (_col(metrics, "arc_snr") > c.min_snr) & (mu > c.min_magnification)
-                ok &= c.bfac * te**2 >= (c.rfac * rs) ** 2 + s.astype(np.float64) ** 2
-                if c.require_resolved_arc:
-                    ok &= mu * rs > s
-            flags[c.name] = targets & ok
-            eligible[c.name] = None
-            report.append(_fpr_row(c.name, "truth", np.nan, np.nan, None, controls, level, interval))
-        elif isinstance(c, BlindResidual):
-            score = _col(metrics, c.column).astype(np.float64, copy=False)
-            calib = controls.copy()
-            if c.calibration_splits is not None:
-                calib &= np.isin(_col(metrics, "region_split"), list(c.calibration_splits))
-            note = ""
-            if c.threshold is not None:
-                thr = float(c.threshold)
-            elif c.target_fpr is not None:
-                if np.isfinite(score[calib]).any():
-                    thr = threshold_for_fpr(score[calib], c.target_fpr)
-                else:  # e.g. the debug tier has no controls: undefined, not 0% complete
-                    thr = np.nan
-                    note = "no control with a finite score: threshold undefined, criterion not evaluated (n = 0)"
-            else:
-                raise ValueError(f"criterion {c.name!r}: give threshold or target_fpr")
-            with np.errstate(invalid="ignore"):
-                detected = score >= thr  # NaN scores (and a NaN threshold) are never detections
-            flags[c.name] = targets & detected
-            eligible[c.name] = None if np.isfinite(thr) else np.zeros(score.shape, dtype=bool)
-            extra = {"n_calibration": int(np.count_nonzero(calib & np.isfinite(score))), "note": note}
-            if c.calibration_splits is not None:
-                hold = controls & ~calib
-                kh, nh = int(np.count_nonzero(detected & hold)), int(np.count_nonzero(hold))
-                est, lo, hi = binomial_interval(kh, nh, method=interval, level=level)
-                extra.update(n_holdout_controls=nh, k_holdout_detected=kh, fpr_holdout=float(est), fpr_holdout_lo=float(lo),
-                             fpr_holdout_hi=float(hi))
-            report.append(_fpr_row(c.name, "image", thr, c.target_fpr if c.threshold is None else np.nan,
-                                   detected, controls, level, interval, extra))
-        elif isinstance(c, ClassifierScores):
-            score, has = _join_scores(metrics, c)
-            for t in c.thresholds:
-                name = threshold_name(c.name, t)
-                with np.errstate(invalid="ignore"):
-                    detected = has & (score >= t)
-                flags[name] = targets & detected
-                eligible[name] = has
-                report.append(_fpr_row(name, "classifier", float(t), np.nan, detected, controls & has, level,
-                                       interval, {"n_unscored": int(np.count_nonzero(base & ~has))}))
-        else:
-            raise TypeError(f"not a recovery criterion: {c!r}")
+        for v in c.evaluate(ctx):
+            flags[v.name], eligible[v.name] = v.flags, v.eligible
+            report.append(v.row)
     return RecoveryResult(flags, eligible, pd.DataFrame(report))
 
 

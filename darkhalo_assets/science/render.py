@@ -245,7 +245,7 @@ def unit_lensed_image(shape: tuple[int, int], lens_xy: tuple[float, float], lens
 
     Returns (U, n_supersampled_pixels, max_factor); U is (H, W) float64, flux per pixel.
     """
-    if source.kind == "point":
+    if source.is_point:
         raise ValueError("a point source has no surface brightness; render_arc maps it to images")
     lens_f, src_f, frame = _to_lens_frame(lens, source, lens_xy, float(pixel_scale), dtype)
     if sampling == "uniform":
@@ -322,7 +322,7 @@ def render_arc(stamp_shape: int | tuple[int, int], lens_xy: tuple[float, float],
     psfs = [ps.quantized() for ps in psfs]
     _check_inputs(shape, lens_xy, band_flux, psfs, supersample, sampling, max_supersample)
     p = float(pixel_scale)
-    if source.kind == "point":
+    if source.is_point:
         img, mu, unconv = _render_point(shape, lens_xy, lens, source, band_flux, psfs, p, flux_tol,
                                         keep_unconvolved)
         n_sup, s_used = 0, 1

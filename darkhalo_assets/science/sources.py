@@ -15,9 +15,16 @@ major-axis half-light radius is r_eff/sqrt(q)) and the total-flux integrals do n
 - sersic:   I = I_e exp(-b_n [(R/r_eff)^(1/n) - 1]),  F = 2 pi r_eff^2 n e^b_n Gamma(2n) b_n^(-2n) I_e,
             with the exact b_n (P(2n, b_n) = 1/2), not the 2n - 1/3 series.
 - point:    no surface brightness; the renderer maps it to its images analytically.
+
+Each profile is a small class registered by name (``@register(KIND, "<src_type>")``): its
+parameters (drawn from the manifest's source columns, ``PARAMETER_COLUMNS``), its surface
+brightness per unit flux as a function of R^2, its total flux and the scales the adaptive
+renderer needs. ``SourceModel`` holds the shape and position shared by every profile and
+dispatches to its profile once per call (each call is vectorised over all positions).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,13 +33,12 @@ import numpy as np
 from scipy.special import gamma as gamma_fn
 from scipy.special import gammainc, gammaincinv
 
-SOURCE_KINDS = ("point", "gaussian", "sersic")
+from darkhalo_assets.science.registry import build, known, lookup, parameters, register
+
+KIND = "source profile"
+# The manifest column each profile parameter is drawn from (task_params.draw_task_params).
+PARAMETER_COLUMNS = {"r_eff": "src_reff_arcsec", "n": "src_sersic_n"}
 _GAUSS_HLR_PER_SIGMA = math.sqrt(2.0 * math.log(2.0))
-# Source-plane sampling step, in units of the profile's inner scale along the minor axis
-# (sigma for a Gaussian, r_eff/b_n^n for a Sersic). 1 sigma puts the Gaussian aliasing error
-# near 1e-8. The exponential's kinked centre aliases as ~9 (step / 2 pi scale)^3 in the
-# worst sub-pixel phase: 0.3 keeps the total flux of a Sersic n = 1 within 1e-3.
-_STEP_PER_SCALE = {"gaussian": 1.0, "sersic": 0.3}
 
 
 @lru_cache(maxsize=256)
@@ -49,9 +55,184 @@ def sersic_ie(n: float, r_eff: float, flux: float = 1.0) -> float:
     return flux / (2.0 * math.pi * r_eff**2 * n * math.exp(b) * gamma_fn(2.0 * n) * b ** (-2.0 * n))
 
 
+class LightProfile:
+    """Base of the source light profiles: a frozen dataclass of the profile's parameters.
+
+    Radii are elliptical radii R (arcsec) of the shape convention above; everything is per
+    unit total flux. ``point`` is True for a profile without surface brightness (the
+    renderer maps it to its images analytically) — such a profile defines nothing else.
+    """
+    point = False
+    # Source-plane sampling step in units of ``inner_scale`` (see SourceModel.sampling_step).
+    step_per_scale = 1.0
+
+    def _extended(self):
+        if self.point:
+            raise ValueError("a point source has no surface brightness")
+
+    def central_sb(self) -> float:
+        """Surface brightness at the centre per unit flux (1/arcsec^2)."""
+        raise NotImplementedError
+
+    def total_flux(self, central_sb: float = 1.0) -> float:
+        """Total flux of the profile whose central surface brightness is ``central_sb``."""
+        raise NotImplementedError
+
+    def enclosed_fraction(self, r: np.ndarray) -> np.ndarray:
+        """Fraction of the total flux inside elliptical radius r."""
+        raise NotImplementedError
+
+    def radius_at_relative_sb(self, frac: float) -> float:
+        """Elliptical radius where the surface brightness is ``frac`` of the central one."""
+        raise NotImplementedError
+
+    def inner_scale(self) -> float:
+        """The profile's smallest scale along R (arcsec): what source-plane sampling must resolve."""
+        raise NotImplementedError
+
+    def profile_r2(self, r2: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Surface brightness per unit flux as a function of R^2; may write into ``out``."""
+        raise NotImplementedError
+
+
+@register(KIND, "point")
+@dataclass(frozen=True)
+class Point(LightProfile):
+    point = True
+
+    def enclosed_fraction(self, r):
+        return np.where(r >= 0, 1.0, 0.0)
+
+    def total_flux(self, central_sb: float = 1.0) -> float:
+        return 1.0
+
+    def central_sb(self) -> float:
+        self._extended()
+
+    def radius_at_relative_sb(self, frac: float) -> float:
+        self._extended()
+
+    def profile_r2(self, r2, out=None):
+        self._extended()
+
+
+@register(KIND, "gaussian")
+@dataclass(frozen=True)
+class Gaussian(LightProfile):
+    r_eff: float
+    step_per_scale = 1.0   # 1 sigma puts the aliasing error near 1e-8
+
+    def __post_init__(self) -> None:
+        _check_r_eff("gaussian", self.r_eff)
+
+    @property
+    def sigma(self) -> float:
+        return self.r_eff / _GAUSS_HLR_PER_SIGMA
+
+    def central_sb(self) -> float:
+        return 1.0 / (2.0 * math.pi * self.sigma**2)
+
+    def total_flux(self, central_sb: float = 1.0) -> float:
+        return 2.0 * math.pi * self.sigma**2 * central_sb
+
+    def enclosed_fraction(self, r):
+        return -np.expm1(-0.5 * (r / self.sigma) ** 2)
+
+    def radius_at_relative_sb(self, frac: float) -> float:
+        return self.sigma * math.sqrt(2.0 * math.log(1.0 / frac))
+
+    def inner_scale(self) -> float:
+        return self.sigma
+
+    def profile_r2(self, r2, out=None):
+        t = np.multiply(r2, -0.5 / self.sigma**2, out=out)
+        np.exp(t, out=t)
+        t *= self.central_sb()
+        return t
+
+
+@register(KIND, "sersic")
+@dataclass(frozen=True)
+class Sersic(LightProfile):
+    r_eff: float
+    n: float = 1.0
+    # The exponential's kinked centre aliases as ~9 (step / 2 pi scale)^3 in the worst
+    # sub-pixel phase: 0.3 keeps the total flux of a Sersic n = 1 within 1e-3.
+    step_per_scale = 0.3
+
+    def __post_init__(self) -> None:
+        _check_r_eff("sersic", self.r_eff)
+        if not 0.2 <= self.n <= 8.0:
+            raise ValueError(f"Sersic index must be in [0.2, 8], got {self.n!r}")
+
+    def central_sb(self) -> float:
+        return sersic_ie(self.n, self.r_eff) * math.exp(sersic_bn(self.n))
+
+    def total_flux(self, central_sb: float = 1.0) -> float:
+        b = sersic_bn(self.n)
+        return 2.0 * math.pi * self.r_eff**2 * self.n * gamma_fn(2.0 * self.n) * b ** (-2.0 * self.n) * central_sb
+
+    def enclosed_fraction(self, r):
+        b = sersic_bn(self.n)
+        return gammainc(2.0 * self.n, b * (r / self.r_eff) ** (1.0 / self.n))
+
+    def radius_at_relative_sb(self, frac: float) -> float:
+        return self.r_eff * (math.log(1.0 / frac) / sersic_bn(self.n)) ** self.n
+
+    def inner_scale(self) -> float:
+        return self.r_eff / sersic_bn(self.n) ** self.n
+
+    def profile_r2(self, r2, out=None):
+        b = sersic_bn(self.n)
+        t = np.multiply(r2, 1.0 / self.r_eff**2, out=out)
+        half_inv_n = 0.5 / self.n
+        # fast paths for common indices; np.power is ~4x slower than sqrt
+        if half_inv_n == 0.5:
+            np.sqrt(t, out=t)
+        elif half_inv_n == 0.125:
+            np.sqrt(t, out=t)
+            np.sqrt(t, out=t)
+            np.sqrt(t, out=t)
+        elif half_inv_n != 1.0:
+            np.power(t, half_inv_n, out=t)
+        t *= -b
+        np.exp(t, out=t)
+        t *= self.central_sb()
+        return t
+
+
+def _check_r_eff(kind: str, r_eff: float) -> None:
+    if not (np.isfinite(r_eff) and r_eff > 0):
+        raise ValueError(f"{kind} source needs r_eff > 0 arcsec, got {r_eff!r}")
+
+
+SOURCE_KINDS = known(KIND)
+
+
+def source_kinds() -> tuple[str, ...]:
+    """The registered profiles now (SOURCE_KINDS plus any registered after this module loaded)."""
+    return known(KIND)
+
+
+def profile_parameters(kind: str) -> tuple[str, ...]:
+    """The parameters the profile ``kind`` takes (a subset of PARAMETER_COLUMNS)."""
+    return parameters(lookup(KIND, kind))
+
+
+@lru_cache(maxsize=1024)
+def _profile(kind: str, r_eff: float, n: float) -> LightProfile:
+    # built once per (kind, parameters): a source is made twice per task from a few grid values
+    given = {"r_eff": r_eff, "n": n}
+    return build(KIND, kind, **{k: given[k] for k in profile_parameters(kind)})
+
+
 @dataclass(frozen=True)
 class SourceModel:
-    """An unlensed source; (x, y) is its centre in the source plane relative to the lens, arcsec."""
+    """An unlensed source; (x, y) is its centre in the source plane relative to the lens, arcsec.
+
+    ``kind`` names a registered profile; ``r_eff`` and ``n`` are passed to it when it takes
+    them, and ignored otherwise.
+    """
     kind: str
     r_eff: float = 0.0        # circularised half-light radius, arcsec (ignored for point)
     q: float = 1.0            # minor/major axis ratio, 0 < q <= 1
@@ -59,59 +240,37 @@ class SourceModel:
     n: float = 1.0            # Sersic index (sersic only)
     x: float = 0.0
     y: float = 0.0
+    profile: LightProfile = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in SOURCE_KINDS:
-            raise ValueError(f"source kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
-        if self.kind != "point" and not (np.isfinite(self.r_eff) and self.r_eff > 0):
-            raise ValueError(f"{self.kind} source needs r_eff > 0 arcsec, got {self.r_eff!r}")
+        object.__setattr__(self, "profile", _profile(self.kind, self.r_eff, self.n))
         if not 0.0 < self.q <= 1.0:
             raise ValueError(f"source axis ratio q must be in (0, 1], got {self.q!r}")
-        if self.kind == "sersic" and not 0.2 <= self.n <= 8.0:
-            raise ValueError(f"Sersic index must be in [0.2, 8], got {self.n!r}")
+
+    @property
+    def is_point(self) -> bool:
+        return self.profile.point
 
     # -- analytic properties -------------------------------------------------------------
-    @property
-    def sigma(self) -> float:
-        return self.r_eff / _GAUSS_HLR_PER_SIGMA
-
     def central_sb(self) -> float:
         """Surface brightness at the centre per unit flux (finite for every allowed n)."""
-        if self.kind == "gaussian":
-            return 1.0 / (2.0 * math.pi * self.sigma**2)
-        if self.kind == "sersic":
-            return sersic_ie(self.n, self.r_eff) * math.exp(sersic_bn(self.n))
-        raise ValueError("a point source has no surface brightness")
+        return self.profile.central_sb()
 
     def enclosed_fraction(self, radius) -> np.ndarray:
         """Fraction of the total flux inside elliptical radius ``radius`` (arcsec)."""
-        r = np.asarray(radius, dtype=float)
-        if self.kind == "point":
-            return np.where(r >= 0, 1.0, 0.0)
-        if self.kind == "gaussian":
-            return -np.expm1(-0.5 * (r / self.sigma) ** 2)
-        b = sersic_bn(self.n)
-        return gammainc(2.0 * self.n, b * (r / self.r_eff) ** (1.0 / self.n))
+        return self.profile.enclosed_fraction(np.asarray(radius, dtype=float))
 
     def radius_at_relative_sb(self, frac: float) -> float:
         """Elliptical radius (arcsec) where the surface brightness is ``frac`` of the central one."""
         if not 0.0 < frac < 1.0:
             raise ValueError(f"relative surface brightness must be in (0, 1), got {frac!r}")
-        if self.kind == "gaussian":
-            return self.sigma * math.sqrt(2.0 * math.log(1.0 / frac))
-        if self.kind == "sersic":
-            return self.r_eff * (math.log(1.0 / frac) / sersic_bn(self.n)) ** self.n
-        raise ValueError("a point source has no surface brightness")
+        return self.profile.radius_at_relative_sb(frac)
 
     def sampling_step(self) -> float:
         """Source-plane sampling step (arcsec) that resolves the profile's inner scale."""
-        if self.kind == "point":
+        if self.is_point:
             return math.inf
-        if self.kind == "gaussian":
-            scale = self.sigma
-        else:
-            scale = self.r_eff / sersic_bn(self.n) ** self.n
-        return _STEP_PER_SCALE[self.kind] * scale * math.sqrt(self.q)
+        return self.profile.step_per_scale * self.profile.inner_scale() * math.sqrt(self.q)
 
     # -- evaluation ------------------------------------------------------------------------
     def elliptical_radius2(self, bx, by) -> np.ndarray:
@@ -142,29 +301,7 @@ class SourceModel:
 
     def profile_r2(self, r2: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Surface brightness per unit flux (1/arcsec^2) as a function of R^2; may reuse r2."""
-        if self.kind == "gaussian":
-            t = np.multiply(r2, -0.5 / self.sigma**2, out=out)
-            np.exp(t, out=t)
-            t *= self.central_sb()
-            return t
-        if self.kind != "sersic":
-            raise ValueError("a point source has no surface brightness")
-        b = sersic_bn(self.n)
-        t = np.multiply(r2, 1.0 / self.r_eff**2, out=out)
-        half_inv_n = 0.5 / self.n
-        # fast paths for common indices; np.power is ~4x slower than sqrt
-        if half_inv_n == 0.5:
-            np.sqrt(t, out=t)
-        elif half_inv_n == 0.125:
-            np.sqrt(t, out=t)
-            np.sqrt(t, out=t)
-            np.sqrt(t, out=t)
-        elif half_inv_n != 1.0:
-            np.power(t, half_inv_n, out=t)
-        t *= -b
-        np.exp(t, out=t)
-        t *= self.central_sb()
-        return t
+        return self.profile.profile_r2(r2, out)
 
     def surface_brightness(self, bx, by, flux: float = 1.0) -> np.ndarray:
         """Surface brightness (flux/arcsec^2) at source-plane positions."""

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from darkhalo_assets.science.lens import LensParams
-from darkhalo_assets.science.sources import SOURCE_KINDS, SourceModel
+from darkhalo_assets.science.sources import PARAMETER_COLUMNS, SourceModel, profile_parameters, source_kinds
 from darkhalo_assets.survey.dr10 import ZEROPOINT
 
 SOURCE_DISC_FRACTION = 0.8
@@ -76,8 +76,7 @@ class TaskParams:
         return LensParams(self.theta_e, self.lens_q, self.lens_pa_deg, self.shear_g1, self.shear_g2)
 
     def source(self) -> SourceModel:
-        return SourceModel(self.src_type, self.src_reff if self.src_type != "point" else 0.0,
-                           self.src_q, self.src_pa_deg, self.src_n if self.src_type == "sersic" else 1.0,
+        return SourceModel(self.src_type, self.src_reff, self.src_q, self.src_pa_deg, self.src_n,
                            self.src_x, self.src_y)
 
     def band_flux(self, bands: str = "grz") -> list[float]:
@@ -108,13 +107,14 @@ def draw_task_params(row: Mapping[str, Any]) -> TaskParams:
     if theta_e < 0:
         raise ValueError(f"theta_e_arcsec must be >= 0, got {theta_e!r}")
     src_type = str(row["src_type"])
-    if src_type not in SOURCE_KINDS:
-        raise ValueError(f"src_type must be one of {SOURCE_KINDS}, got {src_type!r}")
+    if src_type not in source_kinds():
+        raise ValueError(f"src_type must be one of {source_kinds()}, got {src_type!r}")
+    takes = profile_parameters(src_type)
     src_e = _field(row, "src_e")
     lens_e = _field(row, "lens_e") if row.get("lens_e") is not None else src_e
     shear = _field(row, "shear")
-    reff = _field(row, "src_reff_arcsec") if src_type != "point" else 0.0
-    n = _field(row, "src_sersic_n") if src_type == "sersic" else 1.0
+    reff = _field(row, PARAMETER_COLUMNS["r_eff"]) if "r_eff" in takes else 0.0
+    n = _field(row, PARAMETER_COLUMNS["n"]) if "n" in takes else 1.0
     m_r = _field(row, "rmag") + _field(row, "src_dmag")
 
     u = np.random.default_rng(seed).random(_N_DRAWS)

@@ -1,5 +1,6 @@
 """Stage 4d assets: ``completeness_surfaces``, ``seeing_wall_plots``, ``ranking_mode_ablation`` [tier]."""
 import io
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -7,8 +8,8 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Mat
 from pydantic import Field
 
 from darkhalo_assets.stages.completeness.surfaces import seeing_wall
-from darkhalo_assets.stages.completeness.run import (build_criteria, completeness_rel, metrics_columns,
-                                                       read_surfaces, surfaces_of, tier_spec, write_surfaces)
+from darkhalo_assets.stages.completeness.run import (completeness_rel, metrics_columns, read_surfaces, surfaces_of,
+                                                       tier_spec, write_surfaces)
 from darkhalo_assets.stages.completeness.surfaces import ranking_mode_ablation as compute_ranking_mode_ablation
 from darkhalo_assets.storage.datasets import write_table
 from darkhalo_assets.stages.injection.run import injection_rel, read_metrics
@@ -20,7 +21,6 @@ from darkhalo_assets.metadata import json_md, png_markdown
 from darkhalo_assets.partitions import tier_partitions
 from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.config.run_config import Phase4RunConfig
-
 
 class CompletenessRunConfig(Phase4RunConfig):
     interval: str = Field(default=COMPLETENESS.interval, description="wilson | jeffreys | clopper_pearson")
@@ -38,22 +38,22 @@ class CompletenessRunConfig(Phase4RunConfig):
     classifier_thresholds: list[float] = Field(default=list(COMPLETENESS.classifier_thresholds),
                                                description="Score thresholds for the classifier")
 
+    criteria: dict[str, dict[str, Any] | None] | None = Field(
+        default=None, description="Recovery criteria by registered name, {name: {param: value} | null} (a "
+                                  "{kind: <registered name>} param runs one kind twice); null = the default set "
+                                  "(seed_snr_resolved, lenspop, blind_resid at blind_target_fpr, and the classifier "
+                                  "when classifier_scores is set). When given it is the whole set: blind_target_fpr "
+                                  "then does not apply and a classifier goes in it as {scores: <Parquet path>}")
 
     def surface_options(self) -> dict:
         """The plain options both engines build the run from (pipeline.completeness_run)."""
         return {"interval": self.interval, "level": self.level, "final_evaluation": self.final_evaluation,
                 "clean_max_bad_pixel_frac": self.clean_max_bad_pixel_frac,
                 "blind_target_fpr": self.blind_target_fpr, "classifier_scores": self.classifier_scores,
-                "classifier_thresholds": list(self.classifier_thresholds)}
-
-
-def criteria_for(config: "CompletenessRunConfig") -> tuple:
-    return build_criteria(config.surface_options())
-
+                "classifier_thresholds": list(self.classifier_thresholds), "criteria": self.criteria}
 
 def out_rel(tier: str, name: str = "") -> str:
     return completeness_rel(tier, name)
-
 
 def _surfaces(context, compute, data_store, tier: str, options: dict, view: str) -> tuple[dict, dict]:
     """(the view's tables, engine metadata), computed on the compute resource's engine."""
@@ -67,13 +67,11 @@ def _surfaces(context, compute, data_store, tier: str, options: dict, view: str)
     engine_md = run_completeness_spark(context, compute, data_store, tier, options, view).metadata
     return read_surfaces(store, tier, view), engine_md
 
-
 def _save_png(store, rel: str, fig_writer, *args) -> str:
     buf = io.BytesIO()
     fig_writer(*args, buf)
     store.write_bytes_atomic(rel, buf.getvalue())
     return rel
-
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"parquet", "python"}, owners=["team:darkhalo"],
@@ -109,7 +107,6 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
                                         metadata={"splits_used": json_md(used),
                                                   "final_evaluation": config.final_evaluation})])
 
-
 def _summary_text(tier, overall, theta, res, interval: str, level: float) -> str:
     splits = res["splits"]
     used = ", ".join(splits.loc[splits["used"], "region_split"]) if "used" in splits else "?"
@@ -126,7 +123,6 @@ def _summary_text(tier, overall, theta, res, interval: str, level: float) -> str
             iv = "" if r["n"] == 0 else f"[{r['lo']:.3f}, {r['hi']:.3f}]"
             lines.append(f"{crit:<22} {r['experiment_id']:<40} {te:>7} {int(r['k']):>6} {int(r['n']):>6} {frac:>6}  {iv}")
     return "\n".join(lines)
-
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
@@ -149,7 +145,6 @@ def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunCon
         _save_png(store, rel, fn, *args)
         md[name.removesuffix(".png")] = png_markdown(store, rel, name)
     return MaterializeResult(metadata=md)
-
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],

@@ -147,7 +147,3 @@ def assign(values: np.ndarray, bins: Bins) -> tuple[np.ndarray, np.ndarray, np.n
     out &= ~missing
     code[missing | out] = nb
     return code, missing, out
-
-
-def bin_table(bins: Bins) -> pd.DataFrame:
-    return pd.DataFrame({"lo": bins.lo, "hi": bins.hi})

@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from darkhalo_assets.config.defaults import COMPLETENESS
-from darkhalo_assets.science.recovery import (DEFAULT_CRITERIA, BlindResidual, ClassifierScores, Criterion, independent_controls,
-                                threshold_for_fpr)
+from darkhalo_assets.science.recovery import (DEFAULT_CRITERIA, BlindResidual, ClassifierScores, Criterion,
+                                              criteria_columns, independent_controls, threshold_for_fpr)
 from darkhalo_assets.stages.completeness.binning import DEFAULT_SURFACES, Bins, axis_values, make_bins, merged_axes, needed_columns
 from darkhalo_assets.stages.completeness.metrics_columns import extract_columns, join_scores
 
@@ -90,7 +90,7 @@ def _splits_used(splits_allowed: Sequence[str], final_evaluation: bool) -> tuple
 
 def chunk_columns(metrics: Any, spec: SurfaceSpec):
     """(lazy numeric columns, categories) of one chunk, with classifier scores joined per row."""
-    numeric = sorted(spec.value_columns | set(RECOVERY_COLUMNS) | {"bad_pixel_frac"})
+    numeric = sorted(spec.value_columns | set(RECOVERY_COLUMNS) | criteria_columns(spec.criteria) | {"bad_pixel_frac"})
     cols, cats = extract_columns(metrics, numeric=numeric, categorical=KEYS + ("cutout_reason",), optional=_OPTIONAL)
     criteria = list(spec.criteria)
     for i, c in enumerate(criteria):  # classifier joins run in Arrow/pandas, not via Python strings

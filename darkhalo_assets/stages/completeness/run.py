@@ -11,10 +11,12 @@ control picked by two modes must not weigh twice in the FPR calibration.
 
 options: interval, level, final_evaluation, clean_max_bad_pixel_frac, blind_target_fpr,
 classifier_scores (Parquet path of (task_id, score), local or s3://, or None),
-classifier_thresholds.
+classifier_thresholds, criteria ({name: params | None} of registered recovery criteria, or None
+for the default set: see ``criteria_config``).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from typing import Any, Mapping
@@ -24,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from darkhalo_assets.config.defaults import COMPLETENESS
-from darkhalo_assets.science.recovery import BlindResidual, ClassifierScores, LensPopDetectable, SeedSnrResolved
+from darkhalo_assets.science.recovery import ClassifierScores, criteria_columns, criteria_from_config
 from darkhalo_assets.stages.completeness.surfaces import surfaces_for_spec
 from darkhalo_assets.storage.datasets import read_table, write_table
 from darkhalo_assets.storage.store import Store
@@ -74,14 +76,28 @@ def _classifier_scores(path: str) -> pd.DataFrame:
     return pads.dataset(path, format="parquet").to_table(columns=["task_id", "score"]).to_pandas()
 
 
-def build_criteria(options: Mapping[str, Any]) -> tuple:
-    criteria = [SeedSnrResolved(), LensPopDetectable(),
-                BlindResidual(target_fpr=options.get("blind_target_fpr", COMPLETENESS.blind_target_fpr))]
+def criteria_config(options: Mapping[str, Any]) -> dict[str, dict | None]:
+    """The run's criteria as plain config ({name: params | None}, see recovery.criteria_from_config):
+    ``options["criteria"]`` when given, else the default set shaped by blind_target_fpr and
+    classifier_scores / classifier_thresholds. A classifier's ``scores`` is a Parquet path."""
+    given = options.get("criteria")
+    if given is not None:
+        if options.get("classifier_scores"):
+            raise ValueError("give the classifier inside criteria (e.g. classifier: {scores: <path>, thresholds: "
+                             "[0.5]}) rather than as classifier_scores when criteria is set")
+        return dict(given)
+    config: dict[str, dict | None] = {"seed_snr_resolved": None, "lenspop": None,
+                                      "blind_resid": {"target_fpr": options.get("blind_target_fpr", COMPLETENESS.blind_target_fpr)}}
     if options.get("classifier_scores"):
-        criteria.append(ClassifierScores(scores=_classifier_scores(options["classifier_scores"]),
-                                         thresholds=tuple(options.get("classifier_thresholds")
-                                                          or COMPLETENESS.classifier_thresholds)))
-    return tuple(criteria)
+        config["classifier"] = {"scores": options["classifier_scores"],
+                                "thresholds": list(options.get("classifier_thresholds") or COMPLETENESS.classifier_thresholds)}
+    return config
+
+
+def build_criteria(options: Mapping[str, Any]) -> tuple:
+    criteria = criteria_from_config(criteria_config(options))
+    return tuple(dataclasses.replace(c, scores=_classifier_scores(c.scores))
+                 if isinstance(c, ClassifierScores) and isinstance(c.scores, str) else c for c in criteria)
 
 
 def tier_spec(options: Mapping[str, Any], view: str = "tasks") -> SurfaceSpec:
@@ -98,6 +114,7 @@ def metrics_columns(spec: SurfaceSpec, view: str = "tasks") -> list[str]:
     """The INJECTION_METRICS columns a run reads (in schema order): a third of the table."""
     from darkhalo_assets import schemas
     want = set(KEYS) | {"cutout_reason", "bad_pixel_frac"} | set(RECOVERY_COLUMNS) | spec.value_columns
+    want |= criteria_columns(spec.criteria)
     if any(isinstance(c, ClassifierScores) for c in spec.criteria):
         want.add("task_id")
     if view == "ranking_modes":
