@@ -25,7 +25,7 @@ from darkhalo_assets.stages.coadds.fill import CoaddFetcher, RetryPolicy, fill_c
 from darkhalo_assets.storage.store import Store  # noqa: E402
 from spark_standalone import submit_standalone  # noqa: E402
 
-ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/stages/coadds/spark_job.py"
+JOB = "darkhalo_assets.stages.coadds.job:fill_bricks"
 
 
 def run_local(base_url: str, bricks: list[str], cache: str, threads: int, shape: int) -> tuple[float, dict]:
@@ -45,8 +45,8 @@ def run_spark(base_url: str, bricks: list[str], cache: str, data: str, threads: 
               "survey": {"url": base_url, "concurrency": threads, "brick_pixels": shape, "max_attempts": 5,
                          "backoff_base_s": 0.1, "backoff_cap_s": 2.0},
               "data_store": {"root": data}, "cache_store": {"root": cache}, "missing_dir": "phase4b/missing"}
-    wall, md = submit_standalone(ENTRY, extras, master, work)
-    return wall, md["engine/fill_summary"]
+    wall, md = submit_standalone(JOB, extras, master, work)
+    return wall, md["engine/summary"]
 
 
 def main() -> None:

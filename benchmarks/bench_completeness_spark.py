@@ -32,7 +32,7 @@ from darkhalo_assets.storage.datasets import SUCCESS  # noqa: E402
 from darkhalo_assets.stages.injection.run import injection_rel, read_metrics  # noqa: E402
 from darkhalo_assets.storage.store import Store  # noqa: E402
 
-ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/stages/completeness/spark_job.py"
+JOB = "darkhalo_assets.stages.completeness.job:completeness_tables"
 TIER = "bench"
 OPTIONS = {"blind_target_fpr": COMPLETENESS.blind_target_fpr}
 
@@ -88,8 +88,8 @@ def main() -> None:
 
     extras = {"tier": TIER, "options": OPTIONS, "data_store": {"root": spark.root},
               "metrics_rel": injection_rel(TIER), "rows_per_partition": a.rows_per_partition}
-    t_spark, md = submit_standalone(ENTRY, extras, a.master, work)
-    tm = md["engine/timings_s"]
+    t_spark, md = submit_standalone(JOB, extras, a.master, work)
+    tm = md["engine/timings"]
     print(f"spark  ({a.master}, spark-submit): {t_spark:6.1f} s  {a.rows / t_spark / 1e6:5.2f} M rows/s  "
           f"ratio spark/local {t_spark / t_local:.2f}")
     print(f"   job phases: scan+plan {tm['scan_s']:.1f} s, count (read, shuffle by region, count) {tm['count_s']:.1f} s, "

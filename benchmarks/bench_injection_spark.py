@@ -21,14 +21,14 @@ from darkhalo_assets.stages.injection.run import read_metrics, run_injection  # 
 from darkhalo_assets.storage.store import Store  # noqa: E402
 from spark_standalone import submit_standalone  # noqa: E402
 
-ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/stages/injection/spark_job.py"
+JOB = "darkhalo_assets.stages.injection.job:inject_tier"
 
 
 def run_spark(data_root: str, cache_root: str, master: str, workdir: Path) -> tuple[float, dict]:
     extras = {"tier": "bench", "force": True, "shard_tasks": SHARD_TASKS, "data_store": {"root": data_root},
               "cache_store": {"root": cache_root}, "task_rels": ["tasks"], "out_rel": "phase4c/bench",
               "settings": {}}
-    return submit_standalone(ENTRY, extras, master, workdir)
+    return submit_standalone(JOB, extras, master, workdir)
 
 
 def main() -> None:
@@ -51,9 +51,9 @@ def main() -> None:
     print(f"local  (2 worker processes)     : {t_local:6.1f} s  {s['stamps_run']:,} stamps  "
           f"{s['stamps_run'] / t_local:6.1f} stamps/s")
     t_spark, md = run_spark(spark_data.root, cache.root, a.master, work)
-    tm, rs = md["engine/timings_s"], md["engine/run_summary"]
-    print(f"spark  ({a.master}, spark-submit): {t_spark:6.1f} s  {md['engine/stamps_run']:,} stamps  "
-          f"{md['engine/stamps_run'] / t_spark:6.1f} stamps/s (executor phase: {md['engine/stamps_per_s']} stamps/s)")
+    tm, rs = md["engine/timings"], md["engine/run"]
+    print(f"spark  ({a.master}, spark-submit): {t_spark:6.1f} s  {rs['stamps_run']:,} stamps  "
+          f"{rs['stamps_run'] / t_spark:6.1f} stamps/s (executor phase: {md['engine/stamps_per_s']} stamps/s)")
     print(f"   of which: JVM/session start + stop {t_spark - tm['total_s']:.1f} s, driver read+plan "
           f"{tm['plan_s']:.1f} s, staging shard tasks {tm['stage_shards_s']:.2f} s, executors {tm['run_shards_s']:.1f} s "
           f"(slowest shard {md['engine/max_shard_seconds']:.1f} s, {rs['tasks_per_cpu_s']} tasks per CPU s)")

@@ -28,7 +28,7 @@ from spark_standalone import submit_standalone  # noqa: E402
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 
 INPUTS = ("parent_catalog", "bricks_with_region", "region_selections")
-ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/stages/manifests/spark_job.py"
+JOB = "darkhalo_assets.stages.manifests.job:build_tier_manifests"
 
 
 def run_local(root: str, overrides: str, tier: str) -> tuple[float, dict]:
@@ -46,7 +46,7 @@ def run_local(root: str, overrides: str, tier: str) -> tuple[float, dict]:
 def run_spark(root: str, overrides: str, tier: str, master: str, workdir: Path) -> tuple[float, dict]:
     extras = {"tier": tier, "force": True, "config_overrides": overrides, "data_store": {"root": root},
               "phase3": {n: {"kind": "dataset", "root": root, "rel": f"phase3/{n}"} for n in INPUTS}}
-    return submit_standalone(ENTRY, extras, master, workdir,
+    return submit_standalone(JOB, extras, master, workdir,
                              conf={"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "6g"})
 
 
@@ -77,7 +77,7 @@ def main() -> None:
     n = s["n_tasks"]
     print(f"local  (in-process, 1 core)  : {t_local:7.1f} s   {n:,} tasks   {n / t_local:>10,.0f} tasks/s")
     t_spark, md = run_spark(roots["spark"], overrides, a.tier, a.master, work)
-    tm = md["engine/timings_s"]
+    tm = md["engine/timings"]
     print(f"spark  ({a.master}, spark-submit): {t_spark:7.1f} s   {md['engine/rows_written']:,} rows "
           f"in {md['engine/parts_written']} parts   {n / t_spark:>10,.0f} tasks/s")
     print(f"   of which: JVM/session start + stop {t_spark - tm['total_s']:.1f} s, "

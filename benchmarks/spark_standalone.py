@@ -1,4 +1,4 @@
-"""Run one darkhalo Spark entry point standalone (no Pipes) and read back what it reported.
+"""Run one darkhalo job on Spark standalone (engines/spark_entry.py, no Pipes) and read back its summary.
 
 The Spark benchmarks time the whole spark-submit, JVM start included, beside the local engine.
 """
@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from darkhalo_assets.engines.pipes_io import stdout_metadata
+from darkhalo_assets.engines.spark_entry import SUMMARY_KEY, stdout_metadata
+
+ENTRY = Path(__file__).resolve().parents[1] / "darkhalo_assets/engines/spark_entry.py"
 
 
 def submit_standalone(entry: Path, extras: dict, master: str, workdir: Path,
@@ -21,7 +23,7 @@ def submit_standalone(entry: Path, extras: dict, master: str, workdir: Path,
     cmd = [str(Path(sys.executable).with_name("spark-submit")), "--master", master]
     for k, v in settings.items():
         cmd += ["--conf", f"{k}={v}"]
-    cmd += [str(entry), "--extras", str(workdir / "extras.json")]
+    cmd += [str(ENTRY), "--extras", str(workdir / "extras.json")]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1"}
     t0 = time.perf_counter()
@@ -29,4 +31,6 @@ def submit_standalone(entry: Path, extras: dict, master: str, workdir: Path,
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"spark-submit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return wall, stdout_metadata(proc.stdout)
+    md = stdout_metadata(proc.stdout)
+    summary = md.pop(SUMMARY_KEY)
+    return wall, {**md, **{f"engine/{k}": v for k, v in summary.items()}}

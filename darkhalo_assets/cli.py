@@ -19,6 +19,10 @@ ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
+# Dagster's partition-range run tags (public names live only in dagster._core).
+PARTITION_RANGE_START, PARTITION_RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
 def _ensure_instance_home() -> Path:
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
@@ -65,7 +69,7 @@ def run_tier(tier: str, force: bool = False) -> None:
     for i in range(0, len(bricks), BRICKS_PER_RUN):
         batch = bricks[i:i + BRICKS_PER_RUN]
         _materialize(defs, instance, ["coadd_cache"], run_config=cfg("coadd_cache"),
-                     tags={ASSET_PARTITION_RANGE_START_TAG: batch[0], ASSET_PARTITION_RANGE_END_TAG: batch[-1]},
+                     tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1]},
                      label=f"coadd_cache[{batch[0]}...{batch[-1]}] ({len(batch)} bricks)")
     _materialize(defs, instance, ["brick_blacklist"], label="brick_blacklist")
     downstream = [k for k in ("injection_tasks", "injected_cutouts", "completeness_surfaces",

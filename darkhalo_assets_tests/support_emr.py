@@ -17,7 +17,7 @@ from darkhalo_assets.storage.datasets import write_dataset
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.engines.emr_packaging import stage_code
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.emr import EmrEngine
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,13 +78,13 @@ def client(url, service):
                         aws_secret_access_key="testing")
 
 
-def emr_compute(url, **kw) -> ComputeResource:
-    base = dict(engine="emr", region=REGION, s3_code_prefix="s3://code/darkhalo", log_uri="s3://logs/emr/",
+def emr_compute(url, **kw) -> EmrEngine:
+    base = dict(region=REGION, s3_code_prefix="s3://code/darkhalo", log_uri="s3://logs/emr/",
                 subnet_id="subnet-0abc1234", key_name="astro-key", core_instance_type="m5.2xlarge",
                 core_instance_count=3, executor_memory_overhead="3g", spark_conf={"spark.executor.memory": "18g"},
                 aws_endpoint_url=url, poll_seconds=0.3, pipes_poll_seconds=0.3, wait_for_s3_logs_seconds=0,
                 forward_step_logs=False)   # moto has no step logs; each reader would wait 60 s for them
-    return ComputeResource(**{**base, **kw})
+    return EmrEngine(**{**base, **kw})
 
 
 def write_phase3(store: Store, tables) -> None:
@@ -105,7 +105,7 @@ def failure_message(result) -> str:
 @pytest.fixture(scope="module")
 def staged(moto_url):
     return stage_code(client(moto_url, "s3"), "s3://code/staging-test",
-                      {"manifests": "darkhalo_assets.stages.manifests.spark_job"})
+                      {"spark_entry": "darkhalo_assets.engines.spark_entry"})
 
 
 def s3_bytes(url, uri: str) -> bytes:

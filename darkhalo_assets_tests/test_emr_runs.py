@@ -21,7 +21,7 @@ from darkhalo_assets.stages.manifests.sampling import prepare_candidates
 from darkhalo_assets.config.phase4 import load_config
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.engines.emr_packaging import BOOTSTRAP_SCRIPT
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from support_emr import (REPO, TIER, _node_command, _node_env, client, emr_compute, failure_message,
@@ -70,8 +70,8 @@ def test_cluster_per_run_launches_what_emr_needs_and_the_driver_reports_back(mot
     assert not any(k.startswith("spark.yarn.executor") for k in confs)
     assert confs["spark.pyspark.python"] == "python3.11"
     assert args[args.index("--deploy-mode") + 1] == "cluster"
-    entry = next(a for a in args if a.endswith("/entrypoints/manifests.py"))
-    assert s3_bytes(moto_url, entry) == (REPO / "darkhalo_assets/stages/manifests/spark_job.py").read_bytes()
+    entry = next(a for a in args if a.endswith("/entrypoints/spark_entry.py"))
+    assert s3_bytes(moto_url, entry) == (REPO / "darkhalo_assets/engines/spark_entry.py").read_bytes()
     assert seen["step"]["ActionOnFailure"] == "TERMINATE_CLUSTER"
     # Pipes bootstrap: in the cluster configuration (env) and as step arguments, the same S3 params.
     cli = {args[i]: decode_param(args[i + 1]) for i, a in enumerate(args) if a.startswith("--dagster-pipes-")}
@@ -117,14 +117,17 @@ def test_failed_step_on_an_existing_cluster_reports_driver_error_and_step_logs(m
                                        "InstanceCount": 1}], "KeepJobFlowAliveWhenNoSteps": True},
         JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole")["JobFlowId"]
     seen = {"terminate_after": False}
-    # The step's driver, reduced to the shared Pipes/failure plumbing every entry point uses.
+    # The step's driver, reduced to the entry point's Pipes/failure plumbing (no Spark).
     driver = textwrap.dedent("""\
         import sys
-        from darkhalo_assets.engines.pipes_io import run_job
-        def body(spark, extras, pipes, log):
-            log("reading " + extras["phase3"]["parent_catalog"]["rel"])
-            raise ValueError("parent_catalog is missing required columns: type")
-        run_job(sys.argv[1:], "4a", body, needs_spark=False)
+        from darkhalo_assets.engines.spark_entry import load_extras, open_job_pipes, parse_args, write_failure_report
+        pipes = open_job_pipes(sys.argv)
+        with pipes:
+            extras = load_extras(pipes, parse_args(sys.argv[1:]))
+            pipes.log.info("reading " + extras["params"]["phase3"]["parent_catalog"]["rel"])
+            exc = ValueError("parent_catalog is missing required columns: type")
+            write_failure_report(extras["failure_report_uri"], exc, extras.get("failure_report_storage_options"))
+            raise exc
         """)
 
     def run_step(args):
@@ -167,7 +170,7 @@ def test_failed_local_spark_job_reports_driver_error_log_and_commits_nothing(pha
 
     result = materialize(
         [injection_manifests], partition_key=TIER, raise_on_error=False,
-        resources={"compute": ComputeResource(engine="spark", log_dir=str(tmp_path / "logs")),
+        resources={"compute": SparkSubmitEngine(log_dir=str(tmp_path / "logs")),
                    "data_store": DataStoreResource(root=str(tmp_path / "outputs")),
                    "phase3": Phase3SourceResource(mode="synthetic")},
         run_config={"ops": {"injection_manifests": {"config": {"force": True}}}})

@@ -20,7 +20,7 @@ from dagster import materialize
 
 from darkhalo_assets.stages.manifests.assets import injection_manifests
 from darkhalo_assets.engines.emr_packaging import BOOTSTRAP_SCRIPT
-from darkhalo_assets.engines.compute import ComputeConfigError
+from darkhalo_assets.engines.base import ComputeConfigError
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from support_emr import REGION, REPO, TIER, client, emr_compute, failure_message, s3_bytes
@@ -54,8 +54,8 @@ def test_uploaded_wheel_entry_point_and_requirements_are_what_the_nodes_install(
     pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     wheel = zipfile.ZipFile(io.BytesIO(s3_bytes(moto_url, staged.wheel_uri)))
     names = set(wheel.namelist())
-    assert {"darkhalo_assets/stages/manifests/spark_job.py", "darkhalo_assets/stages/manifests/sampling.py",
-            "darkhalo_assets/config/phase4.yaml", "darkhalo_assets/engines/compute.py"} <= names
+    assert {"darkhalo_assets/stages/manifests/job.py", "darkhalo_assets/stages/manifests/sampling.py",
+            "darkhalo_assets/config/phase4.yaml", "darkhalo_assets/engines/spark_entry.py"} <= names
     meta = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     requires = [ln.split(":", 1)[1].strip() for ln in meta.splitlines() if ln.startswith("Requires-Dist:")
                 and "extra ==" not in ln]
@@ -64,8 +64,8 @@ def test_uploaded_wheel_entry_point_and_requirements_are_what_the_nodes_install(
     reqs = s3_bytes(moto_url, staged.requirements_uri).decode().split()
     assert sorted(reqs) == sorted(p for p in pins if not p.startswith(("dagster-webserver", "dagster-pyspark")))
     assert s3_bytes(moto_url, staged.code_zip_uri) == s3_bytes(moto_url, staged.wheel_uri)
-    assert s3_bytes(moto_url, staged.entry_points["manifests"]) == \
-        (REPO / "darkhalo_assets/stages/manifests/spark_job.py").read_bytes()
+    assert s3_bytes(moto_url, staged.entry_points["spark_entry"]) == \
+        (REPO / "darkhalo_assets/engines/spark_entry.py").read_bytes()
     assert s3_bytes(moto_url, staged.bootstrap_uri) == BOOTSTRAP_SCRIPT.read_bytes()
     assert not (REPO / "build").exists()                    # the build never dirties the work tree
 

@@ -14,7 +14,9 @@ from darkhalo_assets.definitions import ALL_ASSETS
 from darkhalo_assets.storage.datasets import read_dataset
 from darkhalo_assets.stages.injection.run import read_metrics, run_injection
 from darkhalo_assets.storage.store import Store
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.base import ComputeEngine
+from darkhalo_assets.engines.local import LocalEngine
+from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
@@ -35,7 +37,7 @@ def graph(tmp_path_factory):
                                         allowed_cache_prefix=str(root)),
         "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=320, backoff_base_s=0.05),
         "phase3": phase3,
-        "compute": ComputeResource(),
+        "compute": LocalEngine(),
     }
 
     def run(selection, **kw):
@@ -126,7 +128,7 @@ def test_fill_tier_job_records_each_brick_of_the_tier(graph):
     root, inst = graph["root"], graph["instance"]
     resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / "cache")),
                  "survey": SurveyResource(synthetic_root=str(root / "survey"), brick_pixels=320),
-                 "phase3": Phase3SourceResource(), "compute": ComputeResource()}
+                 "phase3": Phase3SourceResource(), "compute": LocalEngine()}
     job = Definitions(assets=ALL_ASSETS, jobs=[fill_tier_coadd_cache], resources=resources).get_job_def(
         "fill_tier_coadd_cache")
     result = job.execute_in_process(partition_key="debug", instance=inst)

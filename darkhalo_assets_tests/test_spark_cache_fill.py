@@ -11,11 +11,13 @@ from darkhalo_assets.stages.coadds.assets import missing_rel
 from darkhalo_assets.stages.coadds.fill import CoaddFetcher, fill_cache
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.survey.dr10 import COADD_FILES
-from darkhalo_assets.engines.dispatch import run_cache_fill_spark
+from darkhalo_assets.stages.coadds.assets import FILL_JOB, fill_params
+from darkhalo_assets.stages.coadds.job import brick_records
 from darkhalo_assets.synthetic.coadds import write_survey_coadds
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 from darkhalo_assets.synthetic.server import SurveyServer
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.base import ComputeEngine
+from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -36,20 +38,24 @@ def survey(tmp_path_factory):
 
 def _fill_asset(bricks: list[str]):
     @asset(name="spark_cache_fill")
-    def spark_cache_fill(context: AssetExecutionContext, compute: ComputeResource, data_store: DataStoreResource,
+    def spark_cache_fill(context: AssetExecutionContext, compute: ComputeEngine, data_store: DataStoreResource,
                          survey: SurveyResource) -> MaterializeResult:
-        run = run_cache_fill_spark(context, compute, data_store, survey, bricks, False, bricks_per_task=2)
-        return MaterializeResult(metadata={"summary": MetadataValue.json(run.summary), **run.metadata})
+        job = compute.run_job(context, FILL_JOB, {**fill_params(survey, data_store, bricks, False),
+                                                  "bricks_per_task": 2})
+        summary = {**job.summary["summary"], "bricks": brick_records(data_store.store(), job.summary)}
+        return MaterializeResult(metadata={"summary": MetadataValue.json(summary), **job.metadata})
     return spark_cache_fill
 
 
 def _fill_job(bricks: list[str], seen: dict):
-    """The tier-wide fill is an op, not an asset: the Spark job must not report a materialization."""
+    """The tier-wide fill is an op, not an asset: the summary comes back without a materialization."""
     @op
-    def fill_op(context: OpExecutionContext, compute: ComputeResource, data_store: DataStoreResource,
+    def fill_op(context: OpExecutionContext, compute: ComputeEngine, data_store: DataStoreResource,
                 survey: SurveyResource) -> None:
-        seen.update(run_cache_fill_spark(context, compute, data_store, survey, bricks, False,
-                                         bricks_per_task=3, run_key="debug").summary)
+        params = {**fill_params(survey, data_store, bricks, False, results_rel="phase4b/fill_runs/debug.parquet"),
+                  "bricks_per_task": 3}
+        job = compute.run_job(context, FILL_JOB, params)
+        seen.update({**job.summary["summary"], "bricks": brick_records(data_store.store(), job.summary)})
 
     @job
     def fill_job():
@@ -74,7 +80,7 @@ def test_spark_fill_caches_what_the_local_fetcher_caches(survey, tmp_path):
     assert {r.brickname: r.status for r in local} == {**{b: "cached" for b in present}, gap: "missing"}
 
     data = tmp_path / "data"
-    resources = {"compute": ComputeResource(engine="spark", spark_master="local[2]", log_dir=str(data / "logs")),
+    resources = {"compute": SparkSubmitEngine(spark_master="local[2]", log_dir=str(data / "logs")),
                  "data_store": DataStoreResource(root=str(data / "outputs"), cache_root=spark_cache.root),
                  "survey": SurveyResource(synthetic_root=str(root), brick_pixels=PIX, max_attempts=2,
                                           backoff_base_s=0.05)}
@@ -122,7 +128,7 @@ def test_coadd_cache_partitions_backfilled_on_spark(survey, tmp_path):
     with SurveyServer(root) as srv, CoaddFetcher(srv.base_url, local_cache, expected_shape=(PIX, PIX)) as f:
         fill_cache(f, bricks)
     data = tmp_path / "data"
-    resources = {"compute": ComputeResource(engine="spark", spark_master="local[2]", log_dir=str(data / "logs")),
+    resources = {"compute": SparkSubmitEngine(spark_master="local[2]", log_dir=str(data / "logs")),
                  "data_store": DataStoreResource(root=str(data / "outputs"), cache_root=str(data / "cache")),
                  "survey": SurveyResource(synthetic_root=str(root), brick_pixels=PIX, max_attempts=2,
                                           backoff_base_s=0.05)}

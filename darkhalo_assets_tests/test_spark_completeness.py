@@ -19,7 +19,7 @@ from dagster import materialize
 from darkhalo_assets.stages.completeness.assets import completeness_surfaces, ranking_mode_ablation
 from darkhalo_assets.stages.completeness.run import TABLES, completeness_rel, view_rel
 from darkhalo_assets.storage.store import Store
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines import engine_from_env
 from resources.storage import DataStoreResource
 
 from support_completeness import metrics_table, write_tier_metrics
@@ -40,7 +40,7 @@ def tier_data(tmp_path_factory):
 
 
 def _materialize(root, engine: str, run_config: dict, *, raise_on_error: bool = True):
-    resources = {"compute": ComputeResource(engine=engine, spark_master="local[2]", log_dir=str(root / "logs")),
+    resources = {"compute": engine_from_env(engine, spark_master="local[2]", log_dir=str(root / "logs")),
                  "data_store": DataStoreResource(root=str(root / "outputs"), cache_root=str(root / "cache"))}
     return materialize([completeness_surfaces, ranking_mode_ablation], partition_key=TIER, resources=resources,
                        run_config={"ops": {"completeness_surfaces": {"config": run_config},

@@ -12,7 +12,7 @@ from dagster import materialize
 from darkhalo_assets.stages.completeness.assets import completeness_surfaces
 from darkhalo_assets.stages.completeness.run import TABLES, read_surfaces
 from darkhalo_assets.storage.store import Store
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines import engine_from_env
 from resources.storage import DataStoreResource
 
 from support_completeness import metrics_table, write_tier_metrics
@@ -34,7 +34,7 @@ def test_spark_engine_reads_and_writes_s3_like_the_local_engine(moto_url, aws_en
     config = {"blind_target_fpr": 0.05, "classifier_scores": "s3://data/outputs/scores.parquet"}
 
     def run(engine: str) -> dict:
-        resources = {"compute": ComputeResource(engine=engine, spark_master="local[2]", log_dir=str(tmp_path / "logs")),
+        resources = {"compute": engine_from_env(engine, spark_master="local[2]", log_dir=str(tmp_path / "logs")),
                      "data_store": DataStoreResource(root="s3://data/outputs", cache_root="s3://data/cache",
                                                      s3_endpoint_url=moto_url)}
         result = materialize([completeness_surfaces], partition_key=TIER, resources=resources,

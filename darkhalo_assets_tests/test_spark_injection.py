@@ -19,9 +19,10 @@ from darkhalo_assets.stages.manifests.build import tasks_rel
 from darkhalo_assets.stages.manifests.sampling import iter_manifest_chunks, prepare_candidates, sample_tier
 from darkhalo_assets.config.phase4 import load_config
 from darkhalo_assets.storage.store import Store
-from darkhalo_assets.engines.dispatch import run_injection_spark
+from darkhalo_assets.storage.specs import store_spec
 from darkhalo_assets.synthetic.phase3 import Phase3Spec
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.base import ComputeEngine
+from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.storage import DataStoreResource
 
 PIX = 256
@@ -47,16 +48,24 @@ def world(tmp_path_factory):
 
 def _spark_asset(experiments: list[str]):
     @asset(name="spark_injected_cutouts")
-    def spark_injected_cutouts(context: AssetExecutionContext, compute: ComputeResource,
+    def spark_injected_cutouts(context: AssetExecutionContext, compute: ComputeEngine,
                                data_store: DataStoreResource) -> MaterializeResult:
-        run = run_injection_spark(context, compute, data_store, TIER, experiments, False, SETTINGS,
-                                  shard_tasks=SHARD_TASKS)
-        return MaterializeResult(metadata={"summary": MetadataValue.json(run.summary), **run.metadata})
+        from dataclasses import asdict
+        params = {"tier": TIER, "force": False, "shard_tasks": SHARD_TASKS, "workers": 1,
+                  "data_store": store_spec(data_store.store()), "cache_store": store_spec(data_store.cache_store()),
+                  "task_rels": [tasks_rel(e) for e in experiments], "out_rel": injection_rel(TIER),
+                  "settings": asdict(SETTINGS)}
+        job = compute.run_job(context, "darkhalo_assets.stages.injection.job:inject_tier", params)
+        s = job.summary
+        return MaterializeResult(metadata={
+            "summary": MetadataValue.json(s["run"]), **job.metadata, "engine/shards_run": s["run"]["shards_run"],
+            "engine/outcomes_run": MetadataValue.json(s["reasons_run"]),
+            "engine/stamps_per_s": float(s["stamps_per_s"] or 0.0)})
     return spark_injected_cutouts
 
 
 def _materialize(world, data):
-    resources = {"compute": ComputeResource(engine="spark", spark_master="local[2]", log_dir=str(data / "logs")),
+    resources = {"compute": SparkSubmitEngine(spark_master="local[2]", log_dir=str(data / "logs")),
                  "data_store": DataStoreResource(root=str(data / "outputs"), cache_root=str(world["cache"].root))}
     result = materialize([_spark_asset(world["experiments"])], resources=resources)
     assert result.success

@@ -22,7 +22,7 @@ from darkhalo_assets.storage.store import Store
 from darkhalo_assets.stages.manifests.parts import (build_part, commit_experiment, compact_payload, n_parts,
                                                   part_galaxies, part_name, slice_payload, uncommit, write_part)
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 
@@ -117,7 +117,7 @@ def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
     store = Store(data / "outputs")
     for name in ("parent_catalog", "bricks_with_region", "region_selections"):
         write_dataset(store, phase3_rel(name), [getattr(phase3_tables, name)], fingerprint=str(SPEC.seed))
-    compute = ComputeResource(engine="spark", spark_master="local[2]", log_dir=str(data / "logs"),
+    compute = SparkSubmitEngine(spark_master="local[2]", log_dir=str(data / "logs"),
                               part_rows=PART_ROWS)
     result = materialize(
         [injection_manifests], partition_key=TIER,

@@ -30,7 +30,9 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache
 from darkhalo_assets.definitions import ALL_ASSETS
 from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.base import ComputeEngine
+from darkhalo_assets.engines.local import LocalEngine
+from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
@@ -55,7 +57,7 @@ def tier(tmp_path_factory):
     resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / "unused_cache"),
                                                  allowed_cache_prefix=str(root)),
                  "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=PIX),
-                 "phase3": phase3, "compute": ComputeResource()}
+                 "phase3": phase3, "compute": LocalEngine()}
     for selection, kw in [(["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"], {}),
                           (["injection_manifests"], {"partition_key": TIER}), (["bricks_manifest"], {})]:
         assert materialize(ALL_ASSETS, selection=selection, instance=instance, resources=resources, **kw).success
@@ -67,11 +69,11 @@ def tier(tmp_path_factory):
     instance.dispose()
 
 
-def _fill(tier, cache: str, survey: SurveyResource, compute: ComputeResource | None = None):
+def _fill(tier, cache: str, survey: SurveyResource, compute: ComputeEngine | None = None):
     root = tier["root"]
     resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / cache),
                                                  allowed_cache_prefix=str(root)),
-                 "survey": survey, "phase3": Phase3SourceResource(), "compute": compute or ComputeResource()}
+                 "survey": survey, "phase3": Phase3SourceResource(), "compute": compute or LocalEngine()}
     job = Definitions(assets=ALL_ASSETS, jobs=[fill_tier_coadd_cache], resources=resources).get_job_def(
         "fill_tier_coadd_cache")
     return job.execute_in_process(partition_key=TIER, instance=tier["instance"], raise_on_error=False)
@@ -204,7 +206,7 @@ def test_tier_fill_fails_the_check_for_a_brick_corrupted_before_verification(tie
 @pytest.mark.spark
 def test_tier_fill_on_spark_records_the_check_per_verified_brick(tier):
     root, inst = tier["root"], tier["instance"]
-    compute = ComputeResource(engine="spark", spark_master="local[2]", log_dir=str(root / "spark_logs"))
+    compute = SparkSubmitEngine(spark_master="local[2]", log_dir=str(root / "spark_logs"))
     result = _fill(tier, "cache_spark", SurveyResource(synthetic_root=str(root / "survey"), brick_pixels=PIX),
                    compute)
     assert result.success

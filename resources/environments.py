@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines import engine_from_env
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from resources.survey import NERSC_DR10_URL, SurveyResource
@@ -31,7 +31,7 @@ def resources_for_env(env: str | None = None) -> dict:
                                      brick_pixels=phase3.brick_pixels, backoff_base_s=0.2),
             "phase3": phase3,
             # DARKHALO_ENGINE=spark runs the heavy steps with a local spark-submit.
-            "compute": ComputeResource(engine=os.environ.get("DARKHALO_ENGINE", "local"), log_dir=f"{data}/spark_logs"),
+            "compute": engine_from_env(os.environ.get("DARKHALO_ENGINE", "local"), log_dir=f"{data}/spark_logs"),
         }
     if env == "aws":
         root = os.environ.get("DARKHALO_S3_ROOT", "s3://darkhaloscope/darkhalo")
@@ -49,8 +49,8 @@ def resources_for_env(env: str | None = None) -> dict:
                 bricks_uri=f"{p3}/phase3a/v3_color_relaxed/bricks_with_region/",
                 selections_uri=f"{p3}/phase3b/v3_color_relaxed/region_selections/",
                 metrics_uri=f"{p3}/phase3a/v3_color_relaxed/region_metrics/"),
-            "compute": ComputeResource(
-                engine=os.environ.get("DARKHALO_ENGINE", "emr"), region=os.environ.get("AWS_REGION"),
+            "compute": engine_from_env(
+                os.environ.get("DARKHALO_ENGINE", "emr"), region=os.environ.get("AWS_REGION"),
                 s3_code_prefix=os.environ.get("DARKHALO_EMR_CODE_PREFIX", f"{root}/emr"),
                 log_uri=os.environ.get("DARKHALO_EMR_LOG_URI"), subnet_id=os.environ.get("DARKHALO_EMR_SUBNET"),
                 key_name=os.environ.get("DARKHALO_EMR_KEY"),

@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Annotated, Any, Union
 
+from darkhalo_assets.science.sources import SOURCE_KINDS
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, PrivateAttr, StrictInt, StrictStr,
                       ValidationError, field_validator, model_validator)
 

@@ -19,11 +19,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from dagster import PipesClient
-from dagster._core.definitions.resource_annotation import TreatAsResourceParam
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.pipes.client import PipesClientCompletedInvocation, PipesContextInjector, PipesMessageReader
-from dagster._core.pipes.utils import open_pipes_session
+from dagster import (DagsterExecutionInterruptedError, PipesClient, PipesClientCompletedInvocation,
+                     PipesContextInjector, PipesMessageReader, open_pipes_session)
 from dagster_aws.pipes import PipesEMRClient, PipesS3MessageReader
 
 STEP_FAILED = ("FAILED", "CANCELLED", "INTERRUPTED")
@@ -126,7 +123,7 @@ class ClusterPerRunEMRClient(PipesEMRClient):
             context.log.warning("[pipes] no EMR application logs on S3 yet; see the cluster's LogUri later")
 
 
-class ExistingClusterEMRClient(PipesClient, TreatAsResourceParam):
+class ExistingClusterEMRClient(PipesClient):
     """Run one step on a running EMR cluster inside a Pipes session."""
 
     def __init__(self, *, client, message_reader: PipesMessageReader, context_injector: PipesContextInjector,

@@ -22,15 +22,14 @@ import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import MaterializeResult
 from dagster_aws.pipes import PipesEMRServerlessClient, PipesS3ContextInjector
 from pydantic import Field
 
 from darkhalo_assets.engines.base import ComputeEngine, JobResult
+from darkhalo_assets.engines.pipes_launch import ENTRY_MODULE, job_result as pipes_job_result
 
 ENGINE = "emr_serverless"
-ENTRY_MODULE = "darkhalo_assets.engines.spark_entry"
-SUMMARY_KEY = "darkhalo/summary"
+
 RUN_DONE_BADLY = ("FAILED", "CANCELLED", "CANCELLING")
 RUN_UNDER_WAY = ("SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED")
 APPLICATION_GONE = ("TERMINATED",)
@@ -317,20 +316,12 @@ def job_failure(job: str, report: dict | None, cause: EmrServerlessJobFailed) ->
 
 
 def job_result(job: str, invocation, launch: dict) -> JobResult:
-    """The summary the entry point reported, and every engine/* entry (the job's, then the launch's)."""
-    reported: dict = {}
-    for r in invocation.get_results(implicit_materializations=False):
-        if isinstance(r, MaterializeResult):
-            reported.update(r.metadata or {})
-    if SUMMARY_KEY not in reported:
-        raise EmrServerlessJobFailed(f"EMR Serverless job {job!r} succeeded without reporting {SUMMARY_KEY!r}: "
-                                     "the entry point must report it through Pipes")
-    raw = {k: getattr(v, "value", v) for k, v in reported.items()}
+    """The summary the entry point reported (as on every Spark-family engine), plus the job run's ids."""
     ids = invocation.metadata or {}
-    metadata = {**{k: v for k, v in raw.items() if k.startswith("engine/")}, **launch,
-                "engine/application_id": ids.get("AWS EMR Serverless Application ID"),
-                "engine/job_run_id": ids.get("AWS EMR Serverless Job Run ID")}
-    logs = ids.get("AWS EMR Serverless driver logs")
-    if logs:
-        metadata["engine/logs"] = logs
-    return JobResult(summary=dict(raw[SUMMARY_KEY]), metadata={k: getattr(v, "value", v) for k, v in metadata.items()})
+    more = {"engine/application_id": ids.get("AWS EMR Serverless Application ID"),
+            "engine/job_run_id": ids.get("AWS EMR Serverless Job Run ID")}
+    if ids.get("AWS EMR Serverless driver logs"):
+        more["engine/logs"] = ids.get("AWS EMR Serverless driver logs")
+    result = pipes_job_result(job, invocation, {**launch, **more})
+    result.metadata = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+    return result

@@ -6,18 +6,18 @@ recorded missing (URL, status, time) and the partition succeeds.
 """
 
 import json
-import time
 
 import pyarrow as pa
 from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult, AssetCheckSpec, AssetDep,
                      AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
                      MetadataValue, Nothing, OpExecutionContext, Out, asset, job, op)
 
-from darkhalo_assets.stages.coadds.fill import (MISSING_DIR, CoaddFetcher, RetryPolicy, fetch_bricks, missing_rel,
-                                                  summarize_fill)
+from darkhalo_assets.stages.coadds.fill import MISSING_DIR
+from darkhalo_assets.stages.coadds.job import brick_records
 from darkhalo_assets.storage.datasets import write_table
 from darkhalo_assets.storage.store import Store
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.base import ComputeEngine
+from darkhalo_assets.storage.specs import store_spec
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -28,38 +28,18 @@ from darkhalo_assets.config.run_config import Phase4RunConfig
 BRICKS_PER_RUN = 200
 
 
-def make_fetcher(survey: SurveyResource, data_store: DataStoreResource, force: bool) -> CoaddFetcher:
-    return CoaddFetcher(
-        survey.url, data_store.cache_store(), survey=survey.definition, connect_timeout=survey.connect_timeout_s,
-        read_timeout=survey.read_timeout_s, concurrency=survey.concurrency, force=force,
-        retry=RetryPolicy(survey.max_attempts, survey.backoff_base_s, survey.backoff_cap_s),
-        expected_shape=(survey.brick_pixels, survey.brick_pixels))
+FILL_JOB = "darkhalo_assets.stages.coadds.job:fill_bricks"
+SURVEY_FIELDS = ("connect_timeout_s", "read_timeout_s", "max_attempts", "backoff_base_s", "backoff_cap_s",
+                 "concurrency", "brick_pixels")
 
 
-def fill_bricks(context, bricks: list[str], survey: SurveyResource, data_store: DataStoreResource, force: bool,
-                on_result=None):
-    """Fetch ``bricks`` concurrently; record 404s as missing evidence; deep-verify what was fetched."""
-    store = data_store.store()
-    t0 = time.monotonic()
-    results = []
-    last_log = [0.0]
-
-    def progress(result, done, total):
-        if time.monotonic() - last_log[0] > 5 or done == total:
-            last_log[0] = time.monotonic()
-            context.log.info(f"coadd_cache: {done}/{total} bricks ({result.brickname}: {result.status})")
-
-    with make_fetcher(survey, data_store, force) as fetcher:
-        for r in fetch_bricks(fetcher, bricks, progress=progress):
-            results.append(r)
-            if r.status == "missing":
-                store.write_bytes_atomic(missing_rel(r.brickname), json.dumps(r.to_record(), sort_keys=True).encode())
-            elif r.status in ("cached", "skipped"):
-                store.rm(missing_rel(r.brickname))
-            if on_result is not None:
-                on_result(r)
-        verified = [fetcher.verify_brick(r.brickname, deep=True) for r in results if r.status == "cached"]
-    return results, verified, t0
+def fill_params(survey: SurveyResource, data_store: DataStoreResource, bricks: list[str], force: bool,
+                results_rel: str | None = None) -> dict:
+    """The fill job's parameters: the bricks, the SurveyResource's fetcher settings, where things go."""
+    return {"bricks": list(bricks), "force": bool(force),
+            "survey": {"url": survey.url, "survey": survey.survey, **{f: getattr(survey, f) for f in SURVEY_FIELDS}},
+            "data_store": store_spec(data_store.store()), "cache_store": store_spec(data_store.cache_store()),
+            "results_rel": results_rel}
 
 
 @asset(
@@ -72,7 +52,7 @@ def fill_bricks(context, bricks: list[str], survey: SurveyResource, data_store: 
                                             "sizes and sha256 matching its _SUCCESS record")],
 )
 def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
-                data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
+                data_store: DataStoreResource, compute: ComputeEngine) -> MaterializeResult:
     """The 10 DR10 coadd files of each brick (image/invvar/psfsize g,r,z + maskbits) in the cache.
 
     Streaming download to a temporary name, FITS/WCS verification, atomic commit, then a
@@ -80,31 +60,17 @@ def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey:
     On the spark/emr engines the run's bricks are fetched by Spark executors with the same fetcher.
     """
     bricks = list(context.partition_keys)
-    if compute.engine != "local":
-        return _coadd_cache_on_spark(context, config, survey, data_store, compute, bricks)
-    results, verified, t0 = fill_bricks(context, bricks, survey, data_store, config.force)
-    summary = summarize_fill(results, time.monotonic() - t0).as_metadata()
-    return _cache_result(summary, bricks, failed={r.brickname: r.error for r in results if r.status == "failed"},
-                         missing=[r.brickname for r in results if r.status == "missing"],
-                         checked={v.brickname: v.problems for v in verified}, data_store=data_store)
-
-
-def _coadd_cache_on_spark(context, config, survey, data_store, compute, bricks: list[str]) -> MaterializeResult:
-    from darkhalo_assets.engines.dispatch import run_cache_fill_spark
-    first, last = bricks[0], bricks[-1]
-    run = run_cache_fill_spark(context, compute, data_store, survey, bricks, config.force,
-                               run_key=f"bricks-{first}-{last}", report_materialization=False)
-    rows = run.summary["bricks"]
-    summary = {k: v for k, v in run.summary.items() if k != "bricks"}
-    return _cache_result(summary, bricks, failed={b["brickname"]: b["error"] for b in rows if b["status"] == "failed"},
+    job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force))
+    rows = brick_records(data_store.store(), job.summary)
+    return _cache_result(job.summary["summary"], bricks,
+                         failed={b["brickname"]: b["error"] for b in rows if b["status"] == "failed"},
                          missing=[b["brickname"] for b in rows if b["status"] == "missing"],
                          checked={b["brickname"]: b["problems"] for b in rows if b["verified_ok"] is not None},
-                         data_store=data_store, engine=compute.engine, engine_md=run.metadata)
+                         data_store=data_store, engine_md=job.metadata)
 
 
 def _cache_result(summary: dict, bricks: list[str], *, failed: dict, missing: list[str], checked: dict,
-                  data_store: DataStoreResource, engine: str = "local", engine_md: dict | None = None
-                  ) -> MaterializeResult:
+                  data_store: DataStoreResource, engine_md: dict) -> MaterializeResult:
     """The asset's outcome on either engine: a Failure naming failed bricks, else the
     materialization with the files_verified check over the bricks deep-verified in this run."""
     if failed:
@@ -113,8 +79,8 @@ def _cache_result(summary: dict, bricks: list[str], *, failed: dict, missing: li
             metadata={"failed": json_md(dict(list(failed.items())[:50])), **summary})
     bad = {b: p for b, p in checked.items() if p}
     return MaterializeResult(
-        metadata={**summary, "missing_upstream": json_md(missing), "engine": engine,
-                  "cache_root": MetadataValue.path(data_store.cache_store().root), **(engine_md or {})},
+        metadata={**summary, "missing_upstream": json_md(missing), "engine": engine_md["engine/name"],
+                  "cache_root": MetadataValue.path(data_store.cache_store().root), **engine_md},
         check_results=[AssetCheckResult(check_name="files_verified", passed=not bad, metadata={
             "bricks_checked": len(checked), "problems": json_md(bad)})],
     )
@@ -158,7 +124,7 @@ def load_blacklist(store: Store) -> set[str]:
 
 @op(out=Out(Nothing), pool="downloads")
 def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
-                     data_store: DataStoreResource, compute: ComputeResource) -> None:
+                     data_store: DataStoreResource, compute: ComputeEngine) -> None:
     """Fill the coadd cache for every brick of one tier, in one run.
 
     Each brick it caches (or finds cached, or finds missing upstream) is recorded as a
@@ -181,40 +147,21 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
                       f"(e.g. {unregistered[:3]}): materialize bricks_manifest first")
     context.log.info(f"filling the coadd cache for tier {tier}: {len(bricks):,} bricks")
 
-    if compute.engine != "local":
-        _fill_tier_on_spark(context, config, survey, data_store, compute, tier, bricks)
-        return
-
-    def record(r):
-        if r.status != "failed":
-            context.log_event(AssetMaterialization(asset_key="coadd_cache", partition=r.brickname, metadata={
-                "status": r.status, "bytes_downloaded": r.bytes_downloaded, "tier_fill": tier}))
-
-    results, verified, t0 = fill_bricks(context, bricks, survey, data_store, config.force, on_result=record)
-    summary = summarize_fill(results, time.monotonic() - t0)
-    context.log.info(f"tier {tier} cache fill: {summary.as_metadata()}")
-    for evaluation in files_verified_evaluations([(v.brickname, v.ok, v.problems) for v in verified], tier):
-        context.log_event(evaluation)
-    _raise_for(failed={r.brickname: r.error for r in results if r.status == "failed"},
-               bad={v.brickname: v.problems for v in verified if not v.ok})
-
-
-def _fill_tier_on_spark(context, config, survey, data_store, compute, tier: str, bricks: list[str]) -> None:
-    """The same fetcher on Spark executors; materializations are recorded when the job ends."""
-    from darkhalo_assets.engines.dispatch import run_cache_fill_spark
-    run = run_cache_fill_spark(context, compute, data_store, survey, bricks, config.force, run_key=tier)
-    for b in run.summary["bricks"]:
+    results_rel = f"phase4b/fill_runs/{context.run.run_id}-{tier}.parquet"
+    job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force, results_rel))
+    rows = brick_records(store, job.summary)
+    for b in rows:
         if b["status"] != "failed":
             context.log_event(AssetMaterialization(asset_key="coadd_cache", partition=b["brickname"], metadata={
                 "status": b["status"], "bytes_downloaded": b["bytes_downloaded"], "tier_fill": tier,
-                "engine": compute.engine}))
-    context.log.info(f"tier {tier} cache fill: { {k: v for k, v in run.summary.items() if k != 'bricks'} }")
-    checked = [(b["brickname"], b["verified_ok"], b["problems"]) for b in run.summary["bricks"]
+                "engine": job.metadata["engine/name"]}))
+    context.log.info(f"tier {tier} cache fill: {job.summary['summary']}")
+    checked = [(b["brickname"], b["verified_ok"], b["problems"]) for b in rows
                if b["verified_ok"] is not None]      # None: not deep-verified in this run (skipped, missing, failed)
     for evaluation in files_verified_evaluations(checked, tier):
         context.log_event(evaluation)
-    _raise_for(failed={b["brickname"]: b["error"] for b in run.summary["bricks"] if b["status"] == "failed"},
-               bad={b["brickname"]: b["problems"] for b in run.summary["bricks"] if b["verified_ok"] is False})
+    _raise_for(failed={b["brickname"]: b["error"] for b in rows if b["status"] == "failed"},
+               bad={b["brickname"]: b["problems"] for b in rows if b["verified_ok"] is False})
 
 
 def files_verified_evaluations(checked: list[tuple[str, bool, list[str]]], tier: str) -> list[AssetCheckEvaluation]:

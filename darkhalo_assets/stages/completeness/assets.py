@@ -8,13 +8,13 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Mat
 from pydantic import Field
 
 from darkhalo_assets.stages.completeness.surfaces import seeing_wall
-from darkhalo_assets.stages.completeness.run import (completeness_rel, metrics_columns, read_surfaces, surfaces_of,
-                                                       tier_spec, write_surfaces)
+from darkhalo_assets.stages.completeness.run import build_criteria, completeness_rel, read_surfaces
 from darkhalo_assets.stages.completeness.surfaces import ranking_mode_ablation as compute_ranking_mode_ablation
 from darkhalo_assets.storage.datasets import write_table
-from darkhalo_assets.stages.injection.run import injection_rel, read_metrics
+from darkhalo_assets.stages.injection.run import injection_rel
 from darkhalo_assets.science import plots
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.base import ComputeEngine
+from darkhalo_assets.storage.specs import store_spec
 from resources.storage import DataStoreResource
 
 from darkhalo_assets.metadata import json_md, png_markdown
@@ -56,15 +56,15 @@ def out_rel(tier: str, name: str = "") -> str:
     return completeness_rel(tier, name)
 
 def _surfaces(context, compute, data_store, tier: str, options: dict, view: str) -> tuple[dict, dict]:
-    """(the view's tables, engine metadata), computed on the compute resource's engine."""
+    """(the view's tables, engine metadata): the completeness job on the compute resource, then its tables."""
     store = data_store.store()
-    if compute.engine == "local":
-        columns = metrics_columns(tier_spec(options, view), view)
-        res = surfaces_of(read_metrics(store.child(injection_rel(tier)), columns), options, view)
-        write_surfaces(store, tier, res, view)
-        return res, {}
-    from darkhalo_assets.engines.dispatch import run_completeness_spark
-    engine_md = run_completeness_spark(context, compute, data_store, tier, options, view).metadata
+    params = {"tier": tier, "options": dict(options), "view": view, "data_store": store_spec(store),
+              "metrics_rel": injection_rel(tier)}
+    job = compute.run_job(context, "darkhalo_assets.stages.completeness.job:completeness_tables", params)
+    s = job.summary
+    engine_md = {**job.metadata, "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
+                 "engine/partitions": s["partitions"], "engine/counts_mib": s["count_mib"],
+                 "engine/timings_s": json_md(s["timings"])}
     return read_surfaces(store, tier, view), engine_md
 
 def _save_png(store, rel: str, fig_writer, *args) -> str:
@@ -81,7 +81,7 @@ def _save_png(store, rel: str, fig_writer, *args) -> str:
                                             "final_evaluation")],
 )
 def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRunConfig,
-                          data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
+                          data_store: DataStoreResource, compute: ComputeEngine) -> MaterializeResult:
     """Recovered fraction k/n with binomial intervals over theta_E, PSF FWHM, resolution,
     depth, EBV, source magnitude and their 2-D combinations; per split, selection set
     and region; all data and a clean subset; for every recovery criterion. Runs on the
@@ -102,7 +102,7 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     return MaterializeResult(
         metadata={"dagster/row_count": len(s), "summary": MetadataValue.md(f"```\n{summary}\n```"),
                   "splits_used": json_md(used), "path": MetadataValue.path(store.url(out_rel(tier))),
-                  "engine": compute.engine, **engine_md},
+                  "engine": engine_md["engine/name"], **engine_md},
         check_results=[AssetCheckResult(check_name="holdout_splits_used", passed=ok,
                                         metadata={"splits_used": json_md(used),
                                                   "final_evaluation": config.final_evaluation})])
@@ -151,7 +151,7 @@ def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunCon
     code_version="4d-ablation-2", deps=["injected_cutouts"], pool="compute",
 )
 def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRunConfig,
-                          data_store: DataStoreResource, compute: ComputeResource) -> MaterializeResult:
+                          data_store: DataStoreResource, compute: ComputeEngine) -> MaterializeResult:
     """density vs psf_weighted vs n_lrg vs area_weighted region selections: completeness and
     wall position side by side with intervals, and the difference to density with its uncertainty.
     A task counts for every mode whose selection picked its region; bins and blind thresholds
@@ -166,4 +166,4 @@ def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRu
     _save_png(store, rel, plots.plot_ranking_ablation, table)
     return MaterializeResult(metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
                                        "table": MetadataValue.md(table.head(40).to_markdown(index=False)),
-                                       "engine": compute.engine, **engine_md})
+                                       "engine": engine_md["engine/name"], **engine_md})

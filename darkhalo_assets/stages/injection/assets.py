@@ -7,7 +7,7 @@ from pydantic import Field
 
 from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import read_dataset
-from darkhalo_assets.stages.injection.run import InjectionSettings, injection_rel, read_metrics, run_injection
+from darkhalo_assets.stages.injection.run import injection_rel, read_metrics
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -16,7 +16,8 @@ from darkhalo_assets.metadata import counts_markdown, json_md, png_markdown, tab
 from darkhalo_assets.partitions import tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.stages.manifests.build import tasks_rel
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.engines.base import ComputeEngine
+from darkhalo_assets.storage.specs import store_spec
 
 
 # Enough for outcome counts, distributions and the gallery; the full table can be 31M x 75.
@@ -40,34 +41,35 @@ class InjectionRunConfig(Phase4RunConfig):
     metadata={"dagster/column_schema": table_schema(schemas.INJECTION_METRICS)},
 )
 def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
-                     data_store: DataStoreResource, compute: ComputeResource,
+                     data_store: DataStoreResource, compute: ComputeEngine,
                      survey: SurveyResource) -> MaterializeResult:
     """Per task: the real g/r/z cutout around the LRG with a lensed source injected (controls:
     untouched), plus invvar/maskbits stamps and per-task metrics (arc S/N, PSF FWHM used and
     its provenance, injected flux, magnification, masked fractions). Sharded, resumable."""
     tier = context.partition_key
     cfg = config.phase4()
-    store, cache = data_store.store(), data_store.cache_store()
+    store = data_store.store()
     experiments = [e for e, _, _ in cfg.experiments(tier)]
     out = store.child(injection_rel(tier))
-    settings = InjectionSettings(config.psf_model, config.moffat_beta, config.supersample)
-    engine_md = {}
-    if compute.engine == "local":
-        tasks = pa.concat_tables([read_dataset(store, tasks_rel(e)) for e in experiments])
-        summary = run_injection(tasks, cache, out, shard_tasks=config.shard_tasks, workers=config.workers,
-                                force=config.force, settings=settings, survey=survey.definition,
-                                progress=context.log.info)
-    else:
-        # The same shards and shard runner on Spark executors, reporting back through Pipes.
-        from darkhalo_assets.engines.dispatch import run_injection_spark
-        run = run_injection_spark(context, compute, data_store, tier, experiments, config.force, settings,
-                                  shard_tasks=config.shard_tasks)
-        summary, engine_md = run.summary, run.metadata
+    params = {"tier": tier, "force": bool(config.force), "shard_tasks": int(config.shard_tasks),
+              "workers": int(config.workers), "data_store": store_spec(store),
+              "cache_store": store_spec(data_store.cache_store()), "task_rels": [tasks_rel(e) for e in experiments],
+              "out_rel": injection_rel(tier), "survey": survey.survey,
+              "settings": {"psf_model": config.psf_model, "moffat_beta": config.moffat_beta,
+                           "supersample": config.supersample}}
+    job = compute.run_job(context, "darkhalo_assets.stages.injection.job:inject_tier", params)
+    summary, run = job.summary, job.summary["run"]
+    engine_md = {**job.metadata, "engine/shards": run["shards"], "engine/shards_run": run["shards_run"],
+                 "engine/tasks_run": run["tasks_run"], "engine/stamps_run": run["stamps_run"],
+                 "engine/stamps_per_s": float(summary["stamps_per_s"] or 0.0),
+                 "engine/max_shard_seconds": summary["max_shard_seconds"],
+                 "engine/outcomes_run": json_md(summary["reasons_run"]),
+                 "engine/timings_s": json_md(summary["timings"])}
     task_ids = pa.concat_tables([read_dataset(store, tasks_rel(e), columns=["task_id"]) for e in experiments])
     m = read_metrics(out, columns=METRICS_FOR_METADATA)
     reasons = dict(zip(*np.unique(np.asarray(m.column("cutout_reason").to_pylist(), dtype=str), return_counts=True)))
     md = {"dagster/row_count": m.num_rows, "outcomes": counts_markdown("cutout_reason", {k: int(v) for k, v in reasons.items()}),
-          "run": json_md(summary), "path": MetadataValue.path(out.root), "engine": compute.engine, **engine_md}
+          "run": json_md(run), "path": MetadataValue.path(out.root), "engine": engine_md["engine/name"], **engine_md}
     inj = m.filter(pc.and_(m.column("cutout_ok"), pc.invert(m.column("is_control"))))
     if inj.num_rows:
         snr = inj.column("arc_snr").to_numpy()

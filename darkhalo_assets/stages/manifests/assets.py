@@ -2,25 +2,20 @@
 
 import json
 
-import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetDep,
                      AssetExecutionContext, MaterializeResult, MetadataValue, asset)
 
 from darkhalo_assets import schemas
-from darkhalo_assets.storage.datasets import read_dataset, read_success, write_dataset
-from darkhalo_assets.stages.manifests.check_rules import control_fraction_ok
-from darkhalo_assets.stages.manifests.build import (build_bricks_manifest, build_tier_manifests, manifest_rel,
-                                                     stage_config_rel)
-from darkhalo_assets.stages.manifests.sampling import prepare_candidates
-from darkhalo_assets.engines.compute import ComputeResource
+from darkhalo_assets.storage.datasets import write_dataset
+from darkhalo_assets.stages.manifests.build import build_bricks_manifest, stage_config_rel
+from darkhalo_assets.engines.base import ComputeEngine
+from darkhalo_assets.storage.specs import store_spec
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 
 from darkhalo_assets.metadata import counts_markdown, json_md, table_schema
 from darkhalo_assets.partitions import TIERS, brick_partitions, tier_partitions
-from darkhalo_assets.stages.phase3.assets import load_phase3_table
+from darkhalo_assets.stages.phase3.assets import URI_FIELD, phase3_rel
 from darkhalo_assets.config.run_config import Phase4RunConfig
 
 CODE_VERSION_4A = "4a-1"
@@ -47,7 +42,7 @@ MANIFEST_CHECKS = [
     metadata={"dagster/column_schema": table_schema(schemas.MANIFEST)},
 )
 def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig, data_store: DataStoreResource,
-                        phase3: Phase3SourceResource, compute: ComputeResource) -> MaterializeResult:
+                        phase3: Phase3SourceResource, compute: ComputeEngine) -> MaterializeResult:
     """Stage 4a: one manifest per experiment `{tier}_stamp{N}_bands{b}_grid{grid}` of the tier.
 
     Stratified (PSF x depth x EBV x magnitude) hash-ordered sampling per selection set and
@@ -55,24 +50,19 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
     task_id and 64-bit task_seed from hashes of each task's keys.
     """
     tier = context.partition_key
-    cfg = config.phase4()
+    config.phase4()  # refuse bad config overrides before anything is launched
     store = data_store.store()
-    engine_metadata = {}
-    if compute.engine == "local":
-        parent = load_phase3_table("parent_catalog", data_store, phase3)
-        bricks = load_phase3_table("bricks_with_region", data_store, phase3)
-        selections = load_phase3_table("region_selections", data_store, phase3)
-        cand = prepare_candidates(parent, bricks, selections, cfg)
-        fp_input = f"{parent.num_rows}:{bricks.num_rows}:{selections.num_rows}"
-        summary = build_tier_manifests(store, cand, cfg, tier, input_fingerprint=fp_input, force=config.force,
-                                       progress=context.log.info)
-        checks = _manifest_checks(store, cfg, tier, summary)
-    else:
-        # Same batch functions on spark-submit or EMR, reporting back through Dagster Pipes.
-        from darkhalo_assets.engines.dispatch import run_manifests
-        run = run_manifests(context, compute, data_store, phase3, config.config_overrides, tier, config.force,
-                            part_rows=compute.part_rows)
-        summary, checks, engine_metadata = run.summary, run.check_results, run.metadata
+    params = {"tier": tier, "force": bool(config.force), "config_overrides": config.config_overrides or "",
+              "part_rows": compute.part_rows, "data_store": store_spec(store),
+              "phase3": phase3_inputs(data_store, phase3)}
+    job = compute.run_job(context, "darkhalo_assets.stages.manifests.job:build_tier_manifests", params)
+    run, summary = job.summary, job.summary["summary"]
+    engine_metadata = {**job.metadata, "engine/parts_written": run["parts_written"],
+                       "engine/rows_written": run["rows_written"], "engine/bytes_written": run["bytes_written"],
+                       "engine/max_part_seconds": run["max_part_seconds"],
+                       "engine/sum_part_seconds": run["sum_part_seconds"], "engine/timings_s": json_md(run["timings"]),
+                       "engine/experiments": json_md({e: v["action"] for e, v in summary["experiments"].items()})}
+    checks = manifest_check_results(run["checks"])
     if "warning" in summary:
         context.log.warning(f"tier {tier}: {summary['warning']}")
     rows = {e: v["rows"] for e, v in summary["experiments"].items()}
@@ -93,53 +83,29 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
                                                            "max_total_tasks_soft", "lrg_flag")}),
             "stage_config": MetadataValue.path(store.url(stage_config_rel(tier))),
             "experiments_written_or_skipped": json_md({e: v["action"] for e, v in summary["experiments"].items()}),
-            "engine": compute.engine, **engine_metadata,
+            "engine": engine_metadata["engine/name"], **engine_metadata,
         },
         check_results=checks,
     )
 
 
-def _manifest_checks(store, cfg, tier: str, summary: dict) -> list[AssetCheckResult]:
-    problems_cols, dup, frac_bad, leaks = [], {}, {}, []
-    target = cfg.tier(tier).control_frac
-    fracs = {}
-    for exp_id in summary["experiments"]:
-        t = read_dataset(store, manifest_rel(exp_id),
-                         columns=["task_id", "is_control", "region_id", "region_split"])
-        try:
-            schemas.check_columns(_schema_of(store, exp_id), schemas.MANIFEST, exp_id)
-        except ValueError as e:
-            problems_cols.append(str(e))
-        n = t.num_rows
-        n_unique = pc.count_distinct(t.column("task_id")).as_py() if n else 0
-        if n_unique != n:
-            dup[exp_id] = n - n_unique
-        frac = float(pc.mean(t.column("is_control").cast("int8")).as_py() or 0.0) if n else 0.0
-        fracs[exp_id] = round(frac, 4)
-        if n and not control_fraction_ok(frac, target, n, cfg.replicates, cfg.control_replicates):
-            frac_bad[exp_id] = frac
-        if n:
-            pairs = np.unique(np.stack([t.column("region_id").to_numpy().astype(str),
-                                        np.asarray(t.column("region_split").to_pylist(), dtype=str)], axis=1), axis=0)
-            r, c = np.unique(pairs[:, 0], return_counts=True)
-            leaks += r[c > 1].tolist()
-    return [
-        AssetCheckResult(check_name="required_columns", passed=not problems_cols,
-                         metadata={"problems": json_md(problems_cols)}),
-        AssetCheckResult(check_name="unique_task_id", passed=not dup, metadata={"duplicates": json_md(dup)}),
-        AssetCheckResult(check_name="control_fraction", passed=not frac_bad, severity=AssetCheckSeverity.WARN,
-                         metadata={"target": target, "measured": json_md(fracs)}),
-        AssetCheckResult(check_name="no_region_in_two_splits", passed=not leaks,
-                         metadata={"leaking_regions": json_md(sorted(set(leaks)))}),
-        AssetCheckResult(check_name="guardrail", passed=summary["n_tasks"] <= cfg.max_total_tasks_soft,
-                         metadata={"n_tasks": summary["n_tasks"], "max_total_tasks_soft": cfg.max_total_tasks_soft}),
-    ]
+PHASE3_INPUTS = ("parent_catalog", "bricks_with_region", "region_selections")
 
 
-def _schema_of(store, exp_id: str):
-    rec = read_success(store, manifest_rel(exp_id))
-    with store.open_read(f"{manifest_rel(exp_id)}/{rec['parts'][0]['file']}") as fh:
-        return pq.read_schema(fh)
+def phase3_inputs(data_store, phase3) -> dict:
+    """Where the 4a job reads each Phase 3 table (the same sources ``load_phase3_table`` uses)."""
+    if phase3.mode == "parquet":
+        return {n: {"kind": "parquet", "uri": getattr(phase3, URI_FIELD[n])} for n in PHASE3_INPUTS}
+    return {n: {"kind": "dataset", **store_spec(data_store.store()), "rel": phase3_rel(n)} for n in PHASE3_INPUTS}
+
+
+def manifest_check_results(values: dict) -> list[AssetCheckResult]:
+    """The checks' results from the values the 4a job computed (``checks.manifest_check_values``)."""
+    return [AssetCheckResult(check_name=name, passed=bool(v["passed"]),
+                             severity=AssetCheckSeverity.WARN if v.get("severity") == "WARN" else AssetCheckSeverity.ERROR,
+                             metadata={k: (x if isinstance(x, (int, float, str, bool)) else json_md(x))
+                                       for k, x in v["metadata"].items()})
+            for name, v in values.items()]
 
 
 @asset(

@@ -1,10 +1,16 @@
-"""Job-side Dagster Pipes plumbing shared by every darkhalo Spark entry point.
+"""The one Spark entry point: runs any job function on a Spark driver.
 
-Picks the Pipes parameter source (environment from ``PipesSubprocessClient`` / the EMR
-cluster configuration, or ``--dagster-pipes-*`` arguments of an EMR step added to a
-running cluster), the context loader and message writer (S3 when the orchestrator passed
-a bucket, files otherwise), and writes a failure report the orchestrator can quote when
-the driver dies. Without Pipes parameters a job runs standalone from ``--extras FILE``.
+    spark-submit [--master ...] spark_entry.py                 # launched through Dagster Pipes
+    spark-submit [--master ...] spark_entry.py --extras p.json # standalone: {"job", "params", ...}
+
+Pipes parameters come from the environment (``PipesSubprocessClient``, the EMR cluster
+configuration) or from ``--dagster-pipes-*`` arguments (an EMR step, EMR Serverless
+``entryPointArguments``); context and messages go through S3 when the orchestrator passed a
+bucket. The extras name the job (``extras["job"]``) and carry its ``params``. The job runs
+with a ``SparkRunner``; its summary goes back as the ``darkhalo/summary`` metadata of the
+step's materialization (or, for an op, as a Pipes custom message). A failure writes a report
+(``extras["failure_report_uri"]``) the orchestrator quotes, then re-raises so spark-submit
+exits non-zero. Imports dagster_pipes, never dagster; executors import inside functions.
 """
 from __future__ import annotations
 
@@ -14,14 +20,44 @@ import json
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 PIPES_CONTEXT_ARG = "--dagster-pipes-context"
+METADATA_PREFIX = "darkhalo-job-metadata: "
+SUMMARY_KEY = "darkhalo/summary"
 
 
-def parse_job_args(argv: list[str]) -> argparse.Namespace:
+class SparkRunner:
+    """``runner.map`` on a SparkContext: one Spark task per unit, results in unit order."""
+
+    def __init__(self, sc, engine: str = "spark"):
+        self.sc = sc
+        self.engine = engine
+        self.slots = int(sc.defaultParallelism)
+
+    def map(self, fn: Callable[[Any], Any], units: Sequence[Any], *, parallelism: int | None = None) -> list[Any]:
+        # ``parallelism`` is the local engine's pool size; Spark schedules over its executors.
+        units = list(units)
+        if not units:
+            return []
+        pairs = self.sc.parallelize(list(enumerate(units)), len(units)).map(_Indexed(fn)).collect()
+        return [r for _, r in sorted(pairs, key=lambda p: p[0])]
+
+
+class _Indexed:
+    """(i, unit) -> (i, fn(unit)); a class, so Spark pickles ``fn`` by reference."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, pair):
+        return pair[0], self.fn(pair[1])
+
+
+# ---- Pipes plumbing ------------------------------------------------------------------
+def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="darkhalo Spark job")
-    p.add_argument("--extras", help="JSON file with the job's parameters (standalone runs, without Dagster)")
+    p.add_argument("--extras", help="JSON file with {job, params} (standalone runs, without Dagster)")
     args, _unknown_pipes_args = p.parse_known_args(argv)
     return args
 
@@ -48,7 +84,7 @@ def load_extras(pipes, args: argparse.Namespace) -> dict:
     if pipes is not None:
         return dict(pipes.extras)
     if not args.extras:
-        raise SystemExit("not launched by Dagster: pass --extras FILE with the job's parameters")
+        raise SystemExit("not launched by Dagster: pass --extras FILE with {\"job\": ..., \"params\": ...}")
     with open(args.extras, encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -84,31 +120,12 @@ def write_failure_report(uri: str | None, exc: BaseException, storage_options: d
         print(f"could not write failure report to {uri}: {write_exc}", file=sys.stderr)
 
 
-METADATA_PREFIX = "darkhalo-job-metadata: "
-
-
 def engine_metadata(spark, extras: dict) -> dict:
-    """What every job reports about where it ran."""
+    """Where the job ran."""
     sc = spark.sparkContext
     return {"engine/name": extras.get("engine", "spark"), "engine/spark_version": spark.version,
             "engine/spark_master": sc.master, "engine/spark_app_id": sc.applicationId,
             "engine/default_parallelism": int(sc.defaultParallelism)}
-
-
-def report_materialization(pipes, metadata: dict) -> bool:
-    """Report through Pipes; standalone (no Pipes) print one parseable line. True if Pipes."""
-    if pipes is None:
-        print(METADATA_PREFIX + json.dumps({k: (v["raw_value"] if isinstance(v, dict) else v)
-                                            for k, v in metadata.items()}))
-        return False
-    pipes.report_asset_materialization(metadata=metadata)
-    return True
-
-
-def stdout_metadata(stdout: str) -> dict:
-    """The metadata a standalone job printed (benchmarks run jobs without Pipes)."""
-    line = next(ln for ln in stdout.splitlines() if ln.startswith(METADATA_PREFIX))
-    return json.loads(line[len(METADATA_PREFIX):])
 
 
 def pipes_json(value: Any) -> dict:
@@ -116,33 +133,49 @@ def pipes_json(value: Any) -> dict:
     return {"raw_value": json.loads(json.dumps(value, default=str)), "type": "json"}
 
 
-def run_job(argv: list[str], stage: str, body: Callable[..., None], *, needs_spark: bool = True) -> None:
-    """Every entry point's main: Pipes session, extras, Spark session, failure report, clean stop.
+def report_summary(pipes, summary: dict, engine_md: dict) -> None:
+    """The summary and where it ran, back to the orchestrator (stdout when standalone)."""
+    if pipes is None:
+        print(METADATA_PREFIX + json.dumps({SUMMARY_KEY: summary, **engine_md}, default=str))
+    elif pipes.is_asset_step and len(pipes.asset_keys) == 1:
+        pipes.report_asset_materialization(metadata={SUMMARY_KEY: pipes_json(summary), **engine_md})
+    else:  # an op (or a multi-asset step) has no single asset to report on
+        pipes.report_custom_message({SUMMARY_KEY: json.loads(json.dumps(summary, default=str)), **engine_md})
 
-    ``body(spark, extras, pipes, log)`` does the stage's work and reports through ``pipes``
-    (None when run standalone). Any exception is written to the failure report named in the
-    extras, sent to Dagster as the Pipes session's closing exception, and re-raised so
-    spark-submit (and the EMR step) exit non-zero.
-    """
-    args = parse_job_args(argv)
+
+def stdout_metadata(stdout: str) -> dict:
+    """What a standalone run printed: ``{"darkhalo/summary": ..., "engine/...": ...}``."""
+    line = next(ln for ln in stdout.splitlines() if ln.startswith(METADATA_PREFIX))
+    return json.loads(line[len(METADATA_PREFIX):])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     pipes = open_job_pipes(sys.argv)
     with (pipes if pipes is not None else contextlib.nullcontext()):
         extras = load_extras(pipes, args)
         log = pipes.log.info if pipes is not None else print
+        job = extras["job"]
         spark, t0 = None, time.time()
         try:
-            if needs_spark:
-                from pyspark.sql import SparkSession
-                spark = SparkSession.builder.appName(f"darkhalo-{stage}-{extras.get('tier', '')}").getOrCreate()
-                log(f"[{stage}] Spark {spark.version} on {spark.sparkContext.master}, "
-                    f"app {spark.sparkContext.applicationId}")
-            body(spark, extras, pipes, log)
+            from pyspark.sql import SparkSession
+            from darkhalo_assets.engines.jobs import import_job, job_label
+            spark = SparkSession.builder.appName(f"darkhalo-{job_label(job)}").getOrCreate()
+            log(f"[{job_label(job)}] Spark {spark.version} on {spark.sparkContext.master}, "
+                f"app {spark.sparkContext.applicationId}")
+            runner = SparkRunner(spark.sparkContext, extras.get("engine", "spark"))
+            summary = import_job(job)(extras.get("params") or {}, runner, log)
+            report_summary(pipes, summary, engine_metadata(spark, extras))
         except BaseException as exc:
             write_failure_report(
                 extras.get("failure_report_uri"), exc, extras.get("failure_report_storage_options"),
-                stage=stage, tier=extras.get("tier"), seconds=round(time.time() - t0, 1),
+                job=job, seconds=round(time.time() - t0, 1),
                 spark_app_id=spark.sparkContext.applicationId if spark is not None else None)
             raise
         finally:
             if spark is not None:
                 spark.stop()
+
+
+if __name__ == "__main__":
+    main()
