@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster_aws.pipes import PipesEMRServerlessClient, PipesS3ContextInjector
@@ -125,6 +125,8 @@ class S3PipesEMRServerlessClient(PipesEMRServerlessClient):
 
 class EmrServerlessEngine(ComputeEngine):
     """Runs a job function on an existing EMR Serverless Spark application, through Dagster Pipes over S3."""
+
+    engine: ClassVar[str] = ENGINE
 
     application_id: str | None = Field(default=None, description="EMR Serverless Spark application to run on")
     execution_role_arn: str | None = Field(
