@@ -29,8 +29,9 @@ from darkhalo_assets import schemas  # noqa: E402
 from darkhalo_assets.config.defaults import COMPLETENESS  # noqa: E402
 from darkhalo_assets.stages.completeness.run import TABLES, read_surfaces, surfaces_of, write_surfaces  # noqa: E402
 from darkhalo_assets.storage.datasets import SUCCESS  # noqa: E402
-from darkhalo_assets.stages.injection.run import injection_rel, read_metrics  # noqa: E402
+from darkhalo_assets.stages.injection.run import read_metrics  # noqa: E402
 from darkhalo_assets.storage.store import Store  # noqa: E402
+from darkhalo_assets.layout import layout
 
 JOB = "darkhalo_assets.stages.completeness.job:completeness_tables"
 TIER = "bench"
@@ -49,7 +50,7 @@ def write_shards(store: Store, table: pa.Table, n_shards: int) -> None:
         else:
             cols[f.name] = pa.nulls(n, f.type)
     full = pa.table(cols, schema=schemas.INJECTION_METRICS)
-    out = store.child(injection_rel(TIER))
+    out = store.child(layout.injection(TIER))
     names = [f"shard-{i:05d}-bench" for i in range(n_shards)]
     idx = np.arange(n)
     for i, name in enumerate(names):
@@ -70,14 +71,14 @@ def main() -> None:
     t0 = time.perf_counter()
     table = build_table(a.rows)
     for s in (local, spark):
-        (Path(s.root) / injection_rel(TIER) / "metrics").mkdir(parents=True)
+        (Path(s.root) / layout.injection(TIER) / "metrics").mkdir(parents=True)
         write_shards(s, table, a.shards)
     del table
     print(f"{a.rows:,} metrics rows in {a.shards} shards (written in {time.perf_counter() - t0:.1f} s); "
           f"nproc={os.cpu_count()} (shared machine)")
 
     t0 = time.perf_counter()
-    metrics = read_metrics(local.child(injection_rel(TIER)))
+    metrics = read_metrics(local.child(layout.injection(TIER)))
     t_read = time.perf_counter() - t0
     res = surfaces_of(metrics, OPTIONS)
     write_surfaces(local, TIER, res)
@@ -87,7 +88,7 @@ def main() -> None:
     del metrics, res
 
     extras = {"tier": TIER, "options": OPTIONS, "data_store": {"root": spark.root},
-              "metrics_rel": injection_rel(TIER), "rows_per_partition": a.rows_per_partition}
+              "metrics_rel": layout.injection(TIER), "rows_per_partition": a.rows_per_partition}
     t_spark, md = submit_standalone(JOB, extras, a.master, work)
     tm = md["engine/timings"]
     print(f"spark  ({a.master}, spark-submit): {t_spark:6.1f} s  {a.rows / t_spark / 1e6:5.2f} M rows/s  "

@@ -20,12 +20,13 @@ from pathlib import Path
 import yaml
 
 from darkhalo_assets.storage.datasets import read_dataset, read_success, write_dataset
-from darkhalo_assets.stages.manifests.build import build_tier_manifests, manifest_rel
+from darkhalo_assets.stages.manifests.build import build_tier_manifests
 from darkhalo_assets.stages.manifests.sampling import prepare_candidates
 from darkhalo_assets.config.phase4 import load_config
 from darkhalo_assets.storage.store import Store
 from spark_standalone import submit_standalone  # noqa: E402
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
+from darkhalo_assets.layout import layout
 
 INPUTS = ("parent_catalog", "bricks_with_region", "region_selections")
 JOB = "darkhalo_assets.stages.manifests.job:build_tier_manifests"
@@ -91,7 +92,7 @@ def main() -> None:
     cfg = load_config(yaml.safe_load(overrides))
     same = True
     for exp_id, *_ in cfg.experiments(a.tier):
-        rel = manifest_rel(exp_id)
+        rel = layout.manifest(exp_id)
         ls, ss = Store(roots["local"]), Store(roots["spark"])
         same &= read_success(ls, rel) == read_success(ss, rel)
         same &= all(ls.read_bytes(f"{rel}/{p['file']}") == ss.read_bytes(f"{rel}/{p['file']}")

@@ -79,18 +79,23 @@ class Layout:
     def injection(self, tier: str) -> str:
         return f"phase4c/{tier}"
 
-    def injection_staging(self, tier: str) -> str:
-        """Shard inputs staged for executors during one run; removed when it ends."""
-        return f"phase4c/_staging/{tier}"
-
-    # inside injection(tier):
     @staticmethod
-    def metrics_shard(shard: str) -> str:
-        return f"metrics/{shard}.parquet"
+    def staging_for(rel: str) -> str:
+        """Unit inputs staged for workers while ``rel`` is written (a ``_staging`` folder beside it);
+        removed when the run ends."""
+        parent, _, name = rel.rpartition("/")
+        return f"{parent}/_staging/{name}" if parent else f"_staging/{name}"
 
-    @staticmethod
-    def stamps_shard(shard: str) -> str:
-        return f"stamps/{shard}.parquet"
+    # inside injection(tier): one metrics file and one stamps file per shard (the metrics file is the
+    # shard's commit), and the tier's _SUCCESS listing the shards once all are there.
+    metrics_dir: str = "metrics"
+    stamps_dir: str = "stamps"
+
+    def metrics_shard(self, shard: str) -> str:
+        return f"{self.metrics_dir}/{shard}.parquet"
+
+    def stamps_shard(self, shard: str) -> str:
+        return f"{self.stamps_dir}/{shard}.parquet"
 
     gallery: str = "gallery.png"
 

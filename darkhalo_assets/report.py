@@ -2,26 +2,26 @@
 import json
 import os
 
+from darkhalo_assets.layout import layout
 from resources import resources_for_env
-
 
 
 def print_tier_report(tier: str) -> None:
     res = resources_for_env()
     store = res["data_store"].store()
     print(f"\n=== darkhalo Phase 4 — tier {tier} ===")
-    cfg_rel = f"phase4a/_stage_config_{tier}.json"
+    cfg_rel = layout.stage_config(tier)
     if store.exists(cfg_rel):
         s = json.loads(store.read_bytes(cfg_rel))
         print(f"manifests: {s['n_tasks']:,} tasks, {s['n_galaxies']:,} galaxies on {s['n_bricks']} bricks "
               f"(grid {s['grid']}, {s['n_configs']} configs); dropped: {s['dropped_rows']}")
-    if store.exists("phase4b/brick_blacklist.json"):
-        bl = json.loads(store.read_bytes("phase4b/brick_blacklist.json"))
+    if store.exists(layout.blacklist_json):
+        bl = json.loads(store.read_bytes(layout.blacklist_json))
         print(f"brick_blacklist: {len(bl)} bricks missing upstream {bl}")
-    summary_rel = f"phase4d/{tier}/summary.txt"
+    summary_rel = layout.summary_text(tier)
     if store.exists(summary_rel):
         print(store.read_bytes(summary_rel).decode())
-    plots = f"phase4d/{tier}/plots"
+    plots = layout.plots(tier)
     names = store.ls(plots)
     if names:
         print("plots:")

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.ndimage import gaussian_filter
+from darkhalo_assets.layout import layout
 
 PIX = 0.262
 
@@ -128,8 +129,7 @@ def write_tier_metrics(store, tier: str, table: pa.Table, n_shards: int) -> list
     """Committed injection output in ``store`` (a pipeline Store, local or s3://): metrics shards
     (rows dealt out, so a region spans shards) and the _SUCCESS that lists them."""
     from darkhalo_assets.storage.datasets import SUCCESS
-    from darkhalo_assets.stages.injection.run import injection_rel
-    out = store.child(injection_rel(tier))
+    out = store.child(layout.injection(tier))
     names = [f"shard-{i:05d}-test" for i in range(n_shards)]
     idx = np.arange(table.num_rows)
     for i, name in enumerate(names):

@@ -12,12 +12,12 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 from moto.server import ThreadedMotoServer
 
-from darkhalo_assets.stages.phase3.assets import phase3_rel
 from darkhalo_assets.storage.datasets import write_dataset
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.engines.emr_packaging import stage_code
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 from darkhalo_assets.engines.emr import EmrEngine
+from darkhalo_assets.layout import layout
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def emr_compute(url, **kw) -> EmrEngine:
 
 def write_phase3(store: Store, tables) -> None:
     for name in ("parent_catalog", "bricks_with_region", "region_selections"):
-        write_dataset(store, phase3_rel(name), [getattr(tables, name)], fingerprint=str(SPEC.seed))
+        write_dataset(store, layout.phase3_table(name), [getattr(tables, name)], fingerprint=str(SPEC.seed))
 
 
 def failure_message(result) -> str:

@@ -11,6 +11,7 @@ from darkhalo_assets.science.intervals import binomial_interval
 from darkhalo_assets.science.recovery import ClassifierScores, SeedSnrResolved
 
 from support_completeness import hand_table, logistic_metrics, true_wall
+from darkhalo_assets.layout import layout
 
 SEED_ONLY = [SeedSnrResolved()]
 
@@ -264,7 +265,7 @@ def test_counts_of_chunks_add_up_to_the_counts_of_the_whole():
 def test_a_view_is_committed_as_one_unit(tmp_path):
     """A run that dies while writing a tier's tables leaves no marker: the set is refused, not
     read as a mix of old and new tables; a complete write commits it again."""
-    from darkhalo_assets.stages.completeness.run import read_surfaces, success_rel, surfaces_of, write_surfaces
+    from darkhalo_assets.stages.completeness.run import read_surfaces, surfaces_of, write_surfaces
     from darkhalo_assets.storage.store import Store
 
     store = Store(str(tmp_path))
@@ -274,7 +275,7 @@ def test_a_view_is_committed_as_one_unit(tmp_path):
     broken = {k: v for k, v in res.items() if k != "config"}           # dies before the last table
     with pytest.raises(KeyError):
         write_surfaces(store, "grid", broken)
-    assert not store.exists(success_rel("grid"))
+    assert not store.exists(layout.completeness_commit("grid"))
     with pytest.raises(FileNotFoundError, match=r"not committed .* materialize completeness_surfaces\[grid\]"):
         read_surfaces(store, "grid")
     write_surfaces(store, "grid", res)

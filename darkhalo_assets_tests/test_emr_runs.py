@@ -16,7 +16,7 @@ from dagster_pipes import decode_param
 
 from darkhalo_assets.stages.manifests.assets import MANIFEST_CHECKS, injection_manifests
 from darkhalo_assets.storage.datasets import is_committed, read_dataset, read_success
-from darkhalo_assets.stages.manifests.build import build_tier_manifests, manifest_rel
+from darkhalo_assets.stages.manifests.build import build_tier_manifests
 from darkhalo_assets.stages.manifests.sampling import prepare_candidates
 from darkhalo_assets.config.phase4 import load_config
 from darkhalo_assets.storage.store import Store
@@ -27,6 +27,7 @@ from resources.storage import DataStoreResource
 from support_emr import (REPO, TIER, _node_command, _node_env, client, emr_compute, failure_message,
                          fake_emr_node, s3_bytes, write_phase3)
 from support_emr import aws_env, moto_url, phase3_tables  # noqa: F401 (pytest fixtures)
+from darkhalo_assets.layout import layout
 
 
 @pytest.mark.spark
@@ -103,7 +104,7 @@ def test_cluster_per_run_launches_what_emr_needs_and_the_driver_reports_back(mot
     build_tier_manifests(local, cand, cfg, TIER, input_fingerprint=fp)
     remote = Store("s3://data/outputs", store_opts)
     for exp_id, *_ in cfg.experiments(TIER):
-        rel = manifest_rel(exp_id)
+        rel = layout.manifest(exp_id)
         assert read_success(remote, rel) == read_success(local, rel)
         for p in read_success(local, rel)["parts"]:
             assert remote.read_bytes(f"{rel}/{p['file']}") == local.read_bytes(f"{rel}/{p['file']}")
@@ -164,9 +165,9 @@ def test_failed_local_spark_job_reports_driver_error_log_and_commits_nothing(pha
                               phase3_tables.region_selections, cfg)
     build_tier_manifests(store, cand, cfg, TIER, input_fingerprint="x")
     (first, *_), (blocked, *_) = cfg.experiments(TIER)
-    shutil.rmtree(store.url(manifest_rel(blocked)))
-    Path(store.url(manifest_rel(blocked))).write_text("not a directory")
-    assert is_committed(store, manifest_rel(first))
+    shutil.rmtree(store.url(layout.manifest(blocked)))
+    Path(store.url(layout.manifest(blocked))).write_text("not a directory")
+    assert is_committed(store, layout.manifest(first))
 
     result = materialize(
         [injection_manifests], partition_key=TIER, raise_on_error=False,
@@ -184,7 +185,7 @@ def test_failed_local_spark_job_reports_driver_error_log_and_commits_nothing(pha
     assert report["spark_app_id"].startswith("local-") and "FileExistsError" in report["error"]
     # Forced, the first experiment was uncommitted before writing: whatever parts the failed
     # job left behind, nothing vouches for them.
-    assert not is_committed(store, manifest_rel(first))
+    assert not is_committed(store, layout.manifest(first))
     assert store.ls("phase4a/_staging") == []                      # staged galaxy slices cleaned up too
     with pytest.raises(FileNotFoundError, match="_SUCCESS"):
-        read_dataset(store, manifest_rel(first))
+        read_dataset(store, layout.manifest(first))

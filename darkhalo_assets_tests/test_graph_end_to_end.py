@@ -20,6 +20,7 @@ from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
+from darkhalo_assets.layout import layout
 
 DOWNSTREAM = ["injection_tasks", "injected_cutouts", "completeness_surfaces", "seeing_wall_plots",
               "ranking_mode_ablation"]
@@ -74,7 +75,7 @@ def test_bricks_registered_as_partitions_and_missing_bricks_blacklisted(graph):
     missing = set(graph["survey"]["missing_bricks"])
     registered = set(graph["bricks"])
     out = graph["out"]
-    blacklist = set(json.loads(out.read_bytes("phase4b/brick_blacklist.json")))
+    blacklist = set(json.loads(out.read_bytes(layout.blacklist_json)))
     # only catalog bricks that the survey does not have are blacklisted; both are 404s upstream
     assert blacklist == missing & registered
     for b in registered - missing:
@@ -86,7 +87,7 @@ def test_every_task_is_accounted_for_and_none_on_blacklisted_bricks(graph):
     out = graph["out"]
     m = read_metrics(out.child("phase4c/debug")).to_pandas()
     assert m["task_id"].is_unique
-    blacklist = set(json.loads(out.read_bytes("phase4b/brick_blacklist.json")))
+    blacklist = set(json.loads(out.read_bytes(layout.blacklist_json)))
     assert not set(m["brickname"]) & blacklist
     assert set(m["cutout_reason"]) <= {"ok", "edge", "off_brick", "no_data", "not_cached"}
     ok = m[m["cutout_ok"]]

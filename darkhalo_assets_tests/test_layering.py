@@ -51,3 +51,27 @@ def test_unknown_engine_names_the_known_ones():
     with pytest.raises(ComputeConfigError, match="known engines: local, spark, emr"):
         engine_from_env("yarn")
     assert engine_from_env("spark", log_dir="x", region="eu-west-1").log_dir == "x"
+
+
+def test_every_output_path_is_spelled_in_the_layout_only():
+    """No stage, engine or resource spells an output path or a ``*_rel`` path helper: they ask
+    ``darkhalo_assets.layout``, so moving an output is a one-line change there."""
+    literal = re.compile(r"""["'](phase3|phase4[abcd])/""")
+    helper = re.compile(r"^\s*def (?!_check_rel)\w+_rel\(")  # a path helper; _check_rel validates one
+    files = [p for p in [*PKG.rglob("*.py"), *(REPO / "resources").rglob("*.py")] if p.name != "layout.py"]
+    bad = [f"{p.relative_to(REPO)}:{i}: {line.strip()}" for p in files
+           for i, line in enumerate(p.read_text().splitlines(), 1) if literal.search(line) or helper.match(line)]
+    assert not bad, bad
+
+
+def test_layout_paths_are_the_documented_ones():
+    from darkhalo_assets.layout import layout
+    assert layout.manifest("debug_stamp64_bandsgrz_gridgrid_small") == \
+        "phase4a/manifests/debug_stamp64_bandsgrz_gridgrid_small"
+    assert layout.stage_config("debug") == "phase4a/_stage_config_debug.json"
+    assert layout.completeness_view("grid", "ranking_modes", "surfaces") == "phase4d/grid/ranking_modes/surfaces.parquet"
+    assert layout.completeness_commit("grid") == "phase4d/grid/_SUCCESS"
+    assert layout.staging_for("phase4c/debug") == "phase4c/_staging/debug"
+    readme = (REPO / "README.md").read_text()
+    for rel in (layout.bricks_manifest, layout.missing_dir, layout.blacklist_json, layout.injection("<tier>")):
+        assert rel.split("/")[0] in readme and rel.split("/")[-1].split(".")[0] in readme, rel

@@ -9,12 +9,13 @@ import pytest
 
 from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import read_dataset
-from darkhalo_assets.stages.manifests.build import build_tier_manifests, manifest_rel
+from darkhalo_assets.stages.manifests.build import build_tier_manifests
 from darkhalo_assets.stages.manifests.sampling import (GuardrailExceeded, iter_manifest_chunks, prepare_candidates,
                                                 sample_tier)
 from darkhalo_assets.config.phase4 import load_config
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
+from darkhalo_assets.layout import layout
 
 SPEC = Phase3Spec(regions_per_split={"train": 4, "val": 2, "test": 2}, bricks_per_region=6, lrgs_per_brick=120,
                   brick_pixels=None, n_missing_bricks=0, seed=7)
@@ -177,7 +178,7 @@ def test_empty_tier_gives_an_empty_manifest_with_a_warning(phase3, tmp_path):
     cand = prepare_candidates(none, phase3.bricks_with_region, phase3.region_selections, cfg)
     summary = build_tier_manifests(Store(str(tmp_path)), cand, cfg, "debug")
     assert summary["n_tasks"] == 0 and "warning" in summary
-    t = read_dataset(Store(str(tmp_path)), manifest_rel(cfg.experiments("debug")[0][0]))
+    t = read_dataset(Store(str(tmp_path)), layout.manifest(cfg.experiments("debug")[0][0]))
     assert t.num_rows == 0 and t.schema.names == schemas.MANIFEST.names
 
 

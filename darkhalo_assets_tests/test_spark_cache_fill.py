@@ -7,7 +7,6 @@ import pytest
 from dagster import (AssetExecutionContext, MaterializeResult, MetadataValue, OpExecutionContext, asset, job,
                      materialize, op)
 
-from darkhalo_assets.stages.coadds.assets import missing_rel
 from darkhalo_assets.stages.coadds.fill import CoaddFetcher, fill_cache
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.survey.dr10 import COADD_FILES
@@ -20,6 +19,7 @@ from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
+from darkhalo_assets.layout import layout
 
 PIX = 128
 SPEC = Phase3Spec(regions_per_split={"train": 2, "val": 1, "test": 0}, bricks_per_region=2, lrgs_per_brick=5,
@@ -101,7 +101,7 @@ def test_spark_fill_caches_what_the_local_fetcher_caches(survey, tmp_path):
         assert _cache_files(spark_cache, b) == _cache_files(local_cache, b), b
     assert spark_cache.ls(gap) == []
     store = Store(str(data / "outputs"))
-    assert store.exists(missing_rel(gap)) and not any(store.exists(missing_rel(b)) for b in present)
+    assert store.exists(layout.missing_evidence(gap)) and not any(store.exists(layout.missing_evidence(b)) for b in present)
 
     # Again, from an op: every brick already verified is skipped, nothing is downloaded.
     seen = {}
@@ -149,4 +149,4 @@ def test_coadd_cache_partitions_backfilled_on_spark(survey, tmp_path):
     spark_cache = Store(str(data / "cache"))
     for b in present:
         assert _cache_files(spark_cache, b) == _cache_files(local_cache, b), b
-    assert Store(str(data / "outputs")).exists(missing_rel(gap))
+    assert Store(str(data / "outputs")).exists(layout.missing_evidence(gap))

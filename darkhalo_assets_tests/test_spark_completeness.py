@@ -17,12 +17,13 @@ import pytest
 from dagster import materialize
 
 from darkhalo_assets.stages.completeness.assets import completeness_surfaces, ranking_mode_ablation
-from darkhalo_assets.stages.completeness.run import TABLES, completeness_rel, view_rel
+from darkhalo_assets.stages.completeness.run import TABLES
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.engines import engine_from_env
 from resources.storage import DataStoreResource
 
 from support_completeness import metrics_table, write_tier_metrics
+from darkhalo_assets.layout import layout
 
 TIER = "grid"
 N_SHARDS = 5
@@ -50,10 +51,10 @@ def _materialize(root, engine: str, run_config: dict, *, raise_on_error: bool = 
 
 def _outputs(root) -> dict:
     store = Store(str(root / "outputs"))
-    out = {f"{view}/{name}": pq.read_table(store.url(view_rel(TIER, view, name))).to_pandas()
+    out = {f"{view}/{name}": pq.read_table(store.url(layout.completeness_view(TIER, view, name))).to_pandas()
            for view in ("tasks", "ranking_modes") for name in TABLES}
-    out["ablation"] = pq.read_table(store.url(completeness_rel(TIER, "ranking_mode_ablation.parquet"))).to_pandas()
-    out["summary"] = store.read_bytes(completeness_rel(TIER, "summary.txt")).decode()
+    out["ablation"] = pq.read_table(store.url(layout.completeness(TIER, "ranking_mode_ablation.parquet"))).to_pandas()
+    out["summary"] = store.read_bytes(layout.completeness(TIER, "summary.txt")).decode()
     return out
 
 
@@ -110,4 +111,4 @@ def test_spark_job_failure_reports_the_driver_error(tmp_path):
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     text = str(failure.event_specific_data.error)
     assert "has no committed injection output" in text and f"injected_cutouts[{TIER}]" in text
-    assert not Store(str(tmp_path / "outputs")).exists(completeness_rel(TIER, "surfaces.parquet"))
+    assert not Store(str(tmp_path / "outputs")).exists(layout.completeness(TIER, "surfaces.parquet"))

@@ -13,9 +13,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from support_survey import cached_survey
 
 from darkhalo_assets.storage.datasets import SUCCESS, write_dataset
-from darkhalo_assets.stages.injection.run import (InjectionSettings, injection_rel, plan_shards, read_metrics,
-                                                    run_injection)
-from darkhalo_assets.stages.manifests.build import tasks_rel
+from darkhalo_assets.stages.injection.run import InjectionSettings, plan_shards, read_metrics, run_injection
 from darkhalo_assets.stages.manifests.sampling import iter_manifest_chunks, prepare_candidates, sample_tier
 from darkhalo_assets.config.phase4 import load_config
 from darkhalo_assets.storage.store import Store
@@ -24,6 +22,7 @@ from darkhalo_assets.synthetic.phase3 import Phase3Spec
 from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.storage import DataStoreResource
+from darkhalo_assets.layout import layout
 
 PIX = 256
 SPEC = Phase3Spec(regions_per_split={"train": 2, "val": 1, "test": 0}, bricks_per_region=2, lrgs_per_brick=25,
@@ -53,7 +52,7 @@ def _spark_asset(experiments: list[str]):
         from dataclasses import asdict
         params = {"tier": TIER, "force": False, "shard_tasks": SHARD_TASKS, "workers": 1,
                   "data_store": store_spec(data_store.store()), "cache_store": store_spec(data_store.cache_store()),
-                  "task_rels": [tasks_rel(e) for e in experiments], "out_rel": injection_rel(TIER),
+                  "task_rels": [layout.injection_tasks(e) for e in experiments], "out_rel": layout.injection(TIER),
                   "settings": asdict(SETTINGS)}
         job = compute.run_job(context, "darkhalo_assets.stages.injection.job:inject_tier", params)
         s = job.summary
@@ -84,8 +83,8 @@ def test_spark_engine_writes_the_local_shards_and_skips_committed_ones(world, tm
     data = tmp_path / "spark"
     store = Store(str(data / "outputs"))
     for e in world["experiments"]:
-        write_dataset(store, tasks_rel(e), [world["tasks"][e]], fingerprint="t")
-    out = store.child(injection_rel(TIER))
+        write_dataset(store, layout.injection_tasks(e), [world["tasks"][e]], fingerprint="t")
+    out = store.child(layout.injection(TIER))
     md = _materialize(world, data)
 
     # Rows: every task once, the local engine's values (NaN equal to NaN), the uncached brick flagged.

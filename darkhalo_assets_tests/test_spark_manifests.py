@@ -12,9 +12,8 @@ from dagster import materialize
 
 from darkhalo_assets import schemas
 from darkhalo_assets.stages.manifests.assets import MANIFEST_CHECKS, injection_manifests
-from darkhalo_assets.stages.phase3.assets import phase3_rel
 from darkhalo_assets.storage.datasets import SUCCESS, is_committed, read_dataset, read_success, write_dataset
-from darkhalo_assets.stages.manifests.build import build_tier_manifests, manifest_rel, stage_config_rel
+from darkhalo_assets.stages.manifests.build import build_tier_manifests
 from darkhalo_assets.stages.manifests.check_rules import control_fraction_ok
 from darkhalo_assets.stages.manifests.sampling import iter_manifest_chunks, prepare_candidates, row_ends, sample_tier
 from darkhalo_assets.config.phase4 import load_config
@@ -25,6 +24,7 @@ from darkhalo_assets.synthetic.phase3 import Phase3Spec, generate_phase3
 from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
+from darkhalo_assets.layout import layout
 
 SPEC = Phase3Spec(regions_per_split={"train": 3, "val": 2, "test": 2}, bricks_per_region=4, lrgs_per_brick=90,
                   brick_pixels=None, n_missing_bricks=0, seed=11)
@@ -93,7 +93,7 @@ def test_commit_marker_is_written_last_and_only_for_complete_parts(phase3_tables
     sample = sample_tier(cand, cfg, TIER)
     payload = compact_payload(cand, sample, cfg)
     exp = cfg.experiments(TIER)[0]
-    store, rel = Store(tmp_path), manifest_rel(exp[0])
+    store, rel = Store(tmp_path), layout.manifest(exp[0])
     t0 = build_part(payload, exp, 0, 100)
     write_part(store, f"{rel}/{part_name(0)}", t0)
     assert not is_committed(store, rel)
@@ -116,7 +116,7 @@ def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
     data = tmp_path / "spark"
     store = Store(data / "outputs")
     for name in ("parent_catalog", "bricks_with_region", "region_selections"):
-        write_dataset(store, phase3_rel(name), [getattr(phase3_tables, name)], fingerprint=str(SPEC.seed))
+        write_dataset(store, layout.phase3_table(name), [getattr(phase3_tables, name)], fingerprint=str(SPEC.seed))
     compute = SparkSubmitEngine(spark_master="local[2]", log_dir=str(data / "logs"),
                               part_rows=PART_ROWS)
     result = materialize(
@@ -133,20 +133,20 @@ def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
     assert n_rows == 3 * ref_summary["n_galaxies"] - n_controls // 2 and n_controls > 0
     assert n_rows > 2 * PART_ROWS                        # several parts per experiment, split mid-galaxy
     for exp_id, *_ in cfg.experiments(TIER):
-        spark_rows = read_dataset(store, manifest_rel(exp_id)).sort_by("task_id")
-        local_rows = read_dataset(ref_store, manifest_rel(exp_id)).sort_by("task_id")
+        spark_rows = read_dataset(store, layout.manifest(exp_id)).sort_by("task_id")
+        local_rows = read_dataset(ref_store, layout.manifest(exp_id)).sort_by("task_id")
         assert spark_rows.schema.equals(schemas.MANIFEST)
         assert spark_rows.num_rows == local_rows.num_rows == n_rows
         assert same_rows(spark_rows, local_rows), f"{exp_id}: spark rows differ from the local engine's"
         ctrl = spark_rows.filter(spark_rows["is_control"])
         assert set(ctrl["replicate"].to_pylist()) == {0, 1}   # control_replicates: 2
-        s_rec, l_rec = read_success(store, manifest_rel(exp_id)), read_success(ref_store, manifest_rel(exp_id))
+        s_rec, l_rec = read_success(store, layout.manifest(exp_id)), read_success(ref_store, layout.manifest(exp_id))
         assert len(s_rec["parts"]) == -(-n_rows // PART_ROWS)
         assert {k: s_rec[k] for k in ("rows", "fingerprint", "controls", "experiment_id")} == \
                {k: l_rec[k] for k in ("rows", "fingerprint", "controls", "experiment_id")}
     # The stage summary (counts, drops, strata edges, per-experiment actions) is the local one.
-    assert json.loads(store.read_bytes(stage_config_rel(TIER))) == \
-        json.loads(ref_store.read_bytes(stage_config_rel(TIER)))
+    assert json.loads(store.read_bytes(layout.stage_config(TIER))) == \
+        json.loads(ref_store.read_bytes(layout.stage_config(TIER)))
     assert store.read_bytes(f"phase4a/tier_bricks/{TIER}.parquet") == \
         ref_store.read_bytes(f"phase4a/tier_bricks/{TIER}.parquet")
 

@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from darkhalo_assets.storage.store import Store
+from darkhalo_assets.layout import COMMIT_MARKER
 
-SUCCESS = "_SUCCESS"
+SUCCESS = COMMIT_MARKER
 
 
 def read_success(store: Store, rel: str) -> dict | None:

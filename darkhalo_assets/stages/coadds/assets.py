@@ -12,7 +12,6 @@ from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult
                      AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
                      MetadataValue, Nothing, OpExecutionContext, Out, asset, job, op)
 
-from darkhalo_assets.stages.coadds.fill import MISSING_DIR
 from darkhalo_assets.stages.coadds.job import brick_records
 from darkhalo_assets.storage.datasets import write_table
 from darkhalo_assets.storage.store import Store
@@ -24,6 +23,7 @@ from resources.survey import SurveyResource
 from darkhalo_assets.metadata import json_md
 from darkhalo_assets.partitions import brick_partitions, tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
+from darkhalo_assets.layout import layout
 
 BRICKS_PER_RUN = 200
 
@@ -96,7 +96,7 @@ def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResourc
     Written as a table and as the seed's `brick_blacklist.json` (a JSON list of names).
     """
     store = data_store.store()
-    records = [json.loads(store.read_bytes(f"{MISSING_DIR}/{name}")) for name in store.ls(MISSING_DIR)
+    records = [json.loads(store.read_bytes(f"{layout.missing_dir}/{name}")) for name in store.ls(layout.missing_dir)
                if name.endswith(".json")]
     records.sort(key=lambda r: r["brickname"])
     table = pa.table({
@@ -106,9 +106,9 @@ def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResourc
         "time": pa.array([r["missing"]["time"] for r in records], pa.string()),
         "file": pa.array([r["missing"]["file"] for r in records], pa.string()),
     })
-    write_table(store, "phase4b/brick_blacklist.parquet", table)
+    write_table(store, layout.blacklist_parquet, table)
     names = table.column("brickname").to_pylist()
-    store.write_bytes_atomic("phase4b/brick_blacklist.json", json.dumps(names, indent=1).encode())
+    store.write_bytes_atomic(layout.blacklist_json, json.dumps(names, indent=1).encode())
     return MaterializeResult(metadata={
         "dagster/row_count": len(names), "bricks": json_md(names),
         "evidence": MetadataValue.md("| brick | status | url | time |\n|---|---|---|---|\n" + "\n".join(
@@ -117,9 +117,9 @@ def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResourc
 
 
 def load_blacklist(store: Store) -> set[str]:
-    if not store.exists("phase4b/brick_blacklist.json"):
+    if not store.exists(layout.blacklist_json):
         return set()
-    return set(json.loads(store.read_bytes("phase4b/brick_blacklist.json")))
+    return set(json.loads(store.read_bytes(layout.blacklist_json)))
 
 
 @op(out=Out(Nothing), pool="downloads")
@@ -133,13 +133,12 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
     evaluated (see `files_verified_evaluations`). Re-running resumes: verified bricks are skipped.
     """
     from darkhalo_assets.storage.datasets import read_table
-    from darkhalo_assets.stages.manifests.build import tier_bricks_rel
 
     tier = context.partition_key
     store = data_store.store()
-    if not store.exists(tier_bricks_rel(tier)):
+    if not store.exists(layout.tier_bricks(tier)):
         raise Failure(f"tier {tier} has no manifests yet: materialize injection_manifests[{tier}] and bricks_manifest")
-    bricks = read_table(store, tier_bricks_rel(tier)).column("brickname").to_pylist()
+    bricks = read_table(store, layout.tier_bricks(tier)).column("brickname").to_pylist()
     registered = set(context.instance.get_dynamic_partitions(brick_partitions.name))
     unregistered = [b for b in bricks if b not in registered]
     if unregistered:
@@ -147,7 +146,7 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
                       f"(e.g. {unregistered[:3]}): materialize bricks_manifest first")
     context.log.info(f"filling the coadd cache for tier {tier}: {len(bricks):,} bricks")
 
-    results_rel = f"phase4b/fill_runs/{context.run.run_id}-{tier}.parquet"
+    results_rel = layout.fill_run_results(context.run.run_id, tier)
     job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force, results_rel))
     rows = brick_records(store, job.summary)
     for b in rows:

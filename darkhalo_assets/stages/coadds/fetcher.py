@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from darkhalo_assets.config.defaults import FETCH
+from darkhalo_assets.layout import COMMIT_MARKER
 from darkhalo_assets.survey.bricks import validate_brickname
 from darkhalo_assets.survey.base import CoaddFile, Survey
 from darkhalo_assets.survey.dr10 import DR10_SOUTH
@@ -35,7 +36,7 @@ from darkhalo_assets.storage.store import Store
 
 log = logging.getLogger(__name__)
 
-SUCCESS_NAME = "_SUCCESS"
+SUCCESS_NAME = COMMIT_MARKER
 SUCCESS_FORMAT = "darkhalo.coadd_cache/1"
 STATUSES = ("cached", "skipped", "missing", "failed")
 _SECRET_KEYS = ("key", "secret", "token", "password", "credential")

@@ -33,11 +33,6 @@ Progress = Callable[[BrickResult, int, int], None]
 
 
 # Evidence of bricks missing upstream (HTTP 404), one JSON record per brick, under the data root.
-MISSING_DIR = "phase4b/missing"
-
-
-def missing_rel(brick: str) -> str:
-    return f"{MISSING_DIR}/{brick}.json"
 
 
 def validate_bricknames(bricknames: Iterable[str]) -> list[str]:

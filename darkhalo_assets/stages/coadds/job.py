@@ -17,6 +17,7 @@ import json
 import time
 
 from darkhalo_assets.storage.specs import store_from_spec
+from darkhalo_assets.layout import layout
 
 RESULT_FIELDS = (("brickname", "string"), ("status", "string"), ("bytes_downloaded", "int64"),
                  ("files_fetched", "int64"), ("files_adopted", "int64"), ("seconds", "float64"),
@@ -40,7 +41,7 @@ def make_fetcher(survey: dict, cache_spec: dict, force: bool):
 
 def fill_batch(unit: dict) -> list[dict]:
     """(unit) fetch a batch of bricks; one record per brick (``problems`` a list, None if not verified)."""
-    from darkhalo_assets.stages.coadds.fill import fetch_bricks, missing_rel
+    from darkhalo_assets.stages.coadds.fill import fetch_bricks
     store = store_from_spec(unit["data_store"])
     out = []
     with make_fetcher(unit["survey"], unit["cache_store"], unit["force"]) as fetcher:
@@ -48,9 +49,9 @@ def fill_batch(unit: dict) -> list[dict]:
         for r in results:
             # 404 evidence kept, cleared once the brick is there.
             if r.status == "missing":
-                store.write_bytes_atomic(missing_rel(r.brickname), json.dumps(r.to_record(), sort_keys=True).encode())
+                store.write_bytes_atomic(layout.missing_evidence(r.brickname), json.dumps(r.to_record(), sort_keys=True).encode())
             elif r.status in ("cached", "skipped"):
-                store.rm(missing_rel(r.brickname))
+                store.rm(layout.missing_evidence(r.brickname))
         for r in results:
             v = fetcher.verify_brick(r.brickname, deep=True) if r.status == "cached" else None
             out.append({"brickname": r.brickname, "status": r.status, "bytes_downloaded": r.bytes_downloaded,

@@ -8,10 +8,9 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Mat
 from pydantic import Field
 
 from darkhalo_assets.stages.completeness.surfaces import seeing_wall
-from darkhalo_assets.stages.completeness.run import build_criteria, completeness_rel, read_surfaces
+from darkhalo_assets.stages.completeness.run import read_surfaces
 from darkhalo_assets.stages.completeness.surfaces import ranking_mode_ablation as compute_ranking_mode_ablation
 from darkhalo_assets.storage.datasets import write_table
-from darkhalo_assets.stages.injection.run import injection_rel
 from darkhalo_assets.science import plots
 from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.storage.specs import store_spec
@@ -21,6 +20,7 @@ from darkhalo_assets.metadata import json_md, png_markdown
 from darkhalo_assets.partitions import tier_partitions
 from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.config.run_config import Phase4RunConfig
+from darkhalo_assets.layout import layout
 
 class CompletenessRunConfig(Phase4RunConfig):
     interval: str = Field(default=COMPLETENESS.interval, description="wilson | jeffreys | clopper_pearson")
@@ -52,14 +52,11 @@ class CompletenessRunConfig(Phase4RunConfig):
                 "blind_target_fpr": self.blind_target_fpr, "classifier_scores": self.classifier_scores,
                 "classifier_thresholds": list(self.classifier_thresholds), "criteria": self.criteria}
 
-def out_rel(tier: str, name: str = "") -> str:
-    return completeness_rel(tier, name)
-
 def _surfaces(context, compute, data_store, tier: str, options: dict, view: str) -> tuple[dict, dict]:
     """(the view's tables, engine metadata): the completeness job on the compute resource, then its tables."""
     store = data_store.store()
     params = {"tier": tier, "options": dict(options), "view": view, "data_store": store_spec(store),
-              "metrics_rel": injection_rel(tier)}
+              "metrics_rel": layout.injection(tier)}
     job = compute.run_job(context, "darkhalo_assets.stages.completeness.job:completeness_tables", params)
     s = job.summary
     engine_md = {**job.metadata, "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
@@ -95,13 +92,13 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     overall = s[(s["axis1"] == "overall") & (s["group_by"] == "all") & (s["subset"] == "all")]
     theta = s[(s["axis1"] == "theta_e") & (s["axis2"] == "") & (s["group_by"] == "all") & (s["subset"] == "all")]
     summary = _summary_text(tier, overall, theta, res, config.interval, config.level)
-    store.write_bytes_atomic(out_rel(tier, "summary.txt"), summary.encode())
+    store.write_bytes_atomic(layout.summary_text(tier), summary.encode())
     splits = res["splits"]
     used = splits[splits["used"]]["region_split"].tolist() if "used" in splits else []
     ok = "test" not in used or config.final_evaluation
     return MaterializeResult(
         metadata={"dagster/row_count": len(s), "summary": MetadataValue.md(f"```\n{summary}\n```"),
-                  "splits_used": json_md(used), "path": MetadataValue.path(store.url(out_rel(tier))),
+                  "splits_used": json_md(used), "path": MetadataValue.path(store.url(layout.completeness(tier))),
                   "engine": engine_md["engine/name"], **engine_md},
         check_results=[AssetCheckResult(check_name="holdout_splits_used", passed=ok,
                                         metadata={"splits_used": json_md(used),
@@ -136,12 +133,12 @@ def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunCon
     store = data_store.store()
     surfaces = read_surfaces(store, tier, tables=("surfaces",))["surfaces"]
     wall = seeing_wall(surfaces, threshold=config.wall_threshold)
-    write_table(store, out_rel(tier, "seeing_wall.parquet"), pa.Table.from_pandas(wall, preserve_index=False))
+    write_table(store, layout.completeness(tier, "seeing_wall.parquet"), pa.Table.from_pandas(wall, preserve_index=False))
     md = {"wall": MetadataValue.md(wall.to_markdown(index=False) if len(wall) else "no wall found")}
     for name, fn, args in (("seeing_wall.png", plots.plot_seeing_wall, (surfaces, wall)),
                            ("theta_psf_heatmap.png", plots.plot_theta_psf_heatmap, (surfaces,)),
                            ("depth_ebv.png", plots.plot_vs_depth_ebv, (surfaces,))):
-        rel = out_rel(tier, f"plots/{name}")
+        rel = layout.plot(tier, name)
         _save_png(store, rel, fn, *args)
         md[name.removesuffix(".png")] = png_markdown(store, rel, name)
     return MaterializeResult(metadata=md)
@@ -161,8 +158,8 @@ def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRu
     res, engine_md = _surfaces(context, compute, data_store, tier, config.surface_options(), "ranking_modes")
     table = compute_ranking_mode_ablation(surfaces=res["surfaces"], threshold=config.wall_threshold,
                                           interval=config.interval, level=config.level)
-    write_table(store, out_rel(tier, "ranking_mode_ablation.parquet"), pa.Table.from_pandas(table, preserve_index=False))
-    rel = out_rel(tier, "plots/ranking_mode_ablation.png")
+    write_table(store, layout.completeness(tier, "ranking_mode_ablation.parquet"), pa.Table.from_pandas(table, preserve_index=False))
+    rel = layout.plot(tier, "ranking_mode_ablation.png")
     _save_png(store, rel, plots.plot_ranking_ablation, table)
     return MaterializeResult(metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
                                        "table": MetadataValue.md(table.head(40).to_markdown(index=False)),

@@ -21,6 +21,7 @@ import math
 import time
 
 from darkhalo_assets.storage.specs import store_from_spec
+from darkhalo_assets.layout import layout
 
 UNITS_PER_SLOT = 2
 
@@ -38,7 +39,7 @@ def _read_shards(unit: dict):
     store = store_from_spec(unit["metrics"])
     tables = []
     for shard in unit["shards"]:
-        with store.open_read(f"metrics/{shard}.parquet") as fh:
+        with store.open_read(layout.metrics_shard(shard)) as fh:
             tables.append(pq.read_table(fh, columns=unit["columns"]))
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     return table

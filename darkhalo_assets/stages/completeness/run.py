@@ -31,21 +31,13 @@ from darkhalo_assets.stages.completeness.surfaces import surfaces_for_spec
 from darkhalo_assets.storage.datasets import read_table, write_table
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.stages.completeness.plan import KEYS, RECOVERY_COLUMNS, SurfaceSpec, make_spec
+from darkhalo_assets.layout import layout
 
 # region_id surfaces are sparse (only bins with n > 0); ranking modes have their own view.
 TIER_GROUP_BYS = ("all", "region_split", "selection_set_id", "region_id")
 RANKING_SURFACES = (("overall",), ("theta_e",), ("theta_e", "psf_fwhm_r"))
 VIEWS = ("tasks", "ranking_modes")
 TABLES = ("surfaces", "exclusions", "criteria", "splits", "config")
-
-
-def completeness_rel(tier: str, name: str = "") -> str:
-    return f"phase4d/{tier}" + (f"/{name}" if name else "")
-
-
-def view_rel(tier: str, view: str, table: str) -> str:
-    """Where a view's table is written: the tasks view at the top of the tier, others below."""
-    return completeness_rel(tier, f"{table}.parquet" if view == "tasks" else f"{view}/{table}.parquet")
 
 
 def explode_ranking_modes(table: pa.Table) -> pa.Table:
@@ -127,36 +119,31 @@ def surfaces_of(metrics, options: Mapping[str, Any], view: str = "tasks") -> dic
     return surfaces_for_spec(metrics, tier_spec(options, view), view_rows(metrics, view))
 
 
-def success_rel(tier: str, view: str = "tasks") -> str:
-    """The view's commit marker: written after all its tables, removed before any is replaced."""
-    return view_rel(tier, view, "_SUCCESS").removesuffix(".parquet")
-
-
 def write_surfaces(store: Store, tier: str, result: dict[str, pd.DataFrame], view: str = "tasks") -> None:
     """Write a view's tables as one unit: a run that dies half way leaves no marker, so readers
     refuse a mix of old and new tables instead of reading it."""
-    store.rm(success_rel(tier, view))
+    store.rm(layout.completeness_commit(tier, view))
     rows = {}
     for name in TABLES:
-        write_table(store, view_rel(tier, view, name), pa.Table.from_pandas(result[name], preserve_index=False))
+        write_table(store, layout.completeness_view(tier, view, name), pa.Table.from_pandas(result[name], preserve_index=False))
         rows[name] = len(result[name])
-    store.write_bytes_atomic(success_rel(tier, view), json.dumps({"view": view, "rows": rows}, sort_keys=True).encode())
+    store.write_bytes_atomic(layout.completeness_commit(tier, view), json.dumps({"view": view, "rows": rows}, sort_keys=True).encode())
 
 
 def read_surfaces(store: Store, tier: str, view: str = "tasks", tables: tuple[str, ...] = TABLES
                   ) -> dict[str, pd.DataFrame]:
     """A view's committed tables (all, or the named ones); raise if the set is not committed."""
-    if not store.exists(success_rel(tier, view)):
+    if not store.exists(layout.completeness_commit(tier, view)):
         asset = "completeness_surfaces" if view == "tasks" else "ranking_mode_ablation"
         raise FileNotFoundError(f"the {view} completeness tables of tier {tier} are not committed at "
-                                f"{store.url(success_rel(tier, view))} (never written, or a run stopped while "
+                                f"{store.url(layout.completeness_commit(tier, view))} (never written, or a run stopped while "
                                 f"writing them): materialize {asset}[{tier}]")
-    rows = json.loads(store.read_bytes(success_rel(tier, view)))["rows"]
+    rows = json.loads(store.read_bytes(layout.completeness_commit(tier, view)))["rows"]
     out = {}
     for name in tables:
-        out[name] = read_table(store, view_rel(tier, view, name)).to_pandas()
+        out[name] = read_table(store, layout.completeness_view(tier, view, name)).to_pandas()
         if len(out[name]) != rows[name]:
-            raise ValueError(f"{view_rel(tier, view, name)} has {len(out[name])} rows, its commit record says "
+            raise ValueError(f"{layout.completeness_view(tier, view, name)} has {len(out[name])} rows, its commit record says "
                              f"{rows[name]}: re-materialize tier {tier}")
     return out
 

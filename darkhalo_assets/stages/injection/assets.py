@@ -7,7 +7,7 @@ from pydantic import Field
 
 from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import read_dataset
-from darkhalo_assets.stages.injection.run import injection_rel, read_metrics
+from darkhalo_assets.stages.injection.run import read_metrics
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -15,9 +15,9 @@ from darkhalo_assets.stages.injection.gallery import write_gallery
 from darkhalo_assets.metadata import counts_markdown, json_md, png_markdown, table_schema
 from darkhalo_assets.partitions import tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
-from darkhalo_assets.stages.manifests.build import tasks_rel
 from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.storage.specs import store_spec
+from darkhalo_assets.layout import layout
 
 
 # Enough for outcome counts, distributions and the gallery; the full table can be 31M x 75.
@@ -50,11 +50,11 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
     cfg = config.phase4()
     store = data_store.store()
     experiments = [e for e, _, _ in cfg.experiments(tier)]
-    out = store.child(injection_rel(tier))
+    out = store.child(layout.injection(tier))
     params = {"tier": tier, "force": bool(config.force), "shard_tasks": int(config.shard_tasks),
               "workers": int(config.workers), "data_store": store_spec(store),
-              "cache_store": store_spec(data_store.cache_store()), "task_rels": [tasks_rel(e) for e in experiments],
-              "out_rel": injection_rel(tier), "survey": survey.survey,
+              "cache_store": store_spec(data_store.cache_store()), "task_rels": [layout.injection_tasks(e) for e in experiments],
+              "out_rel": layout.injection(tier), "survey": survey.survey,
               "settings": {"psf_model": config.psf_model, "moffat_beta": config.moffat_beta,
                            "supersample": config.supersample}}
     job = compute.run_job(context, "darkhalo_assets.stages.injection.job:inject_tier", params)
@@ -65,7 +65,7 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
                  "engine/max_shard_seconds": summary["max_shard_seconds"],
                  "engine/outcomes_run": json_md(summary["reasons_run"]),
                  "engine/timings_s": json_md(summary["timings"])}
-    task_ids = pa.concat_tables([read_dataset(store, tasks_rel(e), columns=["task_id"]) for e in experiments])
+    task_ids = pa.concat_tables([read_dataset(store, layout.injection_tasks(e), columns=["task_id"]) for e in experiments])
     m = read_metrics(out, columns=METRICS_FOR_METADATA)
     reasons = dict(zip(*np.unique(np.asarray(m.column("cutout_reason").to_pylist(), dtype=str), return_counts=True)))
     md = {"dagster/row_count": m.num_rows, "outcomes": counts_markdown("cutout_reason", {k: int(v) for k, v in reasons.items()}),

@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from darkhalo_assets.stamps import load_stamps
+from darkhalo_assets.layout import layout
 from darkhalo_assets.storage.store import Store
 
-GALLERY = "gallery.png"
 
 
 def _rgb(img: np.ndarray, scale: float) -> np.ndarray:
@@ -28,10 +28,10 @@ def write_gallery(out: Store, metrics: pa.Table, n: int = 6) -> str:
     import matplotlib.pyplot as plt
 
     # Examples come from the first stamps shard: one file read, however large the tier.
-    shards = [n for n in out.ls("stamps") if n.endswith(".parquet")]
+    shards = [n for n in out.ls(layout.stamps_dir) if n.endswith(".parquet")]
     if not shards:
         raise FileNotFoundError("no stamps shards to draw a gallery from")
-    with out.open_read(f"stamps/{shards[0]}") as fh:
+    with out.open_read(f"{layout.stamps_dir}/{shards[0]}") as fh:
         stamps = pq.read_table(fh)
     ok = metrics.filter(pc.and_(pc.and_(metrics.column("cutout_ok"), pc.invert(metrics.column("is_control"))),
                                 pc.is_in(metrics.column("task_id"), value_set=stamps.column("task_id"))))
@@ -62,5 +62,5 @@ def write_gallery(out: Store, metrics: pa.Table, n: int = 6) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
-    out.write_bytes_atomic(GALLERY, buf.getvalue())
-    return GALLERY
+    out.write_bytes_atomic(layout.gallery, buf.getvalue())
+    return layout.gallery

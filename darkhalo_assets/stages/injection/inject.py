@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from darkhalo_assets import schemas
+from darkhalo_assets.layout import COMMIT_MARKER
 from darkhalo_assets.science.detect import blind_residual_snr
 from darkhalo_assets.science.psf import PSFSpec
 from darkhalo_assets.science.render import render_arc
@@ -161,7 +162,7 @@ def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettin
     metrics = _Metrics(n, not_cached_reason, survey.bands)
     stamp_rows: list[int] = []
     pixels: dict[str, list] = {"image": [], "invvar": [], "maskbits": [], "arc_model": []}
-    if cache is None or not cache.exists(survey.cache_path(brick, "_SUCCESS")):
+    if cache is None or not cache.exists(survey.cache_path(brick, COMMIT_MARKER)):
         return _metrics_table(tasks, metrics, survey), _stamps_table(tasks, stamp_rows, pixels)
     with BrickImages(cache, brick, all_bands, read_mode=read_mode, survey=survey) as images:
         host_cuts = images.read_hosts(np.array([h[0] for h in hosts]), np.array([h[1] for h in hosts]), host_size)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from darkhalo_assets.storage.specs import store_from_spec
+from darkhalo_assets.layout import layout
 
 
 def staged_name(shard: str) -> str:
@@ -68,7 +69,7 @@ def inject_tier(params: dict, runner, log) -> dict:
     log(f"{tasks.num_rows:,} tasks, {len(shards)} shards, {len(shards) - len(todo)} already committed, "
         f"{len(todo)} to run")
 
-    staging = f"{out_rel.rsplit('/', 1)[0]}/_staging/{out_rel.rsplit('/', 1)[-1]}"
+    staging = layout.staging_for(out_rel)
     units = [{"shard": name, "staged": f"{staging}/{staged_name(name)}", "data_store": params["data_store"],
               "cache_store": params["cache_store"], "out_rel": out_rel, "settings": params.get("settings", {}),
               "survey": params.get("survey", "dr10_south")}

@@ -21,14 +21,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from darkhalo_assets import schemas
+from darkhalo_assets.layout import layout
 from darkhalo_assets.storage.datasets import SUCCESS
 from darkhalo_assets.stages.injection.inject import STAMP_SCHEMA, InjectionSettings, inject_brick
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.survey.base import Survey, survey_named
-
-
-def injection_rel(tier: str) -> str:
-    return f"phase4c/{tier}"
 
 
 def plan_shards(tasks: pa.Table, shard_tasks: int) -> list[tuple[str, pa.Table]]:
@@ -88,9 +85,9 @@ def run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, 
         metrics.append(m)
         stamps.append(s)
     mt, st = pa.concat_tables(metrics), pa.concat_tables(stamps)
-    with out.open_write_atomic(f"stamps/{name}.parquet") as fh:
+    with out.open_write_atomic(layout.stamps_shard(name)) as fh:
         pq.write_table(st, fh, **_STAMP_WRITE)
-    with out.open_write_atomic(f"metrics/{name}.parquet") as fh:
+    with out.open_write_atomic(layout.metrics_shard(name)) as fh:
         pq.write_table(mt, fh, compression="zstd")
     reasons = pc.value_counts(mt.column("cutout_reason")).to_pylist()
     return {"shard": name, "tasks": mt.num_rows, "stamps": st.num_rows, "seconds": time.time() - t0,
@@ -102,17 +99,17 @@ def prepare_output(out: Store, shards: list[tuple[str, pa.Table]], force: bool) 
     """Uncommit the tier, drop shards of another plan, and return the shards still to run."""
     names = {n for n, _ in shards}
     out.rm(SUCCESS)
-    for sub in ("metrics", "stamps"):
+    for sub in (layout.metrics_dir, layout.stamps_dir):
         for f in out.ls(sub):   # shards of another plan (inputs changed) are not ours any more
             if f.removesuffix(".parquet") not in names or f.startswith("."):
                 out.rm(f"{sub}/{f}")
-    return [(n, t) for n, t in shards if force or not out.exists(f"metrics/{n}.parquet")]
+    return [(n, t) for n, t in shards if force or not out.exists(layout.metrics_shard(n))]
 
 
 def commit_injection(out: Store, shards: list[tuple[str, pa.Table]], n_tasks: int,
                      settings: InjectionSettings) -> None:
     """The tier's commit marker, written once every shard's metrics file exists."""
-    present = set(out.ls("metrics"))   # one listing, not a request per shard (S3)
+    present = set(out.ls(layout.metrics_dir))   # one listing, not a request per shard (S3)
     missing = [n for n, _ in shards if f"{n}.parquet" not in present]
     if missing:
         raise RuntimeError(f"{len(missing)} shard(s) have no metrics file (e.g. {missing[0]}); not committing")
@@ -164,7 +161,7 @@ def read_metrics(out: Store, columns: list[str] | None = None) -> pa.Table:
     rec = json.loads(out.read_bytes(SUCCESS))
     tables = []
     for n in rec["shards"]:
-        with out.open_read(f"metrics/{n}.parquet") as fh:
+        with out.open_read(layout.metrics_shard(n)) as fh:
             tables.append(pq.read_table(fh, columns=columns))
     if not tables:
         return schemas.INJECTION_METRICS.empty_table() if columns is None else \
@@ -174,8 +171,8 @@ def read_metrics(out: Store, columns: list[str] | None = None) -> pa.Table:
 
 def stamp_files(out: Store) -> list[str]:
     rec = json.loads(out.read_bytes(SUCCESS))
-    return [out.url(f"stamps/{n}.parquet") for n in rec["shards"]]
+    return [out.url(layout.stamps_shard(n)) for n in rec["shards"]]
 
 
-__all__ = ["STAMP_SCHEMA", "InjectionSettings", "commit_injection", "injection_rel", "plan_shards", "prepare_output",
+__all__ = ["STAMP_SCHEMA", "InjectionSettings", "commit_injection", "plan_shards", "prepare_output",
            "read_metrics", "run_injection", "run_shard", "run_summary", "stamp_files"]

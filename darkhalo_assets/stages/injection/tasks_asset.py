@@ -9,7 +9,6 @@ from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSpec, Asse
 from darkhalo_assets import schemas
 from darkhalo_assets.stages.coadds.fetcher import SUCCESS_NAME
 from darkhalo_assets.storage.datasets import read_dataset, write_dataset
-from darkhalo_assets.stages.manifests.build import manifest_rel, tasks_rel
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -17,6 +16,7 @@ from darkhalo_assets.stages.coadds.assets import load_blacklist
 from darkhalo_assets.metadata import counts_markdown, json_md, table_schema
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.partitions import tier_partitions
+from darkhalo_assets.layout import layout
 
 
 @asset(
@@ -38,10 +38,10 @@ def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
     blacklist = load_blacklist(store)
     removed, kept, not_cached, overlap = {}, {}, {}, 0
     # One listing of the cache, not a request per brick (180k HEADs on S3 would take hours).
-    layout = survey.definition
-    cached = {layout.brick_of_path(p, strict=False) for p in cache.fs.glob(cache.url(layout.cache_glob(SUCCESS_NAME)))}
+    srv = survey.definition
+    cached = {srv.brick_of_path(p, strict=False) for p in cache.fs.glob(cache.url(srv.cache_glob(SUCCESS_NAME)))}
     for exp_id, _, _ in cfg.experiments(tier):
-        t = read_dataset(store, manifest_rel(exp_id))
+        t = read_dataset(store, layout.manifest(exp_id))
         on_black = pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))
         removed[exp_id] = int(pc.sum(on_black).as_py() or 0)
         t = t.filter(pc.invert(on_black))
@@ -52,7 +52,7 @@ def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
             not_cached[exp_id] = {"bricks": len(nc), "tasks": n_nc}
             context.log.warning(f"{exp_id}: {n_nc} tasks on {len(nc)} bricks not yet cached (kept; "
                                 "materialize coadd_cache for them)")
-        write_dataset(store, tasks_rel(exp_id), [t], schema=schemas.MANIFEST)
+        write_dataset(store, layout.injection_tasks(exp_id), [t], schema=schemas.MANIFEST)
         kept[exp_id] = t.num_rows
         overlap += int(pc.sum(pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))
                               ).as_py() or 0)

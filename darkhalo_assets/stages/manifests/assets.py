@@ -1,13 +1,12 @@
 """Stage 4a assets: ``injection_manifests`` [tier] and ``bricks_manifest`` (registers bricks)."""
 
-import json
 
 from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetDep,
                      AssetExecutionContext, MaterializeResult, MetadataValue, asset)
 
 from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import write_dataset
-from darkhalo_assets.stages.manifests.build import build_bricks_manifest, stage_config_rel
+from darkhalo_assets.stages.manifests.build import build_bricks_manifest
 from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.storage.specs import store_spec
 from resources.phase3 import Phase3SourceResource
@@ -15,8 +14,9 @@ from resources.storage import DataStoreResource
 
 from darkhalo_assets.metadata import counts_markdown, json_md, table_schema
 from darkhalo_assets.partitions import TIERS, brick_partitions, tier_partitions
-from darkhalo_assets.stages.phase3.assets import URI_FIELD, phase3_rel
+from darkhalo_assets.stages.phase3.assets import URI_FIELD
 from darkhalo_assets.config.run_config import Phase4RunConfig
+from darkhalo_assets.layout import layout
 
 CODE_VERSION_4A = "4a-1"
 BRICKS_CHUNK = 10_000  # SQLite caps the size of one insert; register keys in chunks.
@@ -81,7 +81,7 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
                                                            "control_frac", "replicates", "stamp_sizes",
                                                            "bandsets", "selection_policy", "split_seed",
                                                            "max_total_tasks_soft", "lrg_flag")}),
-            "stage_config": MetadataValue.path(store.url(stage_config_rel(tier))),
+            "stage_config": MetadataValue.path(store.url(layout.stage_config(tier))),
             "experiments_written_or_skipped": json_md({e: v["action"] for e, v in summary["experiments"].items()}),
             "engine": engine_metadata["engine/name"], **engine_metadata,
         },
@@ -96,7 +96,7 @@ def phase3_inputs(data_store, phase3) -> dict:
     """Where the 4a job reads each Phase 3 table (the same sources ``load_phase3_table`` uses)."""
     if phase3.mode == "parquet":
         return {n: {"kind": "parquet", "uri": getattr(phase3, URI_FIELD[n])} for n in PHASE3_INPUTS}
-    return {n: {"kind": "dataset", **store_spec(data_store.store()), "rel": phase3_rel(n)} for n in PHASE3_INPUTS}
+    return {n: {"kind": "dataset", **store_spec(data_store.store()), "rel": layout.phase3_table(n)} for n in PHASE3_INPUTS}
 
 
 def manifest_check_results(values: dict) -> list[AssetCheckResult]:
@@ -120,7 +120,7 @@ def bricks_manifest(context: AssetExecutionContext, data_store: DataStoreResourc
     """
     store = data_store.store()
     table = build_bricks_manifest(store, list(TIERS))
-    write_dataset(store, "phase4a/bricks_manifest", [table])
+    write_dataset(store, layout.bricks_manifest, [table])
     keys = table.column("brickname").to_pylist()
     existing = set(context.instance.get_dynamic_partitions(brick_partitions.name))
     new = [k for k in keys if k not in existing]
@@ -134,6 +134,6 @@ def bricks_manifest(context: AssetExecutionContext, data_store: DataStoreResourc
     return MaterializeResult(metadata={
         "dagster/row_count": table.num_rows, "bricks_per_tier": json_md(per_tier),
         "newly_registered_partitions": len(new), "registered_partitions_total": len(existing) + len(new),
-        "path": MetadataValue.path(store.url("phase4a/bricks_manifest")),
+        "path": MetadataValue.path(store.url(layout.bricks_manifest)),
         "bricks_preview": MetadataValue.md("\n".join(f"- `{k}`" for k in keys[:20]) + ("\n- ..." if len(keys) > 20 else "")),
     })

@@ -17,31 +17,12 @@ import pyarrow as pa
 from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import is_committed, read_success, write_dataset, write_table
 from darkhalo_assets.stages.manifests.sampling import (Candidates, check_guardrail, count_control_rows, count_rows, count_tasks,
-                        iter_manifest_chunks, prepare_candidates, sample_tier)
+                        iter_manifest_chunks, sample_tier)
 from darkhalo_assets.config.phase4 import Phase4Config
 from darkhalo_assets.storage.store import Store
+from darkhalo_assets.layout import layout
 
 log = logging.getLogger(__name__)
-
-PHASE4A = "phase4a"
-
-
-def manifest_rel(experiment_id: str) -> str:
-    return f"{PHASE4A}/manifests/{experiment_id}"
-
-
-def tasks_rel(experiment_id: str) -> str:
-    """Stage 4b's filtered manifests (the seed's manifests_filtered)."""
-    return f"phase4b/injection_tasks/{experiment_id}"
-
-
-def tier_bricks_rel(tier: str) -> str:
-    return f"{PHASE4A}/tier_bricks/{tier}.parquet"
-
-
-def stage_config_rel(tier: str) -> str:
-    return f"{PHASE4A}/_stage_config_{tier}.json"
-
 
 def tier_fingerprint(cfg: Phase4Config, tier: str, input_fingerprint: str) -> str:
     t = cfg.tier(tier)
@@ -68,7 +49,7 @@ def build_tier_manifests(store: Store, cand: Candidates, cfg: Phase4Config, tier
     experiments = {}
     for exp in cfg.experiments(tier):
         exp_id = exp[0]
-        rel = manifest_rel(exp_id)
+        rel = layout.manifest(exp_id)
         if not force and is_committed(store, rel, fp):
             rec = read_success(store, rel)
             experiments[exp_id] = {"rows": rec["rows"], "controls": rec.get("controls", 0), "action": "skipped"}
@@ -81,7 +62,7 @@ def build_tier_manifests(store: Store, cand: Candidates, cfg: Phase4Config, tier
         experiments[exp_id] = {"rows": rec["rows"], "controls": n_controls, "action": "written"}
     codes, counts = np.unique(cand.cols["brickname"][sample.index], return_counts=True)
     bricks = cand.names["brickname"][codes].astype(str)
-    write_table(store, tier_bricks_rel(tier), pa.table({
+    write_table(store, layout.tier_bricks(tier), pa.table({
         "brickname": pa.array(bricks), "tier": pa.array([tier] * len(bricks)),
         "n_tasks": pa.array(counts.astype(np.int64) * cfg.replicates * len(cfg.experiments(tier)))}))
     t = cfg.tier(tier)
@@ -102,7 +83,7 @@ def build_tier_manifests(store: Store, cand: Candidates, cfg: Phase4Config, tier
     if n_tasks == 0:
         log.warning("tier %s produced an empty manifest: no candidates survived sampling", tier)
         summary["warning"] = "empty tier: no candidates survived sampling"
-    store.write_bytes_atomic(stage_config_rel(tier), json.dumps(summary, indent=1, sort_keys=True,
+    store.write_bytes_atomic(layout.stage_config(tier), json.dumps(summary, indent=1, sort_keys=True,
                                                                 default=str).encode())
     return summary
 
@@ -111,7 +92,7 @@ def build_bricks_manifest(store: Store, tiers: list[str]) -> pa.Table:
     """Unique bricks over the given tiers, with the tiers that use each and their task counts."""
     import pandas as pd
     from darkhalo_assets.storage.datasets import read_table
-    frames = [read_table(store, tier_bricks_rel(t)).to_pandas() for t in tiers if store.exists(tier_bricks_rel(t))]
+    frames = [read_table(store, layout.tier_bricks(t)).to_pandas() for t in tiers if store.exists(layout.tier_bricks(t))]
     if not frames:
         return pa.table({"brickname": pa.array([], pa.string()), "tiers": pa.array([], pa.string()),
                          "n_tasks": pa.array([], pa.int64())})

@@ -11,16 +11,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from darkhalo_assets import schemas
-from darkhalo_assets.stages.manifests.build import manifest_rel
 from darkhalo_assets.stages.manifests.check_rules import control_fraction_ok
 from darkhalo_assets.storage.datasets import read_dataset, read_success
+from darkhalo_assets.layout import layout
 
 CHECK_COLUMNS = ["task_id", "is_control", "region_id", "region_split"]
 
 
 def _schema_of(store, exp_id: str):
-    rec = read_success(store, manifest_rel(exp_id))
-    with store.open_read(f"{manifest_rel(exp_id)}/{rec['parts'][0]['file']}") as fh:
+    rec = read_success(store, layout.manifest(exp_id))
+    with store.open_read(f"{layout.manifest(exp_id)}/{rec['parts'][0]['file']}") as fh:
         return pq.read_schema(fh)
 
 
@@ -34,7 +34,7 @@ def manifest_check_values(store, cfg, tier: str, summary: dict) -> dict:
             schemas.check_columns(_schema_of(store, exp_id), schemas.MANIFEST, exp_id)
         except ValueError as e:
             problems_cols.append(str(e))
-        t = read_dataset(store, manifest_rel(exp_id), columns=CHECK_COLUMNS)
+        t = read_dataset(store, layout.manifest(exp_id), columns=CHECK_COLUMNS)
         n = t.num_rows
         n_unique = pc.count_distinct(t.column("task_id")).as_py() if n else 0
         if n_unique != n:

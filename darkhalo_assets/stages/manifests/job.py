@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 
 from darkhalo_assets.storage.specs import store_from_spec
+from darkhalo_assets.layout import layout
 
 # Payloads the driver staged, kept in memory for units that run in the driver's own process.
 _STAGED: dict[str, object] = {}
@@ -45,7 +46,6 @@ def slice_name(k: int) -> str:
 
 def write_part_unit(unit: dict) -> dict:
     """(unit) one part of one experiment's manifest, written; its file, rows, bytes and seconds."""
-    from darkhalo_assets.stages.manifests.build import manifest_rel
     from darkhalo_assets.stages.manifests.parts import TierPayload, build_part, part_name, write_part
     t0 = time.perf_counter()
     store = store_from_spec(unit["data_store"])
@@ -54,7 +54,7 @@ def write_part_unit(unit: dict) -> dict:
         payload = TierPayload.from_bytes(store.read_bytes(unit["staged"]))
     exp, k = tuple(unit["experiment"]), unit["part"]
     table = build_part(payload, exp, k, unit["part_rows"])
-    nbytes = write_part(store, f"{manifest_rel(exp[0])}/{part_name(k)}", table)
+    nbytes = write_part(store, f"{layout.manifest(exp[0])}/{part_name(k)}", table)
     return {"experiment_id": exp[0], "file": part_name(k), "rows": table.num_rows, "bytes": nbytes,
             "seconds": time.perf_counter() - t0}
 
@@ -91,17 +91,17 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     fp = build.tier_fingerprint(cfg, tier, fp_input)
     timings["sample_s"] = time.perf_counter() - t0 - timings["read_inputs_s"]
 
-    todo = [e for e in cfg.experiments(tier) if force or not is_committed(store, build.manifest_rel(e[0]), fp)]
+    todo = [e for e in cfg.experiments(tier) if force or not is_committed(store, build.layout.manifest(e[0]), fp)]
     ends = row_ends(sample, cfg)
     n_rows = int(ends[-1]) if ends.size else 0
     parts = range(n_parts(n_rows, part_rows)) if todo else range(0)
-    staging = f"{build.PHASE4A}/_staging/{tier}-{fp}"
+    staging = layout.manifest_staging(tier, fp)
     units = [{"experiment": list(e), "part": k, "part_rows": part_rows, "data_store": params["data_store"],
               "staged": f"{staging}/{slice_name(k)}"} for e in todo for k in parts]
     log(f"tier {tier}: {len(sample.index):,} galaxies, {len(todo)} experiment(s) to write "
         f"({len(units)} parts of <= {part_rows:,} rows), {len(cfg.experiments(tier)) - len(todo)} already committed")
     for e in todo:
-        uncommit(store, build.manifest_rel(e[0]))
+        uncommit(store, build.layout.manifest(e[0]))
 
     t1 = time.perf_counter()
     written = []
@@ -123,13 +123,13 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     n_controls = count_control_rows(sample, cfg)
     for e in todo:
         done = [w for w in written if w["experiment_id"] == e[0]]
-        commit_experiment(store, build.manifest_rel(e[0]), done, fingerprint=fp, experiment_id=e[0],
+        commit_experiment(store, build.layout.manifest(e[0]), done, fingerprint=fp, experiment_id=e[0],
                           controls=n_controls)
     # Every experiment is committed now, so this only samples again and writes the brick list and summary.
     summary = build.build_tier_manifests(store, cand, cfg, tier, input_fingerprint=fp_input, force=False)
     for e in todo:
         summary["experiments"][e[0]]["action"] = "written"
-    store.write_bytes_atomic(build.stage_config_rel(tier), json.dumps(summary, indent=1, sort_keys=True,
+    store.write_bytes_atomic(build.layout.stage_config(tier), json.dumps(summary, indent=1, sort_keys=True,
                                                                       default=str).encode())
     t2 = time.perf_counter()
     checks = manifest_check_values(store, cfg, tier, summary)

@@ -14,6 +14,7 @@ from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 
 from darkhalo_assets.metadata import table_schema
+from darkhalo_assets.layout import layout
 
 PHASE3 = {
     "parent_catalog": schemas.PARENT_CATALOG,
@@ -31,15 +32,11 @@ URI_FIELD = {"parent_catalog": "parent_uri", "bricks_with_region": "bricks_uri",
              "region_selections": "selections_uri", "region_metrics": "metrics_uri"}
 
 
-def phase3_rel(name: str) -> str:
-    return f"phase3/{name}"
-
-
 def load_phase3_table(name: str, data_store: DataStoreResource, phase3: Phase3SourceResource,
                       columns: list[str] | None = None) -> pa.Table:
     if phase3.mode == "parquet":
         return pads.dataset(getattr(phase3, URI_FIELD[name]), format="parquet").to_table(columns=columns)
-    return read_dataset(data_store.store(), phase3_rel(name), columns=columns)
+    return read_dataset(data_store.store(), layout.phase3_table(name), columns=columns)
 
 
 @multi_asset(
@@ -68,9 +65,9 @@ def phase3_tables(context: AssetExecutionContext, data_store: DataStoreResource,
         indent=1).encode())
     for name in PHASE3:
         t = getattr(tables, name)
-        write_dataset(store, phase3_rel(name), [t], schema=PHASE3[name], fingerprint=str(spec.seed))
+        write_dataset(store, layout.phase3_table(name), [t], schema=PHASE3[name], fingerprint=str(spec.seed))
         yield MaterializeResult(asset_key=name, metadata={
-            "dagster/row_count": t.num_rows, "path": store.url(phase3_rel(name)),
+            "dagster/row_count": t.num_rows, "path": store.url(layout.phase3_table(name)),
             "synthetic_seed": spec.seed, "survey_root": phase3.survey_root,
             "coverage_gaps": MetadataValue.json(tables.missing_bricks),
             "coadds": MetadataValue.json({k: v for k, v in coadds.items() if isinstance(v, (int, float, str))}),
