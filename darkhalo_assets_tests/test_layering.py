@@ -75,3 +75,18 @@ def test_layout_paths_are_the_documented_ones():
     readme = (REPO / "README.md").read_text()
     for rel in (layout.bricks_manifest, layout.missing_dir, layout.blacklist_json, layout.injection("<tier>")):
         assert rel.split("/")[0] in readme and rel.split("/")[-1].split(".")[0] in readme, rel
+
+
+def test_a_stage_imports_no_other_stage():
+    """Stages read each other's committed outputs through the layout (darkhalo_assets.readers),
+    never each other's modules: someone working on 4c finds all of 4c in stages/injection."""
+    bad = {}
+    for stage in (PKG / "stages").iterdir():
+        if not stage.is_dir() or stage.name.startswith("_"):
+            continue
+        for p in stage.rglob("*.py"):
+            others = [m for m in _imports(p) if m.startswith("darkhalo_assets.stages.")
+                      and m.split(".")[2] != stage.name]
+            if others:
+                bad[str(p.relative_to(REPO))] = others
+    assert not bad, bad

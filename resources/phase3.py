@@ -10,6 +10,11 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 
+# Phase 3 table -> the field holding its Parquet URI (mode=parquet).
+URI_FIELD = {"parent_catalog": "parent_uri", "bricks_with_region": "bricks_uri",
+             "region_selections": "selections_uri", "region_metrics": "metrics_uri"}
+
+
 class Phase3SourceResource(ConfigurableResource):
     """``synthetic`` generates a DR10-like sky (tables + coadds); ``parquet`` reads Phase 3 outputs."""
 
@@ -30,6 +35,10 @@ class Phase3SourceResource(ConfigurableResource):
     n_missing_bricks: int = Field(default=2, description="Catalog bricks with no coadds (coverage gaps)")
     seed: int = 20260119
     workers: int = 2
+
+    def uri(self, table: str) -> str | None:
+        """Where a Phase 3 table lives in ``parquet`` mode (None if not configured)."""
+        return getattr(self, URI_FIELD[table])
 
     def spec(self):
         from darkhalo_assets.synthetic.phase3 import Phase3Spec

@@ -14,7 +14,6 @@ from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult
 
 from darkhalo_assets.stages.coadds.job import brick_records
 from darkhalo_assets.storage.datasets import write_table
-from darkhalo_assets.storage.store import Store
 from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.storage.specs import store_spec
 from resources.storage import DataStoreResource
@@ -114,12 +113,6 @@ def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResourc
         "evidence": MetadataValue.md("| brick | status | url | time |\n|---|---|---|---|\n" + "\n".join(
             f"| {r['brickname']} | {r['missing']['status']} | {r['missing']['url']} | {r['missing']['time']} |"
             for r in records[:50]))})
-
-
-def load_blacklist(store: Store) -> set[str]:
-    if not store.exists(layout.blacklist_json):
-        return set()
-    return set(json.loads(store.read_bytes(layout.blacklist_json)))
 
 
 @op(out=Out(Nothing), pool="downloads")

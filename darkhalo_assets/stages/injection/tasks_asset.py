@@ -7,12 +7,11 @@ from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSpec, Asse
                      MaterializeResult, asset)
 
 from darkhalo_assets import schemas
-from darkhalo_assets.stages.coadds.fetcher import SUCCESS_NAME
 from darkhalo_assets.storage.datasets import read_dataset, write_dataset
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
-from darkhalo_assets.stages.coadds.assets import load_blacklist
+from darkhalo_assets.readers import read_blacklist
 from darkhalo_assets.metadata import counts_markdown, json_md, table_schema
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.partitions import tier_partitions
@@ -35,11 +34,11 @@ def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
     tier = context.partition_key
     cfg = config.phase4()
     store, cache = data_store.store(), data_store.cache_store()
-    blacklist = load_blacklist(store)
+    blacklist = read_blacklist(store)
     removed, kept, not_cached, overlap = {}, {}, {}, 0
     # One listing of the cache, not a request per brick (180k HEADs on S3 would take hours).
     srv = survey.definition
-    cached = {srv.brick_of_path(p, strict=False) for p in cache.fs.glob(cache.url(srv.cache_glob(SUCCESS_NAME)))}
+    cached = {srv.brick_of_path(p, strict=False) for p in cache.fs.glob(cache.url(srv.cache_glob(layout.commit_marker)))}
     for exp_id, _, _ in cfg.experiments(tier):
         t = read_dataset(store, layout.manifest(exp_id))
         on_black = pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))

@@ -14,7 +14,6 @@ from resources.storage import DataStoreResource
 
 from darkhalo_assets.metadata import counts_markdown, json_md, table_schema
 from darkhalo_assets.partitions import TIERS, brick_partitions, tier_partitions
-from darkhalo_assets.stages.phase3.assets import URI_FIELD
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.layout import layout
 
@@ -95,7 +94,7 @@ PHASE3_INPUTS = ("parent_catalog", "bricks_with_region", "region_selections")
 def phase3_inputs(data_store, phase3) -> dict:
     """Where the 4a job reads each Phase 3 table (the same sources ``load_phase3_table`` uses)."""
     if phase3.mode == "parquet":
-        return {n: {"kind": "parquet", "uri": getattr(phase3, URI_FIELD[n])} for n in PHASE3_INPUTS}
+        return {n: {"kind": "parquet", "uri": phase3.uri(n)} for n in PHASE3_INPUTS}
     return {n: {"kind": "dataset", **store_spec(data_store.store()), "rel": layout.phase3_table(n)} for n in PHASE3_INPUTS}
 
 

@@ -28,14 +28,12 @@ DESCRIPTIONS = {
     "region_selections": "Which regions each selection set (ranking mode) picked; sets overlap.",
     "region_metrics": "Per-region PSF / depth / EBV statistics and LRG density.",
 }
-URI_FIELD = {"parent_catalog": "parent_uri", "bricks_with_region": "bricks_uri",
-             "region_selections": "selections_uri", "region_metrics": "metrics_uri"}
 
 
 def load_phase3_table(name: str, data_store: DataStoreResource, phase3: Phase3SourceResource,
                       columns: list[str] | None = None) -> pa.Table:
     if phase3.mode == "parquet":
-        return pads.dataset(getattr(phase3, URI_FIELD[name]), format="parquet").to_table(columns=columns)
+        return pads.dataset(phase3.uri(name), format="parquet").to_table(columns=columns)
     return read_dataset(data_store.store(), layout.phase3_table(name), columns=columns)
 
 
@@ -50,10 +48,10 @@ def phase3_tables(context: AssetExecutionContext, data_store: DataStoreResource,
     """The frozen Phase 3 tables (and, for the synthetic sky, its DR10-layout coadds)."""
     if phase3.mode == "parquet":
         for name, contract in PHASE3.items():
-            ds = pads.dataset(getattr(phase3, URI_FIELD[name]), format="parquet")
+            ds = pads.dataset(phase3.uri(name), format="parquet")
             schemas.check_columns(ds.schema, contract, name)
             yield MaterializeResult(asset_key=name, metadata={
-                "uri": getattr(phase3, URI_FIELD[name]), "dagster/row_count": ds.count_rows()})
+                "uri": phase3.uri(name), "dagster/row_count": ds.count_rows()})
         return
     store = data_store.store()
     t0 = time.time()
