@@ -283,3 +283,22 @@ def test_python_from_a_venv_archive_or_a_custom_image_reaches_driver_and_executo
     assert image["spark.executorEnv.PYSPARK_PYTHON"] == "/usr/local/bin/python3.11"
     assert image["spark.emr-serverless.driverEnv.PYSPARK_PYTHON"] == "/usr/local/bin/python3.11"
     assert "spark.archives" not in image
+
+
+def test_aws_environment_builds_the_serverless_engine_from_its_variables(monkeypatch):
+    from darkhalo_assets.engines.emr import EmrEngine
+    from resources.environments import resources_for_env
+    for k, v in {"DARKHALO_ENGINE": "emr_serverless", "DARKHALO_EMR_SERVERLESS_APP_ID": "00fabc123def4567",
+                 "DARKHALO_EMR_SERVERLESS_ROLE_ARN": ROLE, "AWS_REGION": REGION,
+                 "DARKHALO_EMR_CODE_PREFIX": "s3://code/serverless", "DARKHALO_EMR_LOG_URI": "s3://logs/serverless/",
+                 "DARKHALO_EMR_SUBNET": "subnet-0abc1234"}.items():
+        monkeypatch.setenv(k, v)
+    compute = resources_for_env("aws")["compute"]
+    assert isinstance(compute, EmrServerlessEngine)
+    assert (compute.application_id, compute.execution_role_arn, compute.region, compute.s3_code_prefix,
+            compute.log_uri) == ("00fabc123def4567", ROLE, REGION, "s3://code/serverless", "s3://logs/serverless/")
+    # The emr engine of the same environment ignores the serverless settings (and the other way round).
+    monkeypatch.setenv("DARKHALO_ENGINE", "emr")
+    emr = resources_for_env("aws")["compute"]
+    assert isinstance(emr, EmrEngine) and emr.subnet_id == "subnet-0abc1234"
+    assert emr.s3_code_prefix == "s3://code/serverless"
