@@ -1,15 +1,15 @@
 """The emr_serverless engine against moto's EMR Serverless + S3 API server.
 
 moto accepts job runs but runs nothing, so a thread plays EMR Serverless: it takes the job run
-exactly as the engine started it, runs its entry point as the Spark driver would (downloaded
-from S3, the code zip of ``spark.submit.pyFiles`` first on the path, only the
-``entryPointArguments`` on the command line, S3 through the API server) and sets the run's
-state. The summary reaches Dagster only through S3. Not covered (needs AWS): IAM, the
-application's image or venv archive with the dependencies, Spark executors, S3 log shipping.
-The entry point is the stand-in support_serverless_entry.py until engines/spark_entry.py lands.
+exactly as the engine started it, runs the staged ``engines/spark_entry.py`` with
+``spark-submit --master local[2]`` (downloaded from S3, the job run's Spark parameters with the
+code zip of ``spark.submit.pyFiles`` local, only the ``entryPointArguments`` after the entry
+point, S3 through the API server) and sets the run's state. The job's units run on Spark
+through the entry point's SparkRunner; the summary reaches Dagster only through S3. Not covered
+(needs AWS): IAM, the application's image or venv archive with the dependencies, EMR
+Serverless's own Spark executors, S3 log shipping.
 """
 import io
-import os
 import shlex
 import subprocess
 import sys
@@ -27,12 +27,11 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.engines.emr_serverless import EmrServerlessConfigError, EmrServerlessEngine
-from support_emr import REGION, _download, _node_env, client, failure_message, s3_bytes
+from support_emr import REGION, REPO, SPARK_SUBMIT, _download, _node_env, client, failure_message, s3_bytes
 from support_emr import aws_env, moto_url  # noqa: F401 (pytest fixtures)
 
 TESTS = Path(__file__).resolve().parent
 ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/darkhalo-emr-serverless"
-ENTRY = "support_serverless_entry"      # engines/spark_entry.py once merged
 JOB = "support_jobs:double_units"
 
 
@@ -58,7 +57,7 @@ def runs_wait(monkeypatch):
 def engine(url, app, **kw) -> EmrServerlessEngine:
     base = dict(application_id=app, execution_role_arn=ROLE, region=REGION, s3_code_prefix="s3://code/serverless",
                 log_uri="s3://logs/serverless", spark_conf={"spark.executor.memory": "18g"},
-                aws_endpoint_url=url, poll_seconds=0.2, pipes_poll_seconds=0.2, entry_module=ENTRY)
+                aws_endpoint_url=url, poll_seconds=0.2, pipes_poll_seconds=0.2)
     return EmrServerlessEngine(**{**base, **kw})
 
 
@@ -110,14 +109,21 @@ def serverless_worker(url: str, app: str, seen: dict, driver) -> threading.Threa
 
 
 def spark_driver(url: str, work: Path, seen: dict):
-    """The job run's driver as EMR Serverless starts it: entry point + entryPointArguments, pyFiles on the path."""
+    """The job run as EMR Serverless starts it, minus its cluster: spark-submit on local[2] of the staged entry
+    point with the run's Spark parameters (s3:// pyFiles downloaded) and exactly its entryPointArguments."""
     def run(job_run: dict):
         submit = job_run["jobDriver"]["sparkSubmit"]
         entry = _download(url, submit["entryPoint"], work / "driver")
-        py_files = [_download(url, u, work / "driver") for u in spark_confs(job_run)["spark.submit.pyFiles"].split(",")]
-        env = {**_node_env(url, work), "PYTHONPATH": os.pathsep.join([*py_files, str(TESTS)])}
-        proc = subprocess.run([sys.executable, entry, *submit["entryPointArguments"]], env=env, cwd=work,
-                              capture_output=True, text=True, timeout=120)
+        confs = spark_confs(job_run)
+        confs["spark.submit.pyFiles"] = ",".join(_download(url, u, work / "driver")
+                                                 for u in confs["spark.submit.pyFiles"].split(","))
+        command = [SPARK_SUBMIT, "--master", "local[2]", "--conf", "spark.sql.shuffle.partitions=4",
+                   *(a for k, v in confs.items() for a in ("--conf", f"{k}={v}")),
+                   entry, *submit["entryPointArguments"]]
+        # The image's python has the dependencies (here: this venv's); the test's job function lives with
+        # the tests; darkhalo itself comes from the staged zip.
+        env = {**_node_env(url, work), "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(TESTS)}
+        proc = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True, timeout=300)
         seen["driver_output"] = proc.stdout[-3000:] + proc.stderr[-6000:]
         return proc.returncode == 0, (None if proc.returncode == 0 else
                                       "Job failed, please check complete logs in configured logging destination. "
@@ -130,6 +136,7 @@ def materialize_doubled(compute, units: str | None = None):
                        tags={"units": units} if units else None)
 
 
+@pytest.mark.spark
 def test_job_run_gets_what_emr_serverless_needs_and_the_summary_comes_back_through_s3(
         moto_url, aws_env, app_id, runs_wait, tmp_path):
     seen: dict = {}
@@ -149,7 +156,7 @@ def test_job_run_gets_what_emr_serverless_needs_and_the_summary_comes_back_throu
     # Entry point: the staged generic entry point, byte for byte.
     submit = run["jobDriver"]["sparkSubmit"]
     assert submit["entryPoint"] == f"{prefix}/code/entrypoints/spark_entry.py"
-    assert s3_bytes(moto_url, submit["entryPoint"]) == (TESTS / f"{ENTRY}.py").read_bytes()
+    assert s3_bytes(moto_url, submit["entryPoint"]) == (REPO / "darkhalo_assets/engines/spark_entry.py").read_bytes()
     # Spark parameters: the code zip (the wheel, importable) on pyFiles, the engine's spark_conf.
     confs = spark_confs(run)
     zip_uri = confs["spark.submit.pyFiles"]
@@ -180,12 +187,14 @@ def test_job_run_gets_what_emr_serverless_needs_and_the_summary_comes_back_throu
     md = {k: v.value for k, v in mat.metadata.items()}
     assert md["summary"] == {"units": [1, 2, 3, 4], "doubled": [2, 4, 6, 8], "total": 20, "engine": "emr_serverless"}
     assert md["engine/name"] == "emr_serverless" and md["engine/release_label"] == "emr-7.5.0"
+    assert md["engine/spark_master"] == "local[2]" and md["engine/spark_app_id"].startswith("local-")
     assert md["engine/application_id"] == app_id and md["engine/job_run_id"] == run["jobRunId"]
     assert md["engine/logs"] == f"s3://logs/serverless/applications/{app_id}/jobs/{run['jobRunId']}/SPARK_DRIVER/"
     assert md["engine/code_prefix"] == f"{prefix}/code" and md["engine/wheel"] == f"{prefix}/code/{wheel}"
     assert not any(k.startswith("darkhalo/") for k in md)
 
 
+@pytest.mark.spark
 def test_failed_job_run_reports_the_driver_error_state_details_and_logs(moto_url, aws_env, app_id, runs_wait,
                                                                         tmp_path):
     seen: dict = {}
@@ -195,7 +204,10 @@ def test_failed_job_run_reports_the_driver_error_state_details_and_logs(moto_url
     assert "worker_error" not in seen, seen["worker_error"]
     assert not result.success
     msg, run_id = failure_message(result), seen["job_run"]["jobRunId"]
-    assert "EMR Serverless job 'support_jobs:double_units' failed: ValueError: unit 'x' is not an integer" in msg, msg
+    # The executor's error, as Spark hands it to the driver, and the driver's Spark application.
+    assert "EMR Serverless job 'support_jobs:double_units' failed: PythonException: ValueError: unit 'x' is not " \
+           "an integer\n" in msg, msg
+    assert "spark application: local-" in msg
     assert f"job run {run_id} (darkhalo double_units {result.run_id[:8]}) on application {app_id} ended FAILED: " \
            "Job failed, please check complete logs in configured logging destination. ExitCode: 1." in msg
     assert f"logs: s3://logs/serverless/applications/{app_id}/jobs/{run_id}/SPARK_DRIVER/" in msg
@@ -271,3 +283,22 @@ def test_python_from_a_venv_archive_or_a_custom_image_reaches_driver_and_executo
     assert image["spark.executorEnv.PYSPARK_PYTHON"] == "/usr/local/bin/python3.11"
     assert image["spark.emr-serverless.driverEnv.PYSPARK_PYTHON"] == "/usr/local/bin/python3.11"
     assert "spark.archives" not in image
+
+
+def test_aws_environment_builds_the_serverless_engine_from_its_variables(monkeypatch):
+    from darkhalo_assets.engines.emr import EmrEngine
+    from resources.environments import resources_for_env
+    for k, v in {"DARKHALO_ENGINE": "emr_serverless", "DARKHALO_EMR_SERVERLESS_APP_ID": "00fabc123def4567",
+                 "DARKHALO_EMR_SERVERLESS_ROLE_ARN": ROLE, "AWS_REGION": REGION,
+                 "DARKHALO_EMR_CODE_PREFIX": "s3://code/serverless", "DARKHALO_EMR_LOG_URI": "s3://logs/serverless/",
+                 "DARKHALO_EMR_SUBNET": "subnet-0abc1234"}.items():
+        monkeypatch.setenv(k, v)
+    compute = resources_for_env("aws")["compute"]
+    assert isinstance(compute, EmrServerlessEngine)
+    assert (compute.application_id, compute.execution_role_arn, compute.region, compute.s3_code_prefix,
+            compute.log_uri) == ("00fabc123def4567", ROLE, REGION, "s3://code/serverless", "s3://logs/serverless/")
+    # The emr engine of the same environment ignores the serverless settings (and the other way round).
+    monkeypatch.setenv("DARKHALO_ENGINE", "emr")
+    emr = resources_for_env("aws")["compute"]
+    assert isinstance(emr, EmrEngine) and emr.subnet_id == "subnet-0abc1234"
+    assert emr.s3_code_prefix == "s3://code/serverless"

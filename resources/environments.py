@@ -55,6 +55,8 @@ def resources_for_env(env: str | None = None) -> dict:
                 log_uri=os.environ.get("DARKHALO_EMR_LOG_URI"), subnet_id=os.environ.get("DARKHALO_EMR_SUBNET"),
                 key_name=os.environ.get("DARKHALO_EMR_KEY"),
                 emr_mode=os.environ.get("DARKHALO_EMR_MODE", "cluster_per_run"),
-                emr_cluster_id=os.environ.get("DARKHALO_EMR_CLUSTER_ID")),
+                emr_cluster_id=os.environ.get("DARKHALO_EMR_CLUSTER_ID"),
+                application_id=os.environ.get("DARKHALO_EMR_SERVERLESS_APP_ID"),
+                execution_role_arn=os.environ.get("DARKHALO_EMR_SERVERLESS_ROLE_ARN")),
         }
     raise ValueError(f"DARKHALO_ENV must be one of {ENVIRONMENTS}, got {env!r}")

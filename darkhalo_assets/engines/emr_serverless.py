@@ -152,7 +152,6 @@ class EmrServerlessEngine(ComputeEngine):
     poll_seconds: float = Field(default=30.0, description="Job run state polling interval")
     pipes_poll_seconds: float = Field(default=10.0, description="Pipes S3 message polling interval")
     project_dir: str | None = Field(default=None, description="Source tree to build the wheel from")
-    entry_module: str = Field(default=ENTRY_MODULE, description="Module whose file is the job run's entry point")
 
     # ---- before anything is uploaded or started -----------------------------------------
     def check_ready(self) -> None:
@@ -264,7 +263,7 @@ class EmrServerlessEngine(ComputeEngine):
         label = job_label(context, job)
         run_prefix = f"{self.s3_code_prefix.rstrip('/')}/runs/{context.run.run_id}"
         bucket, key = split_s3_uri(run_prefix)
-        artifacts = stage_code(s3, f"{run_prefix}/code", {"spark_entry": self.entry_module},
+        artifacts = stage_code(s3, f"{run_prefix}/code", {"spark_entry": ENTRY_MODULE},
                                project_dir=find_project_dir(self.project_dir))
         context.log.info(f"staged darkhalo code for EMR Serverless under {artifacts.code_prefix}")
         report_uri = f"{run_prefix}/{label}/driver_error.json"
