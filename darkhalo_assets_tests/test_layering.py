@@ -90,3 +90,14 @@ def test_a_stage_imports_no_other_stage():
             if others:
                 bad[str(p.relative_to(REPO))] = others
     assert not bad, bad
+
+
+def test_only_the_local_environments_resources_import_the_synthetic_survey():
+    """Production code never reaches for the synthetic survey: the local environment chooses it
+    through its resources (the survey server and the Phase 3 generator), nothing else imports it."""
+    allowed = {"resources/survey.py", "resources/phase3.py"}
+    files = [*PKG.rglob("*.py"), *(REPO / "resources").rglob("*.py")]
+    bad = {str(p.relative_to(REPO)) for p in files
+           if "synthetic" not in p.relative_to(PKG if p.is_relative_to(PKG) else REPO).parts[:1]
+           and any(m.startswith("darkhalo_assets.synthetic") for m in _imports(p))} - allowed
+    assert not bad, bad
