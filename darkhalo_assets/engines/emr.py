@@ -10,6 +10,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from darkhalo_assets.engines.base import JobResult
+from darkhalo_assets.engines.aws import aws_problems, aws_session
 from darkhalo_assets.engines.pipes_launch import ENTRY_MODULE, SparkEngineBase, entry_extras, job_dir, job_failure, job_result
 
 EMR_MODES = ("cluster_per_run", "existing_cluster")
@@ -68,21 +69,10 @@ class EmrEngine(SparkEngineBase):
             p.append("log_uri must be s3://")
         if self.core_instance_count < 0 or self.task_instance_count < 0:
             p.append("instance counts must be >= 0")
-        session = self._aws_session()
-        if not session.region_name:
-            p.append("no AWS region: set the compute resource's region, or AWS_REGION / AWS_DEFAULT_REGION")
-        try:
-            creds = session.get_credentials()
-        except Exception as e:  # a broken profile is as fatal as none
-            creds, p = None, p + [f"AWS credentials could not be loaded: {e}"]
-        if creds is None:
-            p.append("no AWS credentials found (environment, shared credentials/config files, SSO or instance "
-                     "profile); nothing was launched")
-        return p
+        return p + aws_problems(self._aws_session())
 
     def _aws_session(self):
-        import boto3
-        return boto3.Session(region_name=self.region) if self.region else boto3.Session()
+        return aws_session(self.region)
 
     def aws_client(self, service: str):
         return self._aws_session().client(service, endpoint_url=self.aws_endpoint_url)

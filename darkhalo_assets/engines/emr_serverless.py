@@ -26,6 +26,7 @@ from dagster_aws.pipes import PipesEMRServerlessClient, PipesS3ContextInjector
 from pydantic import Field
 
 from darkhalo_assets.engines.base import ComputeEngine, JobResult
+from darkhalo_assets.engines.aws import aws_problems, aws_session
 from darkhalo_assets.engines.pipes_launch import ENTRY_MODULE, job_result as pipes_job_result
 
 ENGINE = "emr_serverless"
@@ -184,18 +185,7 @@ class EmrServerlessEngine(ComputeEngine):
         return p
 
     def _aws_problems(self) -> list[str]:
-        p = []
-        session = self._aws_session()
-        if not session.region_name:
-            p.append("no AWS region: set the engine's region, or AWS_REGION / AWS_DEFAULT_REGION")
-        try:
-            creds = session.get_credentials()
-        except Exception as e:  # a broken profile is as fatal as none
-            creds, p = None, p + [f"AWS credentials could not be loaded: {e}"]
-        if creds is None:
-            p.append("no AWS credentials found (environment, shared credentials/config files, SSO or instance "
-                     "profile); nothing was launched")
-        return p
+        return aws_problems(self._aws_session())
 
     def check_application(self, emr) -> dict:
         """The application, if the job can run on it (exists, Spark, not terminated, the expected release)."""
@@ -221,8 +211,7 @@ class EmrServerlessEngine(ComputeEngine):
         return app
 
     def _aws_session(self):
-        import boto3
-        return boto3.Session(region_name=self.region) if self.region else boto3.Session()
+        return aws_session(self.region)
 
     def aws_client(self, service: str):
         return self._aws_session().client(service, endpoint_url=self.aws_endpoint_url)
