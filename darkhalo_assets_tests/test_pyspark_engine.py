@@ -192,9 +192,19 @@ def test_a_session_dying_mid_stage_says_so():
     engine = PySparkEngine(spark_master="local[2]")
     with pytest.raises(JobFailedError, match=r"(?s)died mid-stage: units that committed stay committed.*re-run"):
         engine.run_job(build_op_context(), f"{__name__}:stop_session_then_map", {})
-    # and the next job gets a live session again
-    summary = engine.run_job(build_op_context(), "support_jobs:double_units", {"units": [1, 2, 3]}).summary
+    # and the next job gets a live session again (the executors import the job's units from
+    # the installed project, as on a cluster with darkhalo's environment)
+    summary = engine.run_job(build_op_context(), "darkhalo_assets_tests.support_jobs:double_units",
+                             {"units": [1, 2, 3]}).summary
     assert summary["doubled"] == [2, 4, 6] and summary["engine"] == "pyspark"
+
+
+@pytest.mark.spark
+def test_executors_missing_a_module_say_which_and_where():
+    """``support_jobs`` is on this process's path (pytest's rootdir), not on the executors'."""
+    engine = PySparkEngine(spark_master="local[2]")
+    with pytest.raises(JobFailedError, match=r"executors on local\[2\] cannot import support_jobs \(Python "):
+        engine.run_job(build_op_context(), "support_jobs:double_units", {"units": [1, 2]})
 
 
 def _free_port() -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -77,13 +78,14 @@ class PySparkEngine(SparkEngineBase):
         # PySpark takes the executors' Python from PYSPARK_PYTHON (else "python3" on PATH); set it per engine.
         sc.pythonExec = self.spark_python or sys.executable
         code = ship_code(sc) if self.ship_code else None
-        context.log.info(f"{job_label(job)} on Spark {spark.version} at {sc.master}, app {sc.applicationId}"
+        app_id = sc.applicationId     # read now: a stopped context cannot say it
+        context.log.info(f"{job_label(job)} on Spark {spark.version} at {sc.master}, app {app_id}"
                          + (f"; code {code.name}" if code else ""))
         t0 = time.perf_counter()
         try:
             summary = fn(json_roundtrip(params), SparkRunner(sc, self.engine), context.log.info)
         except Exception as exc:
-            raise explain_failure(exc, job, self.spark_master, sc.pythonExec, sc.applicationId,
+            raise explain_failure(exc, job, self.spark_master, sc.pythonExec, app_id,
                                   error_summary(exc), _alive(spark)) from exc
         context.log.info(f"{job_label(job)} finished on {sc.master} in {time.perf_counter() - t0:.1f}s")
         metadata = {**engine_metadata(spark, {"engine": self.engine}), "engine/python": sc.pythonExec}
@@ -208,8 +210,7 @@ def ship_code(sc) -> Path:
 
 
 # ---- what went wrong -----------------------------------------------------------------------
-_NO_CODE = ("No module named 'darkhalo_assets", "No module named 'pyspark", "No module named 'pyarrow",
-            "No module named 'numpy")
+_NO_CODE = re.compile(r"No module named '([^']+)'")
 _WRONG_PYTHON = ("PYTHON_VERSION_MISMATCH", "Python in worker has different version")
 _NO_PYTHON = ("Cannot run program",)
 _SESSION_DIED = ("SparkContext was shut down", "Cannot call methods on a stopped SparkContext",
@@ -227,11 +228,12 @@ def explain_failure(exc: BaseException, job: str, master: str, python: str, app_
                 f"(Python {sys.version_info.major}.{sys.version_info.minor}): set the pyspark engine's "
                 f"spark_python to a Python {sys.version_info.major}.{sys.version_info.minor} with darkhalo's "
                 "dependencies, present on every worker")
-    elif any(s in text for s in _NO_CODE):
-        missing = next(s for s in _NO_CODE if s in text).split("'")[1]
-        hint = (f"the executors on {master} cannot import {missing} (Python {python}): keep ship_code on for "
-                "darkhalo's package, and install darkhalo's dependencies (requirements of pyproject.toml) in "
-                "that Python on every worker, or set spark_python to one that has them")
+    elif _NO_CODE.search(text):
+        missing = _NO_CODE.search(text).group(1)
+        hint = (f"the executors on {master} cannot import {missing} (Python {python}): darkhalo's package "
+                "travels with ship_code on; its dependencies (pyproject.toml) and any other module a job's "
+                "units use must be installed in that Python on every worker, or set spark_python to one that "
+                "has them")
     elif any(s in text for s in _NO_PYTHON) and python in text:
         hint = f"the workers of {master} have no Python at {python}: set the pyspark engine's spark_python"
     elif not session_alive or any(s in text for s in _SESSION_DIED):
