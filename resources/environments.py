@@ -30,8 +30,10 @@ def resources_for_env(env: str | None = None) -> dict:
             "survey": SurveyResource(survey=survey, synthetic_root=phase3.survey_root,
                                      brick_pixels=phase3.brick_pixels, backoff_base_s=0.2),
             "phase3": phase3,
-            # DARKHALO_ENGINE=spark runs the heavy steps with a local spark-submit.
-            "compute": engine_from_env(os.environ.get("DARKHALO_ENGINE", "local"), log_dir=f"{data}/spark_logs"),
+            # DARKHALO_ENGINE=spark runs the heavy steps with a local spark-submit; pyspark on the
+            # standing cluster at DARKHALO_SPARK_MASTER (default local[2]).
+            "compute": engine_from_env(os.environ.get("DARKHALO_ENGINE", "local"), log_dir=f"{data}/spark_logs",
+                                       spark_master=os.environ.get("DARKHALO_SPARK_MASTER")),
         }
     if env == "aws":
         root = os.environ.get("DARKHALO_S3_ROOT", "s3://darkhaloscope/darkhalo")
@@ -57,6 +59,7 @@ def resources_for_env(env: str | None = None) -> dict:
                 emr_mode=os.environ.get("DARKHALO_EMR_MODE", "cluster_per_run"),
                 emr_cluster_id=os.environ.get("DARKHALO_EMR_CLUSTER_ID"),
                 application_id=os.environ.get("DARKHALO_EMR_SERVERLESS_APP_ID"),
-                execution_role_arn=os.environ.get("DARKHALO_EMR_SERVERLESS_ROLE_ARN")),
+                execution_role_arn=os.environ.get("DARKHALO_EMR_SERVERLESS_ROLE_ARN"),
+                spark_master=os.environ.get("DARKHALO_SPARK_MASTER")),
         }
     raise ValueError(f"DARKHALO_ENV must be one of {ENVIRONMENTS}, got {env!r}")

@@ -14,6 +14,7 @@ _ENGINE_CLASSES = {
     "spark": "darkhalo_assets.engines.spark:SparkSubmitEngine",
     "emr": "darkhalo_assets.engines.emr:EmrEngine",
     "emr_serverless": "darkhalo_assets.engines.emr_serverless:EmrServerlessEngine",
+    "pyspark": "darkhalo_assets.engines.pyspark_session:PySparkEngine",
 }
 
 
