@@ -5,11 +5,12 @@ so a 180k-brick backfill is a few hundred runs. A 404 upstream is data: the bric
 recorded missing (URL, status, time) and the partition succeeds.
 """
 
+import hashlib
 import json
 
 import pyarrow as pa
 from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult, AssetCheckSpec, AssetDep,
-                     AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
+                     AssetExecutionContext, AssetMaterialization, BackfillPolicy, DataVersion, Failure, MaterializeResult,
                      MetadataValue, Nothing, OpExecutionContext, Out, asset, job, op)
 
 from darkhalo_assets.stages.coadds.job import brick_records
@@ -125,8 +126,11 @@ def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResourc
     })
     write_table(store, layout.blacklist_parquet(tier), table)
     names = table.column("brickname").to_pylist()
-    store.write_bytes_atomic(layout.blacklist_json(tier), json.dumps(names, indent=1).encode())
-    return MaterializeResult(metadata={
+    listing = json.dumps(names, indent=1).encode()
+    store.write_bytes_atomic(layout.blacklist_json(tier), listing)
+    # The data version is the list downstream reads: a re-run that finds the same missing bricks
+    # (even with fresher evidence times) leaves injection_tasks[tier] fresh, a new one makes it stale.
+    return MaterializeResult(data_version=DataVersion(hashlib.sha256(listing).hexdigest()[:16]), metadata={
         "dagster/row_count": len(names), "bricks": json_md(names), "tier_bricks": len(bricks),
         "path": MetadataValue.path(store.url(layout.blacklist_parquet(tier))),
         "evidence": MetadataValue.md("| brick | status | url | time |\n|---|---|---|---|\n" + "\n".join(

@@ -1,12 +1,14 @@
 """Stage 4a assets: ``injection_manifests`` [tier] and ``bricks_manifest`` [tier] (registers bricks)."""
 
 
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec,
+import hashlib
+import json
+
+import pyarrow.compute as pc
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, DataVersion,
                      AssetExecutionContext, MaterializeResult, MetadataValue, asset)
 
 from darkhalo_assets import schemas
-import pyarrow.compute as pc
-
 from darkhalo_assets.storage.datasets import write_table
 from darkhalo_assets.stages.manifests.build import build_bricks_manifest, build_tier_bricks_manifest
 from darkhalo_assets.engines.base import ComputeEngine
@@ -136,7 +138,10 @@ def bricks_manifest(context: AssetExecutionContext, data_store: DataStoreResourc
     for tiers in union.column("tiers").to_pylist():
         for t in tiers.split(","):
             per_tier[t] = per_tier.get(t, 0) + 1
-    return MaterializeResult(metadata={
+    # The data version is the table's content, so re-running a tier with the same bricks and
+    # counts leaves coadd_cache fresh.
+    content = json.dumps(table.to_pydict(), sort_keys=True).encode()
+    return MaterializeResult(data_version=DataVersion(hashlib.sha256(content).hexdigest()[:16]), metadata={
         "dagster/row_count": table.num_rows, "n_tasks": int(pc.sum(table["n_tasks"]).as_py() or 0),
         "n_galaxies": int(pc.sum(table["n_galaxies"]).as_py() or 0),
         "newly_registered_partitions": len(new), "registered_partitions_total": len(existing) + len(new),
