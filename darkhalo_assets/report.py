@@ -17,7 +17,7 @@ def print_tier_report(tier: str) -> None:
               f"(grid {s['grid']}, {s['n_configs']} configs); dropped: {s['dropped_rows']}")
     if store.exists(layout.blacklist_json(tier)):
         bl = json.loads(store.read_bytes(layout.blacklist_json(tier)))
-        print(f"brick_blacklist[{tier}]: {len(bl)} bricks missing upstream {bl}")
+        print(f"brick_blacklist: {len(bl)} bricks missing upstream {bl}")
     summary_rel = layout.summary_text(tier)
     if store.exists(summary_rel):
         print(store.read_bytes(summary_rel).decode())
