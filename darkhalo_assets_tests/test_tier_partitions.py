@@ -162,3 +162,23 @@ def test_rerunning_one_tiers_blacklist_leaves_the_other_tier_alone(two_tiers):
     assert _latest_storage_ids(instance, ["coadd_cache"], two_tiers["bricks"]) == before_cache
     changed = {p for p in before_files.keys() | after_files.keys() if before_files.get(p) != after_files.get(p)}
     assert changed == {layout.blacklist_json("debug"), layout.blacklist_parquet("debug")}
+
+
+def test_a_tier_without_its_blacklist_reads_the_old_unpartitioned_one(tmp_path):
+    """An instance upgraded in place: until brick_blacklist[tier] runs, the old blacklist over
+    all tiers filters the tier's tasks (a missing brick is missing for every tier)."""
+    store = Store(str(tmp_path))
+    assert read_blacklist(store, "debug") == set()
+    store.write_bytes_atomic(layout.legacy_blacklist_json, json.dumps(["0001p000", "0002p000"]).encode())
+    assert read_blacklist(store, "debug") == {"0001p000", "0002p000"}
+    store.write_bytes_atomic(layout.blacklist_json("debug"), json.dumps(["0002p000"]).encode())
+    assert read_blacklist(store, "debug") == {"0002p000"}
+    assert read_blacklist(store, "grid") == {"0001p000", "0002p000"}
+
+
+def test_cli_batches_never_span_a_brick_of_another_tier():
+    from darkhalo_assets.cli import tier_brick_batches
+    registered = ["a", "b", "x", "c", "d", "e", "y"]
+    assert tier_brick_batches(registered, {"a", "b", "c", "d", "e"}, 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert tier_brick_batches(registered, set(registered), 200) == [registered]
+    assert tier_brick_batches(registered, set(), 2) == []
