@@ -75,8 +75,8 @@ def build_instance(home: Path, names: list[str], n_materialized: int, chunk: int
         registered = len(instance.get_dynamic_partitions("bricks"))
         read_s = time.perf_counter() - t
         assert registered == len(names), (registered, len(names))
-        # An operator's instance has bricks_manifest materialized (it registered the keys).
-        instance.report_runless_asset_event(AssetMaterialization("bricks_manifest"))
+        # An operator's instance has bricks_manifest[train] materialized (it registered the keys).
+        instance.report_runless_asset_event(AssetMaterialization("bricks_manifest", partition="train"))
         t = time.perf_counter()
         for name in names[:n_materialized]:
             instance.report_runless_asset_event(AssetMaterialization("coadd_cache", partition=name))

@@ -2,8 +2,8 @@
 
 It materializes the same assets, with the same resources, into the same Dagster instance
 the UI shows (DAGSTER_HOME, default ./.dagster_home), so every run appears there with its
-lineage and metadata. Brick partitions are filled in batches of ``BRICKS_PER_RUN`` per run,
-as a UI backfill would.
+lineage and metadata. The tier's brick partitions (those ``bricks_manifest[tier]`` lists) are
+filled in batches of ``BRICKS_PER_RUN`` per run, as a UI backfill would.
 """
 import argparse
 import os
@@ -49,6 +49,21 @@ def _materialize(defs, instance, selection, *, partition_key=None, tags=None, ru
     return result
 
 
+def tier_brick_batches(registered: list[str], tier_bricks: set[str], size: int) -> list[list[str]]:
+    """The tier's bricks as partition ranges of at most ``size`` keys: a range runs every key
+    between its ends in registration order, so a range never spans a brick of another tier
+    (a tier's bricks are contiguous unless another tier registered bricks in between)."""
+    batches, run = [], []
+    for key in [*registered, None]:
+        if key is not None and key in tier_bricks and len(run) < size:
+            run.append(key)
+            continue
+        if run:
+            batches.append(run)
+        run = [key] if key is not None and key in tier_bricks else []
+    return batches
+
+
 def run_tier(tier: str, force: bool = False) -> None:
     _ensure_instance_home()
     from dagster import DagsterInstance
@@ -64,14 +79,15 @@ def run_tier(tier: str, force: bool = False) -> None:
                  label="phase3 (synthetic sky)")
     _materialize(defs, instance, ["injection_manifests"], partition_key=tier,
                  run_config=cfg("injection_manifests"), label=f"injection_manifests[{tier}]")
-    _materialize(defs, instance, ["bricks_manifest"], label="bricks_manifest")
-    bricks = instance.get_dynamic_partitions(brick_partitions.name)
-    for i in range(0, len(bricks), BRICKS_PER_RUN):
-        batch = bricks[i:i + BRICKS_PER_RUN]
+    _materialize(defs, instance, ["bricks_manifest"], partition_key=tier, label=f"bricks_manifest[{tier}]")
+    from darkhalo_assets.readers import read_tier_bricks
+    tier_bricks = set(read_tier_bricks(defs.resources["data_store"].store(), tier))
+    for batch in tier_brick_batches(instance.get_dynamic_partitions(brick_partitions.name), tier_bricks,
+                                    BRICKS_PER_RUN):
         _materialize(defs, instance, ["coadd_cache"], run_config=cfg("coadd_cache"),
                      tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1]},
                      label=f"coadd_cache[{batch[0]}...{batch[-1]}] ({len(batch)} bricks)")
-    _materialize(defs, instance, ["brick_blacklist"], label="brick_blacklist")
+    _materialize(defs, instance, ["brick_blacklist"], partition_key=tier, label=f"brick_blacklist[{tier}]")
     downstream = [k for k in ("injection_tasks", "injected_cutouts", "completeness_surfaces",
                               "seeing_wall_plots", "ranking_mode_ablation")
                   if any(k in [a.to_user_string() for a in ad.keys] for ad in defs.assets)]

@@ -41,7 +41,13 @@ class Layout:
     def tier_bricks(self, tier: str) -> str:
         return f"{self.phase4a}/tier_bricks/{tier}.parquet"
 
-    bricks_manifest: str = "phase4a/bricks_manifest"
+    def bricks_manifest(self, tier: str) -> str:
+        """The tier's unique bricks with task and galaxy counts (``bricks_manifest[tier]``)."""
+        return f"{self.phase4a}/bricks_manifest/{tier}.parquet"
+
+    # Written by the unpartitioned ``bricks_manifest`` before issue #15 (a dataset over all
+    # tiers); read by nothing now, named so operators can find and delete it.
+    legacy_bricks_manifest: str = "phase4a/bricks_manifest"
 
     def manifest_staging(self, tier: str, fingerprint: str) -> str:
         """Per-part inputs staged for executors during one build; removed when it ends."""
@@ -65,8 +71,19 @@ class Layout:
     def missing_evidence(self, brick: str) -> str:
         return f"{self.missing_dir}/{brick}.json"
 
-    blacklist_parquet: str = "phase4b/brick_blacklist.parquet"
-    blacklist_json: str = "phase4b/brick_blacklist.json"
+    # ``brick_blacklist[tier]``: the tier's bricks with evidence in ``missing_dir`` (evidence is
+    # per brick and shared by the tiers; these files only list which of the tier's bricks).
+    def blacklist_parquet(self, tier: str) -> str:
+        return f"phase4b/brick_blacklist/{tier}.parquet"
+
+    def blacklist_json(self, tier: str) -> str:
+        """A JSON list of the tier's missing brick names (the seed's ``brick_blacklist.json``)."""
+        return f"phase4b/brick_blacklist/{tier}.json"
+
+    # The unpartitioned blacklist over all tiers from before issue #15: read only when a
+    # tier's own file does not exist yet (an instance upgraded in place keeps working).
+    legacy_blacklist_parquet: str = "phase4b/brick_blacklist.parquet"
+    legacy_blacklist_json: str = "phase4b/brick_blacklist.json"
 
     def fill_run_results(self, run_id: str, key: str) -> str:
         """Per-brick outcomes of one Spark cache fill (too many for a Pipes message)."""

@@ -15,8 +15,8 @@ def print_tier_report(tier: str) -> None:
         s = json.loads(store.read_bytes(cfg_rel))
         print(f"manifests: {s['n_tasks']:,} tasks, {s['n_galaxies']:,} galaxies on {s['n_bricks']} bricks "
               f"(grid {s['grid']}, {s['n_configs']} configs); dropped: {s['dropped_rows']}")
-    if store.exists(layout.blacklist_json):
-        bl = json.loads(store.read_bytes(layout.blacklist_json))
+    if store.exists(layout.blacklist_json(tier)):
+        bl = json.loads(store.read_bytes(layout.blacklist_json(tier)))
         print(f"brick_blacklist: {len(bl)} bricks missing upstream {bl}")
     summary_rel = layout.summary_text(tier)
     if store.exists(summary_rel):

@@ -5,7 +5,7 @@ itself uses) is in ``support_dagster_graphql``.
 Everything runs as real subprocesses of the repo's venv (``dagster-webserver``,
 ``dagster-daemon``), with ``cwd`` = the repo and ``-w workspace.yaml``, exactly as an operator
 starts them. Run this file as a script (``python support_dagster_ui.py seed --tier debug``)
-to materialize the Phase 3 inputs, one tier's manifests and ``bricks_manifest`` into the
+to materialize the Phase 3 inputs, one tier's manifests and ``bricks_manifest[tier]`` into the
 instance named by DAGSTER_HOME / DARKHALO_DATA_DIR (a subprocess keeps the test process free
 of import-time environment lookups).
 """
@@ -214,7 +214,7 @@ class DagsterStack:
 
 
 def seed_instance(env: dict, tier: str, log_path: Path, timeout_s: float = 600.0) -> dict:
-    """Materialize Phase 3, ``injection_manifests[tier]`` and ``bricks_manifest`` in a subprocess."""
+    """Materialize Phase 3, ``injection_manifests[tier]`` and ``bricks_manifest[tier]`` in a subprocess."""
     with open(log_path, "wb") as log:
         proc = subprocess.run([sys.executable, __file__, "seed", "--tier", tier], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=log, timeout=timeout_s)
@@ -232,7 +232,7 @@ def _seed_main(tier: str) -> dict:
     assets, out = list(defs.assets), {}
     steps = [("phase3", ["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"], None),
              (f"injection_manifests[{tier}]", ["injection_manifests"], tier),
-             ("bricks_manifest", ["bricks_manifest"], None)]
+             (f"bricks_manifest[{tier}]", ["bricks_manifest"], tier)]
     for label, selection, pk in steps:
         t0 = time.time()
         res = materialize(assets, selection=selection, partition_key=pk, instance=instance,

@@ -2,12 +2,12 @@
 ``dagster-daemon`` on 127.0.0.1 over a throw-away instance, work submitted through the
 GraphQL API the UI itself uses, and the UI in headless Chromium (Debian's ``chromium``).
 
-The module fixtures seed Phase 3, the debug tier's manifests and ``bricks_manifest`` (which
+The module fixtures seed Phase 3, the debug tier's manifests and ``bricks_manifest[debug]`` (which
 registers the brick partitions), then do what an operator does for a tier:
   - backfill ``injection_manifests`` for the ``debug`` tier (partition picker -> backfill),
   - fill the coadd cache for the whole tier in one action (the ``fill_tier_coadd_cache`` job),
   - backfill two single bricks of ``coadd_cache`` with ``force`` (re-fetch),
-  - materialize ``brick_blacklist`` and the tier's downstream assets up to the plots.
+  - materialize ``brick_blacklist[debug]`` and the tier's downstream assets up to the plots.
 The daemon's backfill loop ticks every 30 s, so the file takes about 2-3 minutes.
 Screenshots land in artifacts/ui/ (git-ignored).
 """
@@ -32,6 +32,7 @@ from support_dagster_ui import (ARTIFACTS_UI, CHROMIUM, CHROMIUM_INSTALL, REPO, 
                                 chromium_page, dismiss_onboarding, make_dagster_home, seed_instance)
 
 from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
+from darkhalo_assets.layout import layout
 
 TIER = "debug"
 # Lineage groups asked for by issue 7, and where the Phase 4 assets sit in them.
@@ -96,7 +97,7 @@ def operations(stack):
     out["pair_backfill"] = launch_asset_backfill(
         gql, ["coadd_cache"], out["pair"], title="two bricks, force",
         run_config={"ops": {"coadd_cache": {"config": {"force": True}}}})
-    out["blacklist"] = launch_run(gql, "__ASSET_JOB", asset_keys=["brick_blacklist"])
+    out["blacklist"] = launch_run(gql, "__ASSET_JOB", asset_keys=["brick_blacklist"], partition=TIER)
     _expect_success(stack, [out["blacklist"]])
     out["downstream"] = launch_run(gql, "__ASSET_JOB", asset_keys=DOWNSTREAM, partition=TIER)
     _expect_success(stack, [out["downstream"]])
@@ -175,7 +176,7 @@ def test_one_action_fills_the_cache_for_every_brick_of_the_tier(stack, operation
         names = {Path(coadd_relpath(brick, f)).name for f in COADD_FILES}
         assert names <= {p.name for p in (cache / brick).iterdir()}, brick
     # Bricks absent upstream are data, not failures: they end up in the blacklist, and only they.
-    blacklist = json.loads((stack.data_dir / "outputs/phase4b/brick_blacklist.json").read_text())
+    blacklist = json.loads((stack.data_dir / "outputs" / layout.blacklist_json(TIER)).read_text())
     assert sorted(blacklist) == sorted(missing & tier_bricks)
 
 

@@ -49,10 +49,10 @@ def graph(tmp_path_factory):
 
     run(["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"])
     run(["injection_manifests"], partition_key="debug")
-    run(["bricks_manifest"])
+    run(["bricks_manifest"], partition_key="debug")
     bricks = instance.get_dynamic_partitions("bricks")
     run(["coadd_cache"], tags={ASSET_PARTITION_RANGE_START_TAG: bricks[0], ASSET_PARTITION_RANGE_END_TAG: bricks[-1]})
-    run(["brick_blacklist"])
+    run(["brick_blacklist"], partition_key="debug")
     last = run(DOWNSTREAM, partition_key="debug")
     return {"instance": instance, "out": Store(str(root / "out")), "cache": Store(str(root / "cache")),
             "survey": json.loads((root / "survey" / "synthetic_survey.json").read_text()), "last": last,
@@ -75,7 +75,7 @@ def test_bricks_registered_as_partitions_and_missing_bricks_blacklisted(graph):
     missing = set(graph["survey"]["missing_bricks"])
     registered = set(graph["bricks"])
     out = graph["out"]
-    blacklist = set(json.loads(out.read_bytes(layout.blacklist_json)))
+    blacklist = set(json.loads(out.read_bytes(layout.blacklist_json("debug"))))
     # only catalog bricks that the survey does not have are blacklisted; both are 404s upstream
     assert blacklist == missing & registered
     for b in registered - missing:
@@ -87,7 +87,7 @@ def test_every_task_is_accounted_for_and_none_on_blacklisted_bricks(graph):
     out = graph["out"]
     m = read_metrics(out.child("phase4c/debug")).to_pandas()
     assert m["task_id"].is_unique
-    blacklist = set(json.loads(out.read_bytes(layout.blacklist_json)))
+    blacklist = set(json.loads(out.read_bytes(layout.blacklist_json("debug"))))
     assert not set(m["brickname"]) & blacklist
     assert set(m["cutout_reason"]) <= {"ok", "edge", "off_brick", "no_data", "not_cached"}
     ok = m[m["cutout_ok"]]
@@ -136,7 +136,7 @@ def test_fill_tier_job_records_each_brick_of_the_tier(graph):
     assert result.success
     recorded = {e.partition for e in result.get_asset_materialization_events()
                 for e in [e.event_specific_data.materialization]}
-    tier_bricks = set(pq.read_table(graph["out"].url("phase4a/tier_bricks/debug.parquet"))["brickname"].to_pylist())
+    tier_bricks = set(pq.read_table(graph["out"].url(layout.tier_bricks("debug")))["brickname"].to_pylist())
     assert recorded == tier_bricks
 
 

@@ -73,7 +73,10 @@ def test_layout_paths_are_the_documented_ones():
     assert layout.completeness_commit("grid") == "phase4d/grid/_SUCCESS"
     assert layout.staging_for("phase4c/debug") == "phase4c/_staging/debug"
     readme = (REPO / "README.md").read_text()
-    for rel in (layout.bricks_manifest, layout.missing_dir, layout.blacklist_json, layout.injection("<tier>")):
+    assert layout.bricks_manifest("debug") == "phase4a/bricks_manifest/debug.parquet"
+    assert layout.blacklist_json("debug") == "phase4b/brick_blacklist/debug.json"
+    for rel in (layout.bricks_manifest("<tier>"), layout.missing_dir, layout.blacklist_json("<tier>"),
+                layout.injection("<tier>")):
         assert rel.split("/")[0] in readme and rel.split("/")[-1].split(".")[0] in readme, rel
 
 

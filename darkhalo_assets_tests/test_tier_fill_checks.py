@@ -59,7 +59,8 @@ def tier(tmp_path_factory):
                  "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=PIX),
                  "phase3": phase3, "compute": LocalEngine()}
     for selection, kw in [(["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"], {}),
-                          (["injection_manifests"], {"partition_key": TIER}), (["bricks_manifest"], {})]:
+                          (["injection_manifests"], {"partition_key": TIER}),
+                          (["bricks_manifest"], {"partition_key": TIER})]:
         assert materialize(ALL_ASSETS, selection=selection, instance=instance, resources=resources, **kw).success
     bricks = pq.read_table(root / "out" / "phase4a" / "tier_bricks" / f"{TIER}.parquet")["brickname"].to_pylist()
     missing = set(json.loads((root / "survey" / "synthetic_survey.json").read_text())["missing_bricks"])

@@ -1,15 +1,16 @@
-"""Stage 4b assets: ``coadd_cache`` [brick] and ``brick_blacklist``.
+"""Stage 4b assets: ``coadd_cache`` [brick] and ``brick_blacklist`` [tier].
 
 Many bricks per run (BackfillPolicy.multi_run) with concurrent downloads inside the run,
 so a 180k-brick backfill is a few hundred runs. A 404 upstream is data: the brick is
 recorded missing (URL, status, time) and the partition succeeds.
 """
 
+import hashlib
 import json
 
 import pyarrow as pa
 from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult, AssetCheckSpec, AssetDep,
-                     AssetExecutionContext, AssetMaterialization, BackfillPolicy, Failure, MaterializeResult,
+                     AssetExecutionContext, AssetMaterialization, BackfillPolicy, DataVersion, Failure, MaterializeResult,
                      MetadataValue, Nothing, OpExecutionContext, Out, asset, job, op)
 
 from darkhalo_assets.stages.coadds.job import brick_records
@@ -20,6 +21,7 @@ from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
 from darkhalo_assets.metadata import json_md
+from darkhalo_assets.readers import read_tier_bricks
 from darkhalo_assets.partitions import brick_partitions, tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.layout import layout
@@ -45,7 +47,10 @@ def fill_params(survey: SurveyResource, data_store: DataStoreResource, bricks: l
     partitions_def=brick_partitions, group_name="coadds", kinds={"fits"}, owners=["team:darkhalo"],
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=BRICKS_PER_RUN), pool="downloads",
     code_version="4b-1",
-    deps=["bricks_manifest"],
+    # A brick belongs to any number of tiers and which ones is data (bricks_manifest[tier]
+    # registers it), so no static mapping says which tier partitions a brick comes from: the
+    # edge keeps the lineage and says "registered by some tier's bricks_manifest".
+    deps=[AssetDep("bricks_manifest", partition_mapping=AllPartitionMapping())],
     check_specs=[AssetCheckSpec("files_verified", asset="coadd_cache", blocking=True,
                                 description="Every brick cached in this run has all required files with "
                                             "sizes and sha256 matching its _SUCCESS record")],
@@ -86,17 +91,31 @@ def _cache_result(summary: dict, bricks: list[str], *, failed: dict, missing: li
 
 
 @asset(
-    group_name="coadds", kinds={"json", "parquet"}, owners=["team:darkhalo"], code_version="4b-blacklist-1",
-    deps=[AssetDep("coadd_cache", partition_mapping=AllPartitionMapping())],
+    partitions_def=tier_partitions, group_name="coadds", kinds={"json", "parquet"}, owners=["team:darkhalo"],
+    code_version="4b-blacklist-2",
+    deps=["bricks_manifest",   # the tier's brick list (same partitions: identity mapping)
+          AssetDep("coadd_cache", partition_mapping=AllPartitionMapping())],
 )
 def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResource) -> MaterializeResult:
-    """Every brick recorded missing upstream (HTTP 404), with its evidence.
+    """The tier's bricks recorded missing upstream (HTTP 404), with their evidence.
 
-    Written as a table and as the seed's `brick_blacklist.json` (a JSON list of names).
+    Upstream is `coadd_cache` of the tier's bricks. Which bricks those are is data (the tier's
+    `bricks_manifest`), and Dagster cannot map a tier to a set of dynamic brick partitions
+    statically, so the dependency is declared on every `coadd_cache` partition
+    (AllPartitionMapping) and the asset reads the tier's brick list from `bricks_manifest[tier]`.
+    The evidence (status, URL, time) is recorded once per brick by the cache fill, in
+    `phase4b/missing/<brick>.json`, and shared by every tier using that brick; this asset writes
+    only the tier's list: `phase4b/brick_blacklist/<tier>.parquet` (with the evidence) and
+    `<tier>.json` (the seed's JSON list of names).
     """
+    tier = context.partition_key
     store = data_store.store()
-    records = [json.loads(store.read_bytes(f"{layout.missing_dir}/{name}")) for name in store.ls(layout.missing_dir)
-               if name.endswith(".json")]
+    bricks = read_tier_bricks(store, tier)
+    if bricks is None:
+        raise Failure(f"tier {tier} has no bricks_manifest yet: materialize bricks_manifest[{tier}] "
+                      "(and coadd_cache for its bricks) first")
+    records = [json.loads(store.read_bytes(layout.missing_evidence(b))) for b in bricks
+               if store.exists(layout.missing_evidence(b))]
     records.sort(key=lambda r: r["brickname"])
     table = pa.table({
         "brickname": pa.array([r["brickname"] for r in records], pa.string()),
@@ -105,11 +124,15 @@ def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResourc
         "time": pa.array([r["missing"]["time"] for r in records], pa.string()),
         "file": pa.array([r["missing"]["file"] for r in records], pa.string()),
     })
-    write_table(store, layout.blacklist_parquet, table)
+    write_table(store, layout.blacklist_parquet(tier), table)
     names = table.column("brickname").to_pylist()
-    store.write_bytes_atomic(layout.blacklist_json, json.dumps(names, indent=1).encode())
-    return MaterializeResult(metadata={
-        "dagster/row_count": len(names), "bricks": json_md(names),
+    listing = json.dumps(names, indent=1).encode()
+    store.write_bytes_atomic(layout.blacklist_json(tier), listing)
+    # The data version is the list downstream reads: a re-run that finds the same missing bricks
+    # (even with fresher evidence times) leaves injection_tasks[tier] fresh, a new one makes it stale.
+    return MaterializeResult(data_version=DataVersion(hashlib.sha256(listing).hexdigest()[:16]), metadata={
+        "dagster/row_count": len(names), "bricks": json_md(names), "tier_bricks": len(bricks),
+        "path": MetadataValue.path(store.url(layout.blacklist_parquet(tier))),
         "evidence": MetadataValue.md("| brick | status | url | time |\n|---|---|---|---|\n" + "\n".join(
             f"| {r['brickname']} | {r['missing']['status']} | {r['missing']['url']} | {r['missing']['time']} |"
             for r in records[:50]))})
@@ -124,19 +147,20 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
     materialization of that brick's `coadd_cache` partition, so the partitions view and
     lineage are the same as after a backfill, and the `files_verified` check is recorded as
     evaluated (see `files_verified_evaluations`). Re-running resumes: verified bricks are skipped.
+    The tier's bricks are those `bricks_manifest[tier]` registered; the missing ones then reach
+    `brick_blacklist[tier]`, which this fill marks stale (materialize it next).
     """
-    from darkhalo_assets.storage.datasets import read_table
-
     tier = context.partition_key
     store = data_store.store()
-    if not store.exists(layout.tier_bricks(tier)):
-        raise Failure(f"tier {tier} has no manifests yet: materialize injection_manifests[{tier}] and bricks_manifest")
-    bricks = read_table(store, layout.tier_bricks(tier)).column("brickname").to_pylist()
+    bricks = read_tier_bricks(store, tier)
+    if bricks is None:
+        raise Failure(f"tier {tier} has no bricks_manifest yet: materialize injection_manifests[{tier}] "
+                      f"and bricks_manifest[{tier}] first")
     registered = set(context.instance.get_dynamic_partitions(brick_partitions.name))
     unregistered = [b for b in bricks if b not in registered]
     if unregistered:
         raise Failure(f"{len(unregistered)} bricks of tier {tier} are not registered partitions "
-                      f"(e.g. {unregistered[:3]}): materialize bricks_manifest first")
+                      f"(e.g. {unregistered[:3]}): materialize bricks_manifest[{tier}] first")
     context.log.info(f"filling the coadd cache for tier {tier}: {len(bricks):,} bricks")
 
     results_rel = layout.fill_run_results(context.run.run_id, tier)
@@ -147,7 +171,7 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
             context.log_event(AssetMaterialization(asset_key="coadd_cache", partition=b["brickname"], metadata={
                 "status": b["status"], "bytes_downloaded": b["bytes_downloaded"], "tier_fill": tier,
                 "engine": job.metadata["engine/name"]}))
-    context.log.info(f"tier {tier} cache fill: {job.summary['summary']}")
+    context.log.info(f"tier {tier} cache fill: {job.summary['summary']}; next: materialize brick_blacklist[{tier}]")
     checked = [(b["brickname"], b["verified_ok"], b["problems"]) for b in rows
                if b["verified_ok"] is not None]      # None: not deep-verified in this run (skipped, missing, failed)
     for evaluation in files_verified_evaluations(checked, tier):

@@ -21,10 +21,10 @@ from darkhalo_assets.layout import layout
 @asset(
     partitions_def=tier_partitions, group_name="injection", kinds={"parquet"}, owners=["team:darkhalo"],
     code_version="4b-tasks-1",
-    deps=["injection_manifests", "brick_blacklist",
+    deps=["injection_manifests", "brick_blacklist",   # both per tier: identity mappings
           AssetDep("coadd_cache", partition_mapping=AllPartitionMapping())],
     check_specs=[AssetCheckSpec("no_blacklisted_bricks", asset="injection_tasks", blocking=True,
-                                description="Zero overlap between injection_tasks and brick_blacklist")],
+                                description="Zero overlap between injection_tasks and the tier's brick_blacklist")],
     metadata={"dagster/column_schema": table_schema(schemas.MANIFEST)},
 )
 def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
@@ -34,7 +34,7 @@ def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
     tier = context.partition_key
     cfg = config.phase4()
     store, cache = data_store.store(), data_store.cache_store()
-    blacklist = read_blacklist(store)
+    blacklist = read_blacklist(store, tier)
     removed, kept, not_cached, overlap = {}, {}, {}, 0
     # One listing of the cache, not a request per brick (180k HEADs on S3 would take hours).
     srv = survey.definition

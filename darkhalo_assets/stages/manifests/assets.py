@@ -1,12 +1,16 @@
-"""Stage 4a assets: ``injection_manifests`` [tier] and ``bricks_manifest`` (registers bricks)."""
+"""Stage 4a assets: ``injection_manifests`` [tier] and ``bricks_manifest`` [tier] (registers bricks)."""
 
 
-from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetDep,
+import hashlib
+import json
+
+import pyarrow.compute as pc
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, DataVersion,
                      AssetExecutionContext, MaterializeResult, MetadataValue, asset)
 
 from darkhalo_assets import schemas
-from darkhalo_assets.storage.datasets import write_dataset
-from darkhalo_assets.stages.manifests.build import build_bricks_manifest
+from darkhalo_assets.storage.datasets import write_table
+from darkhalo_assets.stages.manifests.build import build_bricks_manifest, build_tier_bricks_manifest
 from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.storage.specs import store_spec
 from resources.phase3 import Phase3SourceResource
@@ -108,31 +112,40 @@ def manifest_check_results(values: dict) -> list[AssetCheckResult]:
 
 
 @asset(
-    group_name="manifests", kinds={"parquet"}, owners=["team:darkhalo"], code_version="4a-bricks-1",
-    deps=[AssetDep("injection_manifests", partition_mapping=AllPartitionMapping())],
+    partitions_def=tier_partitions, group_name="manifests", kinds={"parquet"}, owners=["team:darkhalo"],
+    code_version="4a-bricks-2", deps=["injection_manifests"],  # same partitions: identity mapping
 )
 def bricks_manifest(context: AssetExecutionContext, data_store: DataStoreResource) -> MaterializeResult:
-    """Unique bricks over the materialized tiers, with the tiers that use each one.
+    """The tier's unique bricks, with the tasks and distinct galaxies each one carries.
 
-    Registers every brick as a key of the `bricks` dynamic partitions (in chunks), which is
-    what `coadd_cache` is partitioned by.
+    Registers every brick not yet registered as a key of the `bricks` dynamic partitions (in
+    chunks; a brick shared with another tier is registered once), which is what `coadd_cache`
+    is partitioned by. The union over tiers is in the metadata (`bricks_all_tiers`) and, as a
+    table, from `darkhalo_assets.stages.manifests.build.build_bricks_manifest`.
     """
+    tier = context.partition_key
     store = data_store.store()
-    table = build_bricks_manifest(store, list(TIERS))
-    write_dataset(store, layout.bricks_manifest, [table])
+    table = build_tier_bricks_manifest(store, tier)
+    write_table(store, layout.bricks_manifest(tier), table)
     keys = table.column("brickname").to_pylist()
     existing = set(context.instance.get_dynamic_partitions(brick_partitions.name))
     new = [k for k in keys if k not in existing]
     for i in range(0, len(new), BRICKS_CHUNK):
         context.instance.add_dynamic_partitions(brick_partitions.name, new[i:i + BRICKS_CHUNK])
         context.log.info(f"registered {min(i + BRICKS_CHUNK, len(new)):,}/{len(new):,} new brick partitions")
+    union = build_bricks_manifest(store, list(TIERS))
     per_tier = {}
-    for tiers in table.column("tiers").to_pylist():
+    for tiers in union.column("tiers").to_pylist():
         for t in tiers.split(","):
             per_tier[t] = per_tier.get(t, 0) + 1
-    return MaterializeResult(metadata={
-        "dagster/row_count": table.num_rows, "bricks_per_tier": json_md(per_tier),
+    # The data version is the table's content, so re-running a tier with the same bricks and
+    # counts leaves coadd_cache fresh.
+    content = json.dumps(table.to_pydict(), sort_keys=True).encode()
+    return MaterializeResult(data_version=DataVersion(hashlib.sha256(content).hexdigest()[:16]), metadata={
+        "dagster/row_count": table.num_rows, "n_tasks": int(pc.sum(table["n_tasks"]).as_py() or 0),
+        "n_galaxies": int(pc.sum(table["n_galaxies"]).as_py() or 0),
         "newly_registered_partitions": len(new), "registered_partitions_total": len(existing) + len(new),
-        "path": MetadataValue.path(store.url(layout.bricks_manifest)),
+        "bricks_all_tiers": union.num_rows, "bricks_per_tier": json_md(per_tier),
+        "path": MetadataValue.path(store.url(layout.bricks_manifest(tier))),
         "bricks_preview": MetadataValue.md("\n".join(f"- `{k}`" for k in keys[:20]) + ("\n- ..." if len(keys) > 20 else "")),
     })

@@ -88,11 +88,41 @@ def build_tier_manifests(store: Store, cand: Candidates, cfg: Phase4Config, tier
     return summary
 
 
+def build_tier_bricks_manifest(store: Store, tier: str) -> pa.Table:
+    """The unique bricks of the tier's committed experiments, sorted, with per brick the tasks
+    (rows over all experiments) and the distinct galaxies (brickname, objid) they inject into.
+
+    The experiments are the ones ``injection_manifests[tier]`` recorded in its stage config, so
+    this follows what was built (run-config overrides included) without being told them again.
+    """
+    rel = layout.stage_config(tier)
+    if not store.exists(rel):
+        raise FileNotFoundError(f"tier {tier} has no manifests yet ({store.url(rel)} is missing): "
+                                f"materialize injection_manifests[{tier}] first")
+    experiments = sorted(json.loads(store.read_bytes(rel))["experiments"])
+    from darkhalo_assets.storage.datasets import read_dataset
+    per_galaxy = []
+    for exp_id in experiments:
+        t = read_dataset(store, layout.manifest(exp_id), columns=["brickname", "objid"])
+        per_galaxy.append(t.group_by(["brickname", "objid"]).aggregate([([], "count_all")]))
+    if not per_galaxy:
+        return pa.table({"brickname": pa.array([], pa.string()), "n_tasks": pa.array([], pa.int64()),
+                         "n_galaxies": pa.array([], pa.int64())})
+    galaxies = pa.concat_tables(per_galaxy).group_by(["brickname", "objid"]).aggregate([("count_all", "sum")])
+    out = galaxies.group_by("brickname").aggregate([("count_all_sum", "sum"), ("objid", "count")])
+    out = pa.table({"brickname": out["brickname"], "n_tasks": out["count_all_sum_sum"].cast(pa.int64()),
+                    "n_galaxies": out["objid_count"].cast(pa.int64())})
+    return out.sort_by("brickname")
+
+
 def build_bricks_manifest(store: Store, tiers: list[str]) -> pa.Table:
-    """Unique bricks over the given tiers, with the tiers that use each and their task counts."""
+    """The union over tiers for operators: unique bricks over the given tiers' committed
+    ``bricks_manifest[tier]`` tables, with the tiers that use each and their summed task counts.
+    Nothing downstream reads it (every asset follows one tier)."""
     import pandas as pd
     from darkhalo_assets.storage.datasets import read_table
-    frames = [read_table(store, layout.tier_bricks(t)).to_pandas() for t in tiers if store.exists(layout.tier_bricks(t))]
+    frames = [read_table(store, layout.bricks_manifest(t)).to_pandas().assign(tier=t)
+              for t in tiers if store.exists(layout.bricks_manifest(t))]
     if not frames:
         return pa.table({"brickname": pa.array([], pa.string()), "tiers": pa.array([], pa.string()),
                          "n_tasks": pa.array([], pa.int64())})
