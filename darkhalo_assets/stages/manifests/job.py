@@ -91,7 +91,7 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     fp = build.tier_fingerprint(cfg, tier, fp_input)
     timings["sample_s"] = time.perf_counter() - t0 - timings["read_inputs_s"]
 
-    todo = [e for e in cfg.experiments(tier) if force or not is_committed(store, build.layout.manifest(e[0]), fp)]
+    todo = [e for e in cfg.experiments(tier) if force or not is_committed(store, layout.manifest(e[0]), fp)]
     ends = row_ends(sample, cfg)
     n_rows = int(ends[-1]) if ends.size else 0
     parts = range(n_parts(n_rows, part_rows)) if todo else range(0)
@@ -101,7 +101,7 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     log(f"tier {tier}: {len(sample.index):,} galaxies, {len(todo)} experiment(s) to write "
         f"({len(units)} parts of <= {part_rows:,} rows), {len(cfg.experiments(tier)) - len(todo)} already committed")
     for e in todo:
-        uncommit(store, build.layout.manifest(e[0]))
+        uncommit(store, layout.manifest(e[0]))
 
     t1 = time.perf_counter()
     written = []
@@ -123,13 +123,13 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     n_controls = count_control_rows(sample, cfg)
     for e in todo:
         done = [w for w in written if w["experiment_id"] == e[0]]
-        commit_experiment(store, build.layout.manifest(e[0]), done, fingerprint=fp, experiment_id=e[0],
+        commit_experiment(store, layout.manifest(e[0]), done, fingerprint=fp, experiment_id=e[0],
                           controls=n_controls)
     # Every experiment is committed now, so this only samples again and writes the brick list and summary.
     summary = build.build_tier_manifests(store, cand, cfg, tier, input_fingerprint=fp_input, force=False)
     for e in todo:
         summary["experiments"][e[0]]["action"] = "written"
-    store.write_bytes_atomic(build.layout.stage_config(tier), json.dumps(summary, indent=1, sort_keys=True,
+    store.write_bytes_atomic(layout.stage_config(tier), json.dumps(summary, indent=1, sort_keys=True,
                                                                       default=str).encode())
     t2 = time.perf_counter()
     checks = manifest_check_values(store, cfg, tier, summary)
