@@ -1,11 +1,13 @@
-"""Stage 4d on the local engine and on the spark engine (spark-submit, local[2]) side by side.
+"""Stage 4d on the local, spark (spark-submit) and pyspark engines side by side (local[2]).
 
 Writes a synthetic tier's metrics (bench_completeness.build_table: 2 experiments, 811 regions,
 12 selection sets, 10% controls) as committed injection shards, then computes the tier's
-completeness tables both ways from the same files: local = read the shards + compute_surfaces
-in one process (what the asset does); spark = the completeness Spark job standalone (JVM
-start included). Prints both wall times, the ratio, the Spark job's phases, and whether the
-written tables are identical.
+completeness tables three ways from the same files, each engine running the stage's job
+(stages/completeness/job.py: completeness_tables - groups of shards as units, scanned then
+counted, counts merged on the driver): local = in this process (one unit); spark = spark-submit
+of the generic entry point (JVM start included); pyspark = a SparkSession in this process
+(session start included). Prints the wall times, the ratios, the jobs' phases, and whether the
+written tables are identical to the local engine's.
 
     .venv/bin/python benchmarks/bench_completeness_spark.py [--rows 3000000] [--shards 24]
 """
@@ -23,15 +25,14 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_completeness import build_table  # noqa: E402
-from spark_standalone import submit_standalone  # noqa: E402
+from spark_standalone import run_local, run_pyspark, stop_pyspark, submit_standalone  # noqa: E402
 
 from darkhalo_assets import schemas  # noqa: E402
 from darkhalo_assets.config.defaults import COMPLETENESS  # noqa: E402
-from darkhalo_assets.stages.completeness.run import TABLES, read_surfaces, surfaces_of, write_surfaces  # noqa: E402
+from darkhalo_assets.layout import layout  # noqa: E402
+from darkhalo_assets.stages.completeness.run import TABLES, read_surfaces  # noqa: E402
 from darkhalo_assets.storage.datasets import SUCCESS  # noqa: E402
-from darkhalo_assets.stages.injection.run import read_metrics  # noqa: E402
 from darkhalo_assets.storage.store import Store  # noqa: E402
-from darkhalo_assets.layout import layout
 
 JOB = "darkhalo_assets.stages.completeness.job:completeness_tables"
 TIER = "bench"
@@ -54,9 +55,22 @@ def write_shards(store: Store, table: pa.Table, n_shards: int) -> None:
     names = [f"shard-{i:05d}-bench" for i in range(n_shards)]
     idx = np.arange(n)
     for i, name in enumerate(names):
-        pq.write_table(full.take(idx[idx % n_shards == i]), out.url(f"metrics/{name}.parquet"),
+        pq.write_table(full.take(idx[idx % n_shards == i]), out.url(layout.metrics_shard(name)),
                        compression="zstd")
     out.write_bytes_atomic(SUCCESS, json.dumps({"shards": names, "tasks": n}).encode())
+
+
+def job_params(store: Store) -> dict:
+    """What the asset passes the completeness job for the tasks view."""
+    return {"tier": TIER, "options": OPTIONS, "view": "tasks", "data_store": {"root": store.root},
+            "metrics_rel": layout.injection(TIER)}
+
+
+def phases(wall: float, s: dict) -> str:
+    tm = s["timings"]
+    return (f"scan+plan {tm['scan_s']:.1f} s, count {tm['count_s']:.1f} s, finish {tm['finish_s']:.1f} s; "
+            f"outside the job {wall - tm['total_s']:.1f} s; {s['partitions']} unit(s) of shards, "
+            f"{s['count_mib']:.1f} MiB of counts merged")
 
 
 def main() -> None:
@@ -64,42 +78,41 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=3_000_000)
     ap.add_argument("--shards", type=int, default=24)
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--rows-per-partition", type=int, default=2_000_000)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench4d-spark-"))
-    local, spark = Store(str(work / "local")), Store(str(work / "spark"))
+    stores = {e: Store(str(work / e)) for e in ("local", "spark", "pyspark")}
     t0 = time.perf_counter()
     table = build_table(a.rows)
-    for s in (local, spark):
-        (Path(s.root) / layout.injection(TIER) / "metrics").mkdir(parents=True)
+    for s in stores.values():
+        (Path(s.root) / layout.injection(TIER) / layout.metrics_dir).mkdir(parents=True)
         write_shards(s, table, a.shards)
     del table
     print(f"{a.rows:,} metrics rows in {a.shards} shards (written in {time.perf_counter() - t0:.1f} s); "
           f"nproc={os.cpu_count()} (shared machine)")
 
-    t0 = time.perf_counter()
-    metrics = read_metrics(local.child(layout.injection(TIER)))
-    t_read = time.perf_counter() - t0
-    res = surfaces_of(metrics, OPTIONS)
-    write_surfaces(local, TIER, res)
-    t_local = time.perf_counter() - t0
-    print(f"local  (one process)            : {t_local:6.1f} s  (read shards {t_read:.1f} s)  "
-          f"{a.rows / t_local / 1e6:5.2f} M rows/s  {len(res['surfaces']):,} surface rows")
-    del metrics, res
-
-    extras = {"tier": TIER, "options": OPTIONS, "data_store": {"root": spark.root},
-              "metrics_rel": layout.injection(TIER), "rows_per_partition": a.rows_per_partition}
-    t_spark, md = submit_standalone(JOB, extras, a.master, work)
-    tm = md["engine/timings"]
+    t_local, s, _ = run_local(JOB, job_params(stores["local"]))
+    print(f"local  (one process)            : {t_local:6.1f} s  {a.rows / t_local / 1e6:5.2f} M rows/s  "
+          f"{s['surface_rows']:,} surface rows")
+    print(f"   job phases: {phases(t_local, s)}")
+    t_spark, s, _ = submit_standalone(JOB, job_params(stores["spark"]), a.master, work)
     print(f"spark  ({a.master}, spark-submit): {t_spark:6.1f} s  {a.rows / t_spark / 1e6:5.2f} M rows/s  "
-          f"ratio spark/local {t_spark / t_local:.2f}")
-    print(f"   job phases: scan+plan {tm['scan_s']:.1f} s, count (read, shuffle by region, count) {tm['count_s']:.1f} s, "
-          f"finish {tm['finish_s']:.1f} s; JVM start + session {t_spark - tm['total_s']:.1f} s; "
-          f"{md['engine/partitions']} partitions, {md['engine/counts_mib']:.1f} MiB of counts collected")
-    a_tabs, b_tabs = read_surfaces(local, TIER), read_surfaces(spark, TIER)
-    same = all(a_tabs[n].equals(b_tabs[n]) for n in TABLES)
-    print(f"tables identical: {same}")
-    if not same:
+          f"ratio to local {t_spark / t_local:.2f}")
+    print(f"   job phases: {phases(t_spark, s)} (JVM start + session)")
+    try:
+        t_py, s, py_md = run_pyspark(JOB, job_params(stores["pyspark"]), a.master)
+    finally:
+        stop_pyspark()
+    print(f"pyspark ({a.master}, session)   : {t_py:6.1f} s  {a.rows / t_py / 1e6:5.2f} M rows/s  "
+          f"ratio to local {t_py / t_local:.2f}")
+    print(f"   job phases: {phases(t_py, s)} (session start + code zip)")
+    print(f"   pyspark session start (once per process; later runs reuse it): {py_md['bench/session_start_s']:.1f} s")
+    local_tabs = read_surfaces(stores["local"], TIER)
+    same = {}
+    for e in ("spark", "pyspark"):
+        tabs = read_surfaces(stores[e], TIER)
+        same[e] = all(local_tabs[n].equals(tabs[n]) for n in TABLES)
+    print("tables identical to local: " + ", ".join(f"{e} {v}" for e, v in same.items()) + f"   (work dir {work})")
+    if not all(same.values()):
         sys.exit(1)
 
 
