@@ -3,7 +3,53 @@ import numpy as np
 import pytest
 
 from darkhalo_assets.survey import bricks
+from darkhalo_assets.science.hashing import mix_keys, uniform01
 from darkhalo_assets.science.splits import region_split, region_u
+
+
+@pytest.fixture(scope="module")
+def desiutil_table():
+    """desiutil's own brick table (the Legacy Surveys' reference tiling), built once."""
+    Bricks = pytest.importorskip("desiutil.brick").Bricks
+    return Bricks(bricksize=0.25).to_table()
+
+
+def test_every_brick_equals_desiutils_tiling(desiutil_table):
+    ref, ours = desiutil_table, bricks.all_bricks()
+    assert len(ref) == len(ours["brickname"]) == bricks.N_BRICKS
+    bad = np.flatnonzero(ref["BRICKNAME"].data.astype(str) != ours["brickname"].astype(str))
+    assert bad.size == 0, f"{bad.size} names differ, e.g. ours {list(ours['brickname'][bad[:3]])} " \
+                          f"vs desiutil {list(ref['BRICKNAME'][bad[:3]])}"
+    for ours_col, ref_col in [("brickid", "BRICKID"), ("brickrow", "BRICKROW"), ("brickcol", "BRICKCOL")]:
+        assert np.array_equal(ours[ours_col], ref[ref_col].data), ours_col
+    for col in ("ra", "dec", "ra1", "ra2", "dec1", "dec2"):   # bit-identical, not approximately
+        assert np.array_equal(ours[col], ref[col.upper()].data), col
+
+
+def test_names_that_truncation_got_wrong_and_the_polar_bricks():
+    # centre RA 39.5999...: desiutil rounds ra*10000 before keeping four digits
+    assert bricks.brick("0396m587").brickname == "0396m587"
+    with pytest.raises(bricks.InvalidBrickName):
+        bricks.brick("0395m587")
+    for name, dec in [("1800m900", -90.0), ("1800p900", 90.0)]:
+        b = bricks.brick(name)
+        assert (b.ra, b.dec, b.ra1, b.ra2) == (180.0, dec, 0.0, 360.0)
+    assert bricks.brickname_at(0.0, -90.0) == "1800m900"
+
+
+def test_brick_lookup_of_any_point_equals_desiutil():
+    Bricks = pytest.importorskip("desiutil.brick").Bricks
+    ref = Bricks(bricksize=0.25)
+    b = bricks.all_bricks()
+    n = 200_000
+    ra = 360.0 * uniform01(mix_keys(np.arange(n), salt=1))
+    dec = np.degrees(np.arcsin(2.0 * uniform01(mix_keys(np.arange(n), salt=2)) - 1.0))
+    # plus every brick's lower-left corner: points on an edge belong to the brick above/right
+    ra = np.concatenate([ra, b["ra1"], [0.0, 359.999999, 0.0]])
+    dec = np.concatenate([dec, b["dec1"], [90.0, -89.9, -90.0]])
+    idx = bricks.brick_at(ra, dec)
+    assert np.array_equal(b["brickid"][idx], ref.brickid(ra, dec))
+    assert np.array_equal(bricks.brickname_at(ra, dec).astype(str), ref.brickname(ra, dec))
 
 
 def test_tiling_has_exactly_the_dr10_number_of_bricks_with_unique_names():
