@@ -94,6 +94,7 @@ def injection_metrics_extra_schema(bands: tuple[str, ...] = DR10_BANDS) -> pa.Sc
         ("cutout_ok", pa.bool_()), ("cutout_reason", pa.string()),
         ("arc_snr", pa.float32()), ("blind_resid_snr", pa.float32()),
         ("bad_pixel_frac", pa.float32()), ("wise_mask_frac", pa.float32()),
+        *_per_band("bad_pixel_frac_", bands, pa.float32()),
         *_per_band("psf_fwhm_", bands, pa.float32()), *_per_band("psf_source_", bands, pa.string()),
         *_per_band("src_flux_", bands, pa.float32()), *_per_band("injected_flux_", bands, pa.float32()),
         ("magnification", pa.float32()),

@@ -15,6 +15,7 @@ import typing
 from typing import Annotated, Any, Union
 
 from darkhalo_assets.science.sources import SOURCE_KINDS
+from darkhalo_assets.survey.base import BAD_PIXEL_RULES
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, PrivateAttr, StrictInt, StrictStr,
                       ValidationError, field_validator, model_validator)
 
@@ -148,6 +149,29 @@ class GridDefaultsModel(_Model):
         return AXIS_RANGES.get(info.field_name, lambda x: x)(v)
 
 
+class InjectionModel(_Model):
+    """Stage 4c science options (docs/stage_4c_injection.md)."""
+    # per_band: each band masked with its own SATUR_/ALLMASK_ bits plus the band-free ones;
+    # r_only: the seed's rule (bits 0, 1, 3, 6, 10, 11) in every band.
+    bad_pixel_rule: StrictStr = "per_band"
+    # Poisson noise of the injected light, gain from the coadd's invvar and the nominal sky.
+    arc_shot_noise: bool = False
+
+    @field_validator("bad_pixel_rule")
+    @classmethod
+    def _rule(cls, v):
+        if v not in BAD_PIXEL_RULES:
+            raise ValueError(f"must be one of {BAD_PIXEL_RULES}, got {v!r}")
+        return v
+
+    @field_validator("arc_shot_noise", mode="before")
+    @classmethod
+    def _strict_bool(cls, v):
+        if type(v) is not bool:
+            raise ValueError(f"must be true or false, got {v!r}")
+        return v
+
+
 class TierModel(_Model):
     grid: StrictStr
     sampling: StrictStr
@@ -214,6 +238,7 @@ class Phase4Model(_Model):
     grids: dict[str, GridModel]
     grid_defaults: GridDefaultsModel = GridDefaultsModel()
     tiers: dict[str, TierModel]
+    injection: InjectionModel = InjectionModel()
 
     @field_validator("replicates")
     @classmethod

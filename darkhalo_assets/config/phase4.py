@@ -144,6 +144,11 @@ class Phase4Config:
     def strata(self) -> list[dict]:
         return [s.model_dump() for s in self.model.strata]
 
+    @property
+    def injection(self) -> dict:
+        """Stage 4c options: bad_pixel_rule, arc_shot_noise (config/models.InjectionModel)."""
+        return self.model.injection.model_dump()
+
     def grid(self, name: str) -> Grid:
         return Grid(name, self.model.grids[name].axes, self.model.grid_defaults.model_dump(exclude_unset=True))
 

@@ -21,6 +21,7 @@ from darkhalo_assets.survey import bricks
 from darkhalo_assets.survey.bricks import validate_brickname
 
 PER_BAND_KINDS = ("image", "invvar", "psfsize")
+BAD_PIXEL_RULES = ("per_band", "r_only")   # see Survey.band_bad_pixel_masks
 NERSC_LEGACYSURVEY_URL = "https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/"
 
 
@@ -51,9 +52,18 @@ class Survey:
     wise_bit_names: tuple[str, ...] = ("WISEM1", "WISEM2")
     brick_pixels: int = 3600           # coadd side in pixels
     per_band_kinds: tuple[str, ...] = PER_BAND_KINDS
+    # The "per_band" bad-pixel rule: these bits make a pixel bad in every band, and
+    # ``<prefix><BAND>`` (SATUR_G, ALLMASK_G, ...) only in its own band.
+    band_free_bad_bit_names: tuple[str, ...] = ("NPRIMARY", "BRIGHT", "BAILOUT", "MEDIUM")
+    per_band_bad_bit_prefixes: tuple[str, ...] = ("SATUR_", "ALLMASK_")
+    # Nominal dark-sky brightness per band (AB mag / arcsec^2), for the arc shot-noise gain;
+    # empty when the survey documents none.
+    sky_mag_pairs: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
-        unknown = [b for b in self.bad_pixel_bit_names + self.wise_bit_names if b not in self.maskbits]
+        per_band = tuple(p + b.upper() for p in self.per_band_bad_bit_prefixes for b in self.bands)
+        unknown = [b for b in self.bad_pixel_bit_names + self.wise_bit_names + self.band_free_bad_bit_names
+                   + per_band if b not in self.maskbits]
         if unknown:
             raise ValueError(f"survey {self.name!r}: bits {unknown} are not in its MASKBITS; "
                              f"known: {sorted(self.maskbits)}")
@@ -78,6 +88,29 @@ class Survey:
     @property
     def bad_pixel_mask(self) -> int:
         return sum(1 << b for b in self.bad_pixel_bits)
+
+    def band_bad_pixel_masks(self, rule: str = "per_band") -> dict[str, int]:
+        """Per band, the MASKBITS that make a pixel of that band bad.
+
+        ``per_band``: the band-free bits plus the band's own SATUR_/ALLMASK_ bits (a pixel
+        saturated in g is bad in g only). ``r_only``: the seed's rule, ``bad_pixel_mask``
+        (r's saturation and ALLMASK bits) in every band.
+        """
+        if rule == "r_only":
+            return {b: self.bad_pixel_mask for b in self.bands}
+        if rule != "per_band":
+            raise ValueError(f"unknown bad-pixel rule {rule!r}; known: {BAD_PIXEL_RULES}")
+        common = sum(self.bit(n) for n in self.band_free_bad_bit_names)
+        return {b: common | sum(self.bit(p + b.upper()) for p in self.per_band_bad_bit_prefixes)
+                for b in self.bands}
+
+    def sky_nmgy_per_pixel(self, band: str) -> float:
+        """The nominal dark sky of ``band`` in nanomaggies per pixel (``sky_mag_pairs``)."""
+        sky = dict(self.sky_mag_pairs)
+        if band not in sky:
+            raise KeyError(f"survey {self.name!r} documents no sky brightness for band {band!r} "
+                           f"(sky_mag_pairs {self.sky_mag_pairs}); the arc shot-noise model needs one")
+        return float(self.nanomaggies(sky[band]) * self.pixel_scale_arcsec ** 2)
 
     @property
     def wise_mask(self) -> int:

@@ -34,20 +34,26 @@ _MASKBITS_DR10 = (
     ("BAILOUT", 10), ("MEDIUM", 11), ("GALAXY", 12), ("CLUSTER", 13), ("SATUR_I", 14),
     ("ALLMASK_I", 15), ("SUB_BLOB", 16),
 )
-# The seed's 4c/4d rule: these bits make a pixel bad.
+# The seed's 4c/4d rule: these bits make a pixel bad (in every band: the "r_only" rule).
 _BAD_PIXEL_BITS = ("NPRIMARY", "BRIGHT", "SATUR_R", "ALLMASK_R", "BAILOUT", "MEDIUM")
+# The "per_band" rule: these in every band, plus SATUR_<band> and ALLMASK_<band> in their band.
+_BAND_FREE_BAD_PIXEL_BITS = ("NPRIMARY", "BRIGHT", "BAILOUT", "MEDIUM")
+# Nominal DECam dark sky, AB mag/arcsec^2: legacyzpts' ``sky0`` (from decstat.pro), which the
+# Legacy Surveys' CCD zero-point pipeline uses for its depth estimates.
+_DECAM_SKY_MAG = (("g", 22.04), ("r", 20.91), ("z", 18.46))
 
 DR10_SOUTH = Survey(
     name="dr10_south", release="dr10", tree="south", bands=("g", "r", "z"),
     pixel_scale_arcsec=0.262, zeropoint=22.5,
     maskbit_pairs=_MASKBITS_DR10, bad_pixel_bit_names=_BAD_PIXEL_BITS,
+    band_free_bad_bit_names=_BAND_FREE_BAD_PIXEL_BITS, sky_mag_pairs=_DECAM_SKY_MAG,
 )
 
 DR10_NORTH = Survey(
     name="dr10_north", release="dr10", tree="north", bands=("g", "r", "z"),
     pixel_scale_arcsec=0.262, zeropoint=22.5,
     maskbit_pairs=tuple((n, b) for n, b in _MASKBITS_DR10 if n not in ("SATUR_I", "ALLMASK_I")),
-    bad_pixel_bit_names=_BAD_PIXEL_BITS,
+    bad_pixel_bit_names=_BAD_PIXEL_BITS, band_free_bad_bit_names=_BAND_FREE_BAD_PIXEL_BITS,
 )
 
 SURVEYS = {s.name: s for s in (DR10_SOUTH, DR10_NORTH)}

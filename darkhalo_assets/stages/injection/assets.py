@@ -35,7 +35,7 @@ class InjectionRunConfig(Phase4RunConfig):
 
 @asset(
     partitions_def=tier_partitions, group_name="injection", kinds={"parquet", "numpy"}, owners=["team:darkhalo"],
-    code_version="4c-1", deps=["injection_tasks"], pool="compute",
+    code_version="4c-2", deps=["injection_tasks"], pool="compute",
     check_specs=[AssetCheckSpec("every_task_accounted_for", asset="injected_cutouts", blocking=True,
                                 description="One metrics row per injection task, each with an outcome")],
     metadata={"dagster/column_schema": table_schema(schemas.INJECTION_METRICS)},
@@ -56,7 +56,7 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
               "cache_store": store_spec(data_store.cache_store()), "task_rels": [layout.injection_tasks(e) for e in experiments],
               "out_rel": layout.injection(tier), "survey": survey.survey,
               "settings": {"psf_model": config.psf_model, "moffat_beta": config.moffat_beta,
-                           "supersample": config.supersample}}
+                           "supersample": config.supersample, **cfg.injection}}
     job = compute.run_job(context, "darkhalo_assets.stages.injection.job:inject_tier", params)
     summary, run = job.summary, job.summary["run"]
     engine_md = {**job.metadata, "engine/shards": run["shards"], "engine/shards_run": run["shards_run"],

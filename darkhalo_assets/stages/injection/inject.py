@@ -22,8 +22,10 @@ import pyarrow.compute as pc
 from darkhalo_assets import schemas
 from darkhalo_assets.layout import COMMIT_MARKER
 from darkhalo_assets.science.detect import blind_residual_snr
+from darkhalo_assets.science.hashing import mix_keys, stable_hash64, to_int63
 from darkhalo_assets.science.psf import PSFSpec
 from darkhalo_assets.science.render import render_arc
+from darkhalo_assets.science.shot_noise import arc_shot_noise, arc_variance, effective_gain
 from darkhalo_assets.survey.base import Survey
 from darkhalo_assets.survey.dr10 import DR10_SOUTH
 from darkhalo_assets.science.task_params import draw_task_params
@@ -53,6 +55,13 @@ class InjectionSettings:
     supersample: int = 4
     edge_policy: str = "flag"        # flag: metrics row only, no stamp (never zero-padded)
     write_arc_model: bool = True
+    bad_pixel_rule: str = "per_band"  # Survey.band_bad_pixel_masks: per_band | r_only (the seed's)
+    arc_shot_noise: bool = False     # science/shot_noise.py; off = the seed's noiseless arcs
+
+
+# The arc shot-noise generator of a task: its task_seed mixed with this salt (a stream of
+# its own, so turning noise on never moves another draw).
+_SHOT_NOISE_SALT = stable_hash64("darkhalo arc shot noise")
 
 
 class _Metrics:
@@ -107,18 +116,22 @@ def _psf_fwhm(psf_map: np.ndarray | None, brick_psf: dict[str, float], bands: st
 class _Stamp:
     """One good cutout (a host at one stamp size and band set) with what every task on it reuses."""
     cut: Cutout
-    weight: np.ndarray      # (bands, N, N) float64 invvar on good pixels, 0 elsewhere (arc S/N)
-    bad_frac: float
+    weight: np.ndarray      # (bands, N, N) float64 invvar on the band's good pixels, 0 elsewhere (arc S/N)
+    bad_frac: float         # pixels bad in at least one of the stamp's bands
+    band_bad_frac: dict     # band -> fraction of pixels bad in that band
     wise_frac: float
     # the detector's score of the untouched cutout: controls of one host (replicates) have
     # the same pixels, so the same score (~1.4 ms each; half the tasks of a training tier)
     control_score: float | None = None
 
     @classmethod
-    def of(cls, cut: Cutout, survey: Survey) -> "_Stamp":
-        bad = (cut.maskbits & survey.bad_pixel_mask) != 0
-        weight = np.where(~bad[None] & (cut.invvar > 0), cut.invvar, 0.0)
-        return cls(cut, weight, float(bad.mean()), float(((cut.maskbits & survey.wise_mask) != 0).mean()))
+    def of(cls, cut: Cutout, survey: Survey, bands: str, rule: str) -> "_Stamp":
+        masks = survey.band_bad_pixel_masks(rule)
+        bad = np.stack([(cut.maskbits & masks[b]) != 0 for b in bands])
+        weight = np.where(~bad & (cut.invvar > 0), cut.invvar, 0.0)
+        return cls(cut, weight, float(bad.any(axis=0).mean()),
+                   {b: float(bad[k].mean()) for k, b in enumerate(bands)},
+                   float(((cut.maskbits & survey.wise_mask) != 0).mean()))
 
 
 def _float_column(tasks: pa.Table, name: str) -> np.ndarray:
@@ -173,7 +186,7 @@ def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettin
         st = stamps.get(key)
         if st is None:
             cut = _select_bands(crop(host_cuts[key[0]], key[1]), bands, all_bands)
-            st = stamps[key] = _Stamp.of(cut, survey) if cut.ok else cut
+            st = stamps[key] = _Stamp.of(cut, survey, bands, settings.bad_pixel_rule) if cut.ok else cut
         if isinstance(st, Cutout):
             metrics.reason[i] = st.reason
             continue
@@ -209,6 +222,8 @@ def _inject_task(i: int, st: _Stamp, row: dict, is_control: bool, bands: str, br
         num[f"psf_fwhm_{b}"][i] = fwhm[k] if k >= 0 else math.nan
         text[f"psf_source_{b}"][i] = psf_src[k] if k >= 0 else ""
     num["bad_pixel_frac"][i] = st.bad_frac
+    for b, frac in st.band_bad_frac.items():
+        num[f"bad_pixel_frac_{b}"][i] = frac
     num["wise_mask_frac"][i] = st.wise_frac
     if is_control:
         num["arc_snr"][i] = 0.0
@@ -221,10 +236,18 @@ def _inject_task(i: int, st: _Stamp, row: dict, is_control: bool, bands: str, br
     r = render_arc(cut.image.shape[1:], cut.host_xy, p.lens(), p.source(), p.band_flux(bands), psfs,
                    pixel_scale=survey.pixel_scale_arcsec, supersample=settings.supersample)
     arc = r.image
-    injected = cut.image + arc
+    weight = st.weight
+    if settings.arc_shot_noise:
+        gain = effective_gain(cut.invvar, [survey.sky_nmgy_per_pixel(b) for b in bands])
+        rng = np.random.default_rng(int(to_int63(mix_keys(int(row["task_seed"]), salt=_SHOT_NOISE_SALT))))
+        injected = cut.image + (arc + arc_shot_noise(arc, gain, rng))
+        # the S/N's variance is the coadd's plus the arc's own: 1/w -> 1/w + a/gain
+        weight = np.where(weight > 0, 1.0 / (1.0 / np.where(weight > 0, weight, 1.0) + arc_variance(arc, gain)), 0.0)
+    else:
+        injected = cut.image + arc
     a = arc.ravel().astype(np.float64)
     a *= a
-    a *= st.weight.ravel()   # (not np.dot: BLAS threads would spin on the other cores)
+    a *= weight.ravel()   # (not np.dot: BLAS threads would spin on the other cores)
     num["arc_snr"][i] = math.sqrt(float(a.sum()))
     num["magnification"][i] = r.magnification
     for b in survey.bands:
