@@ -84,6 +84,8 @@ def manifest_schema(bands: tuple[str, ...] = DR10_BANDS) -> pa.Schema:
         ("theta_e_arcsec", pa.float32()), ("src_dmag", pa.float32()), ("src_flux_ratio", pa.float32()),
         ("src_reff_arcsec", pa.float32()),
         ("src_e", pa.float32()), ("shear", pa.float32()), ("src_type", pa.string()), ("src_sersic_n", pa.float32()),
+        # the grid's lens shape; NaN: the seed's tie (axis ratio from src_e, PA uniform per task)
+        ("lens_axis_ratio", pa.float32()), ("lens_pa_fixed_deg", pa.float32()),
     ])
 
 

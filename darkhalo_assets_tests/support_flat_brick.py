@@ -64,7 +64,8 @@ def flat_tasks(n: int, *, stamp: int = 64, rmag: float = 17.0, src_dmag: float =
     row = {"task_id": None, "experiment_id": "flat", "brickname": BRICK, "ra": b.ra, "dec": b.dec,
            "stamp_size": stamp, "bandset": bandset, "is_control": False, "theta_e_arcsec": theta_e,
            "src_type": "sersic", "src_e": 0.0, "shear": 0.0, "src_reff_arcsec": src_reff, "src_sersic_n": 1.0,
-           "rmag": rmag, "src_dmag": src_dmag, **{f"psfsize_{x}": 1.2 for x in "grz"}, **columns}
+           "rmag": rmag, "src_dmag": src_dmag, **{f"psfsize_{x}": 1.2 for x in "grz"},
+           "lens_axis_ratio": float("nan"), "lens_pa_fixed_deg": float("nan"), **columns}   # NaN: as 4a writes unset axes
     rows = [{**row, "task_id": f"t{i:04d}", "task_seed": seed0 + i} for i in range(n)]
     schema = schemas.MANIFEST
     return pa.table({f.name: pa.array([r.get(f.name) for r in rows], type=f.type) for f in schema})

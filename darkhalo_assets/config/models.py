@@ -20,7 +20,10 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, PrivateAttr, Stric
                       ValidationError, field_validator, model_validator)
 
 GRID_AXES = ("theta_e_arcsec", "src_dmag", "src_flux_ratio", "src_reff_arcsec", "src_e", "shear",
-             "src_type", "src_sersic_n")
+             "src_type", "src_sersic_n", "lens_axis_ratio", "lens_pa_fixed_deg")
+# Lens axes a grid may leave unset (also in grid_defaults): then the seed's tie holds, the lens
+# axis ratio from src_e and the lens PA uniform in [0, 180) per task (science/task_params.py).
+LENS_AXES = ("lens_axis_ratio", "lens_pa_fixed_deg")
 SRC_TYPES = SOURCE_KINDS  # the registered source light profiles (science/sources.py)
 SAMPLING_MODES = ("per_config", "per_split")
 SELECTION_POLICIES = ("union_dedup", "one_set")
@@ -68,6 +71,8 @@ AXIS_RANGES = {
     "src_e": _range_check(0.0, 1.0, hi_open=True),
     "shear": _range_check(0.0),
     "src_sersic_n": _range_check(*SERSIC_N_RANGE),
+    "lens_axis_ratio": _range_check(0.0, 1.0, lo_open=True),
+    "lens_pa_fixed_deg": _range_check(0.0, 180.0, hi_open=True),
 }
 
 
@@ -95,6 +100,8 @@ class GridModel(_Model):
     shear: list[Real] = None
     src_type: list[StrictStr] = None
     src_sersic_n: list[Real] = None
+    lens_axis_ratio: list[Real] = None
+    lens_pa_fixed_deg: list[Real] = None
 
     _order: tuple[str, ...] = PrivateAttr(default=())
 
@@ -140,6 +147,8 @@ class GridDefaultsModel(_Model):
     shear: Real | None = None
     src_type: StrictStr | None = None
     src_sersic_n: Real | None = None
+    lens_axis_ratio: Real | None = None
+    lens_pa_fixed_deg: Real | None = None
 
     @field_validator(*GRID_AXES)
     @classmethod

@@ -3,9 +3,12 @@
 Conventions:
 - Ellipticity -> axis ratio: q = (1 - e) / (1 + e) (e = |e1 + i e2| of lenstronomy, so
   e = 0.3 is q = 0.538). Used for the source (``src_e``) and the lens.
-- The lens ellipticity is the row's ``lens_e`` when the manifest has that column; the
-  current MANIFEST contract has only ``src_e``, which the seed also applied to the lens
-  ("SIE (q from e); SIS when e = 0 and shear = 0"), so it falls back to ``src_e``.
+- Lens shape: the grid may set the lens axis ratio (``lens_axis_ratio``) and fix the lens
+  PA (``lens_pa_fixed_deg``) on their own; where the row has no finite value the seed's tie
+  holds: the lens axis ratio from the row's ``lens_e`` if present, else from ``src_e`` (the
+  seed applied ``src_e`` to the lens: "SIE (q from e); SIS when e = 0 and shear = 0"), and
+  the lens PA uniform in [0, 180) from the task seed (drawn either way, so a fixed PA never
+  moves another draw).
 - Source position: uniform over a disc of radius 0.8 theta_E in the source plane, centred
   on the lens (offset 0 when theta_E = 0).
 - Angles uniform: source PA and lens PA in [0, 180) deg, external shear angle phi in
@@ -98,6 +101,14 @@ def _field(row: Mapping[str, Any], name: str) -> float:
     return float(v)
 
 
+def _optional(row: Mapping[str, Any], name: str) -> float | None:
+    """A grid value the row may lack: None when absent, null or NaN (not set by the grid)."""
+    v = row.get(name)
+    if v is None or not math.isfinite(float(v)):
+        return None
+    return float(v)
+
+
 def draw_task_params(row: Mapping[str, Any]) -> TaskParams:
     """Draw one task's parameters from a manifest row (schemas.MANIFEST columns)."""
     seed = int(row["task_seed"]) if "task_seed" in row else None
@@ -112,6 +123,10 @@ def draw_task_params(row: Mapping[str, Any]) -> TaskParams:
     takes = profile_parameters(src_type)
     src_e = _field(row, "src_e")
     lens_e = _field(row, "lens_e") if row.get("lens_e") is not None else src_e
+    lens_q = _optional(row, "lens_axis_ratio")
+    if lens_q is not None and not 0.0 < lens_q <= 1.0:
+        raise ValueError(f"lens_axis_ratio must be in (0, 1], got {lens_q!r}")
+    lens_pa = _optional(row, "lens_pa_fixed_deg")
     shear = _field(row, "shear")
     reff = _field(row, PARAMETER_COLUMNS["r_eff"]) if "r_eff" in takes else 0.0
     n = _field(row, PARAMETER_COLUMNS["n"]) if "n" in takes else 1.0
@@ -126,7 +141,8 @@ def draw_task_params(row: Mapping[str, Any]) -> TaskParams:
     m_g, m_z = m_r + gr, m_r - rz
     f_g, f_r, f_z = (float(v) for v in mag_to_nmgy([m_g, m_r, m_z]))
     return TaskParams(
-        theta_e=theta_e, lens_q=e_to_q(lens_e), lens_pa_deg=180.0 * float(u[3]),
+        theta_e=theta_e, lens_q=e_to_q(lens_e) if lens_q is None else lens_q,
+        lens_pa_deg=180.0 * float(u[3]) if lens_pa is None else lens_pa,
         shear_g1=shear * math.cos(2.0 * shear_phi), shear_g2=shear * math.sin(2.0 * shear_phi),
         src_type=src_type, src_n=n, src_reff=reff, src_q=e_to_q(src_e), src_pa_deg=180.0 * float(u[2]),
         src_x=radius * math.cos(phi), src_y=radius * math.sin(phi),

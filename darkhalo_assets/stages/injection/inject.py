@@ -39,9 +39,9 @@ STAMP_SCHEMA = pa.schema([
     ("image", pa.list_(pa.float32())), ("invvar", pa.list_(pa.float32())), ("maskbits", pa.list_(pa.int32())),
     ("arc_model", pa.list_(pa.float32())),
 ])
-# Manifest columns draw_task_params reads (lens_e is optional).
+# Manifest columns draw_task_params reads (lens_e and the lens axes are optional).
 _PARAM_COLUMNS = ("task_seed", "theta_e_arcsec", "src_type", "src_e", "lens_e", "shear", "src_reff_arcsec",
-                  "src_sersic_n", "rmag", "src_dmag")
+                  "src_sersic_n", "rmag", "src_dmag", "lens_axis_ratio", "lens_pa_fixed_deg")
 _PARAM_FIELDS = ("src_x_arcsec", "src_y_arcsec", "lens_q", "lens_pa_deg", "shear_g1", "shear_g2", "src_q",
                  "src_pa_deg", "src_gr", "src_rz")
 _PARAM_ATTRS = ("src_x", "src_y", "lens_q", "lens_pa_deg", "shear_g1", "shear_g2", "src_q", "src_pa_deg",

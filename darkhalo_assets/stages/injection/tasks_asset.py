@@ -20,7 +20,7 @@ from darkhalo_assets.layout import layout
 
 @asset(
     partitions_def=tier_partitions, group_name="injection", kinds={"parquet"}, owners=["team:darkhalo"],
-    code_version="4b-tasks-1",
+    code_version="4b-tasks-2",   # 4b-tasks-2: the manifests' lens axis columns
     deps=["injection_manifests", "brick_blacklist",   # both per tier: identity mappings
           AssetDep("coadd_cache", partition_mapping=AllPartitionMapping())],
     check_specs=[AssetCheckSpec("no_blacklisted_bricks", asset="injection_tasks", blocking=True,

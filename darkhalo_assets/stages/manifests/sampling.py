@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from darkhalo_assets import schemas
 from darkhalo_assets.science.hashing import hex128, mix_keys, stable_hash64, stable_hash64_many, to_int63, uniform01
+from darkhalo_assets.config.models import LENS_AXES
 from darkhalo_assets.config.phase4 import Phase4Config
 
 log = logging.getLogger(__name__)
@@ -368,6 +369,8 @@ def iter_manifest_chunks(cand: Candidates, sample: TierSample, cfg: Phase4Config
             "src_e": pa.array(per_config("src_e")), "shear": pa.array(per_config("shear")),
             "src_type": pa.array(np.where(ctrl, "none", gc["src_type"][cidx]).astype(str)),
             "src_sersic_n": pa.array(per_config("src_sersic_n")),
+            # NaN = not set by the grid: the injection keeps the seed's tie (task_params.py)
+            **{axis: pa.array(per_config(axis, control_value=np.nan)) for axis in LENS_AXES},
         }
         for name in STRATUM_COLUMNS:   # a stratum the config does not use is -1, not absent
             cols.setdefault(name, pa.array(np.full(len(rows), -1, dtype=np.int8)))
