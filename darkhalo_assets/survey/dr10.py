@@ -13,8 +13,11 @@ DR10_NORTH, what was used for it:
 - MASKBITS: the DR10 bitmask page (legacysurvey.org/dr10/bitmasks, legacypipe bits.py at
   DR10.0.12) defines one table for both trees; the north imaging has no i band, so bits 14/15
   (SATUR_I, ALLMASK_I, "always zero prior to DR10") can never be set there and are left out
-  of its table. The injection "bad pixel" rule is the south one (NPRIMARY, BRIGHT, SATUR_R,
+  of its table. The injection "bad pixel" rules are the south ones (per band: NPRIMARY,
+  BRIGHT, BAILOUT, MEDIUM plus the band's SATUR_/ALLMASK_; r_only: NPRIMARY, BRIGHT, SATUR_R,
   ALLMASK_R, BAILOUT, MEDIUM): every one of those bits exists in the north.
+- No nominal sky brightness is recorded for BASS/MzLS, so the arc shot-noise option is
+  refused for the north (``Survey.sky_nmgy_per_pixel`` names the band).
 - Footprint: the north tree covers Dec >~ 32.4 deg in the north Galactic cap; synthetic
   north skies are drawn there (synthetic/phase3.py SKIES).
 - Tree ``north/`` under the DR10 release root. (Caveat: the public DR10 release at NERSC
