@@ -10,7 +10,7 @@ from support_flat_brick import PIX, flat_tasks, write_flat_brick
 from darkhalo_assets.science.shot_noise import arc_shot_noise, effective_gain
 from darkhalo_assets.stages.injection.inject import InjectionSettings, inject_brick
 from darkhalo_assets.stamps import load_stamps
-from darkhalo_assets.survey.dr10 import DR10_SOUTH
+from darkhalo_assets.survey.dr10 import DR10_NORTH, DR10_SOUTH
 
 INVVAR = {"g": 4e4, "r": 2.5e4, "z": 4e3}     # 1/nanomaggy^2, flat
 # legacyzpts' nominal DECam dark sky (AB mag/arcsec^2) at 0.262"/px, as nanomaggies per pixel
@@ -84,3 +84,9 @@ def test_draws_are_per_task_and_reproducible(flat_runs):
         assert np.array_equal(x, y)
     noise = [img - arc for img, arc in zip(on["image"], on["arc_model"])]
     assert not np.array_equal(noise[0], noise[1])
+
+
+def test_a_survey_without_a_documented_sky_refuses_the_option(tmp_path):
+    cache = write_flat_brick(tmp_path, invvar=INVVAR, maskbits=np.zeros((PIX, PIX), np.int32))
+    with pytest.raises(ValueError, match="dr10_north.*sky brightness for band 'g'.*arc_shot_noise"):
+        inject_brick(flat_tasks(1), cache, InjectionSettings(arc_shot_noise=True), survey=DR10_NORTH)

@@ -64,6 +64,18 @@ class InjectionSettings:
 _SHOT_NOISE_SALT = stable_hash64("darkhalo arc shot noise")
 
 
+def check_settings(settings: InjectionSettings, survey: Survey) -> None:
+    """Refuse settings the survey cannot honour before any stamp is made (ValueError)."""
+    try:
+        survey.band_bad_pixel_masks(settings.bad_pixel_rule)
+        if settings.arc_shot_noise:
+            for b in survey.bands:
+                survey.sky_nmgy_per_pixel(b)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"injection settings do not fit survey {survey.name!r}: {e.args[0]} "
+                         "(set injection.bad_pixel_rule / injection.arc_shot_noise in the Phase 4 config)") from None
+
+
 class _Metrics:
     """INJECTION_METRICS_EXTRA as numpy columns: floats NaN, strings None until set."""
 
@@ -150,6 +162,7 @@ def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettin
     read_mode: how cutouts are read (cutouts.BrickImages; the values never depend on it).
     ``survey``: the files, bands, mask bits and pixel scale of the cached coadds.
     """
+    check_settings(settings, survey)
     n = tasks.num_rows
     all_bands = "".join(survey.bands)
     if n == 0:

@@ -61,6 +61,9 @@ def inject_tier(params: dict, runner, log) -> dict:
     store = store_from_spec(params["data_store"])
     out_rel = params["out_rel"]
     settings = InjectionSettings(**params.get("settings", {}))
+    from darkhalo_assets.stages.injection.inject import check_settings
+    from darkhalo_assets.survey.base import survey_named
+    check_settings(settings, survey_named(params.get("survey", "dr10_south")))   # before any shard is staged
     tasks = read_tasks(store, params["task_rels"])
     shards = plan_shards(tasks, int(params.get("shard_tasks", 2000)))
     out = store.child(out_rel)
