@@ -18,16 +18,12 @@ ROW = {"task_seed": 987654321, "theta_e_arcsec": 1.0, "src_dmag": 1.5, "src_reff
        "shear": 0.03, "src_type": "sersic", "src_sersic_n": 1.0, "rmag": 19.0}
 
 
-def test_unset_lens_axes_keep_the_seed_tie_exactly():
+def test_lens_axes_change_the_lens_only_and_unset_axes_keep_the_seed_tie():
     tied = draw_task_params(ROW)
     for unset in ({}, {"lens_axis_ratio": None, "lens_pa_fixed_deg": None},
                   {"lens_axis_ratio": math.nan, "lens_pa_fixed_deg": math.nan}):
         assert draw_task_params(dict(ROW, **unset)) == tied
     assert tied.lens_q == pytest.approx(e_to_q(0.3)) == tied.src_q
-
-
-def test_lens_axes_change_the_lens_only():
-    tied = draw_task_params(ROW)
     own = draw_task_params(dict(ROW, lens_axis_ratio=0.55, lens_pa_fixed_deg=30.0))
     assert (own.lens_q, own.lens_pa_deg) == (0.55, 30.0)
     changed = {k for k, v in own.as_dict().items() if v != tied.as_dict()[k]}
@@ -37,9 +33,11 @@ def test_lens_axes_change_the_lens_only():
 
 
 @pytest.mark.parametrize("bad", [{"lens_axis_ratio": [0.0]}, {"lens_axis_ratio": [1.2]}, {"lens_pa_fixed_deg": [180]}])
-def test_config_refuses_lens_values_out_of_range(bad):
-    with pytest.raises(ValueError, match=next(iter(bad))):
+def test_config_takes_lens_axes_and_refuses_values_out_of_range(bad):
+    axis = next(iter(bad))
+    with pytest.raises(ValueError, match=f"grids.grid_small.{axis}.*is outside"):
         load_config({"grids": {"grid_small": bad}})
+    assert load_config({"grids": {"grid_small": {axis: [0.5]}}}).grid("grid_small").axes[axis] == [0.5]
 
 
 @pytest.fixture(scope="module")
