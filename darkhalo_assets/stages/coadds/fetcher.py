@@ -6,10 +6,10 @@ JSON record (written last, atomically) of every required file's size and sha256.
 A file is *verified* when ``_SUCCESS`` lists it with the size the store reports: such
 files are skipped without a request (with ``reverify``, only if its sha256 also matches; a
 file that differs from the record, in size or content, is moved to the cache's quarantine
-with evidence before it is re-fetched; stage 4c checks sha256 on every use). Files committed by a killed run but not yet in a
-``_SUCCESS`` are re-verified in place (sha256 + FITS check) and adopted rather than
-downloaded again — every committed file passed verification before its rename, so a
-readable one is trusted. Adding a kind to ``files`` therefore fetches only that kind.
+with evidence before it is re-fetched; stage 4c checks sha256 on every use). Files
+committed by a killed run but not yet in a ``_SUCCESS`` are re-verified in place (sha256 +
+FITS check) and adopted rather than downloaded again — every committed file passed
+verification before its rename, so a readable one is trusted. Adding a kind to ``files`` therefore fetches only that kind.
 
 A 404 is data: the brick is reported ``missing`` with the URL, status and time. The
 first file that has to be fetched is fetched alone, so a brick absent upstream costs
