@@ -10,11 +10,14 @@ flipped bytes), so whoever *uses* cached bytes checks their sha256 against the r
 - stage 4b when a fill is asked to re-verify (``reverify``): every listed file is re-hashed
   instead of being skipped on its size alone.
 
-sha256 rather than the FITS CHECKSUM/DATASUM cards: both read every byte (measured on one
-core: sha256 ~1.0 GB/s, the numpy ones'-complement sum ~2.9 GB/s, i.e. ~0.1 s vs ~0.04 s for
-a ~120 MB DR10 brick), but the cards live inside the file they vouch for, so an edit that
-rewrites them, or a file written without them (the synthetic survey's), passes; the sha256
-in ``_SUCCESS`` is what the fill verified and committed, kept outside the file.
+sha256 rather than the FITS CHECKSUM/DATASUM cards: both read every byte, and the cards cost
+about half as much CPU on large files (``benchmarks/bench_cache_reverify.py``: 0.73 vs 1.49 GB
+per CPU-second on 1800^2 px coadds; on 400^2 px ones header parsing makes the cards dearer,
+0.75 vs 0.50), but the cards live inside the file they vouch for, so an edit that rewrites
+them, or a file written without them (the synthetic survey's), passes; the sha256 in
+``_SUCCESS`` is what the fill verified and committed, kept outside the file. In stage 4c the
+check is 0.2% (dense synthetic bricks) to 6.4% (DR10-like LRG density) of the CPU time
+(``bench_injection_e2e.py --breakdown``).
 
 A brick that fails is quarantined (``quarantine``): the failing files and the ``_SUCCESS``
 that vouched for them move to ``layout.cache_quarantine(brick, tag)`` beside an
