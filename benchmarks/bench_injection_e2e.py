@@ -85,11 +85,12 @@ def _breakdown(tasks: pa.Table, cache: Store, out: Store) -> None:
         return g
     saved = [(inject, "render_arc"), (inject, "blind_residual_snr"), (inject, "draw_task_params"),
              (inject, "_stamps_table"), (inject, "_metrics_table"), (cutouts.BrickImages, "read_hosts"),
-             (cutouts.BrickImages, "cutouts"), (run, "inject_brick")]   # cutouts: before read_hosts
+             (cutouts.BrickImages, "cutouts"), (cutouts.BrickImages, "_verify"),
+             (run, "inject_brick")]   # cutouts: before read_hosts
     originals = [(obj, name, getattr(obj, name)) for obj, name in saved if hasattr(obj, name)]
     labels = {"render_arc": "render_arc (science/render.py)", "blind_residual_snr": "blind_residual_snr (science/detect.py)",
               "read_hosts": "cutout reads (cfitsio tiles)", "cutouts": "cutout reads (cfitsio tiles)",
-              "inject_brick": "inject_brick total"}
+              "_verify": "cache sha256 check vs _SUCCESS (cache_integrity)", "inject_brick": "inject_brick total"}
     write = run.pq.write_table
     try:
         for obj, name, f in originals:

@@ -64,7 +64,7 @@ def tier_brick_batches(registered: list[str], tier_bricks: set[str], size: int) 
     return batches
 
 
-def run_tier(tier: str, force: bool = False) -> None:
+def run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> None:
     _ensure_instance_home()
     from dagster import DagsterInstance
 
@@ -84,7 +84,8 @@ def run_tier(tier: str, force: bool = False) -> None:
     tier_bricks = set(read_tier_bricks(defs.resources["data_store"].store(), tier))
     for batch in tier_brick_batches(instance.get_dynamic_partitions(brick_partitions.name), tier_bricks,
                                     BRICKS_PER_RUN):
-        _materialize(defs, instance, ["coadd_cache"], run_config=cfg("coadd_cache"),
+        _materialize(defs, instance, ["coadd_cache"],
+                     run_config={"ops": {"coadd_cache": {"config": {**rc, "reverify": reverify_cache}}}},
                      tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1]},
                      label=f"coadd_cache[{batch[0]}...{batch[-1]}] ({len(batch)} bricks)")
     _materialize(defs, instance, ["brick_blacklist"], partition_key=tier, label=f"brick_blacklist[{tier}]")
@@ -104,9 +105,12 @@ def main(argv=None) -> None:
     from darkhalo_assets.config.phase4 import load_config
     run.add_argument("--tier", default="debug", choices=load_config().tier_names)
     run.add_argument("--force", action="store_true", help="redo finished units of work")
+    run.add_argument("--reverify-cache", action="store_true",
+                     help="re-hash every cached coadd of the tier against its _SUCCESS (a full sweep; "
+                          "corrupt files are quarantined and re-fetched)")
     args = p.parse_args(argv)
     if args.cmd == "run":
-        run_tier(args.tier, force=args.force)
+        run_tier(args.tier, force=args.force, reverify_cache=args.reverify_cache)
 
 
 if __name__ == "__main__":

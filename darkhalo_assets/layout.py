@@ -66,6 +66,13 @@ class Layout:
         """Cache root: the brick's commit record (sizes and sha256 of its files)."""
         return f"{brick}/{self.commit_marker}"
 
+    quarantine_dir: str = "_quarantine"
+
+    def cache_quarantine(self, brick: str, tag: str) -> str:
+        """Cache root: files of a brick that failed verification against its commit record,
+        moved aside with an ``evidence.json`` (``tag``: when and by which process)."""
+        return f"{self.quarantine_dir}/{brick}/{tag}"
+
     missing_dir: str = "phase4b/missing"
 
     def missing_evidence(self, brick: str) -> str:

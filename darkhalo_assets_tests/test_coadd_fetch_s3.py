@@ -98,3 +98,57 @@ def test_denied_s3_write_fails_the_brick_with_the_real_error_and_no_secrets(serv
     with pytest.raises(CoaddFetchError, match="(?i)bucket"):
         r.raise_for_failure()
     assert list((tmp_path / "spool").rglob("*.tmp")) == []
+
+
+def test_tampered_s3_object_is_caught_by_4c_quarantined_and_refetched(survey, server, s3, tmp_path):
+    """Issue #12 items 3-4 on s3: an object rewritten with flipped bytes (same size) is refused
+    by stage 4c's reader, moved aside on s3 with evidence, and re-fetched by a reverify fill."""
+    from darkhalo_assets.cache_integrity import CorruptCachedBrick, quarantine
+    from darkhalo_assets.stages.injection.cutouts import BrickImages
+    root, src = survey
+    b, prefix = BRICKS[1], "tamper/cache"
+    with make_fetcher(server, s3, prefix, tmp_path) as f:
+        assert f.fetch_brick(b).status == "cached"
+    name = COADD_FILES[4].filename(b)
+    key = f"{prefix}/{b}/{name}"
+    data = bytearray(s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())
+    data[-3000:-2936] = bytes(x ^ 0xFF for x in data[-3000:-2936])
+    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=bytes(data))
+
+    cache = Store(f"s3://{s3.bucket}/{prefix}", storage_options=s3.storage_options)
+    with pytest.raises(CorruptCachedBrick) as e:
+        BrickImages(cache, b)
+    [p] = e.value.problems
+    assert p.file == name and p.brickname == b and "sha256" in p.problem and b in str(e.value)
+
+    where = quarantine(cache, b, e.value.problems, found_by="test")
+    objects = s3_listing(s3, prefix)                       # read back through boto3
+    assert f"{where}/{name}" in objects and f"{where}/_SUCCESS" in objects and f"{where}/evidence.json" in objects
+    assert f"{b}/{name}" not in objects and f"{b}/_SUCCESS" not in objects
+    server.reset_counts()
+    with make_fetcher(server, s3, prefix, tmp_path) as f:
+        r = f.fetch_brick(b)
+        assert r.status == "cached" and server.total_gets() == 1
+    assert s3_listing(s3, prefix)[f"{b}/{name}"] == src[coadd_relpath(b, COADD_FILES[4])]
+    BrickImages(cache, b).close()                          # verified again, readable
+
+
+def test_reverify_fill_on_s3_quarantines_and_refetches(survey, server, s3, tmp_path):
+    root, src = survey
+    b, prefix = BRICKS[2], "sweep/cache"
+    with make_fetcher(server, s3, prefix, tmp_path) as f:
+        assert f.fetch_brick(b).status == "cached"
+    name = COADD_FILES[0].filename(b)
+    key = f"{prefix}/{b}/{name}"
+    data = bytearray(s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())
+    data[100:104] = b"XXXX"                                # inside the primary header: same size
+    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=bytes(data))
+    server.reset_counts()
+    with make_fetcher(server, s3, prefix, tmp_path, reverify=True) as f:
+        r = f.fetch_brick(b)
+    assert r.status == "cached" and server.total_gets() == 1 and r.quarantined.startswith(f"_quarantine/{b}/")
+    objects = s3_listing(s3, prefix)
+    assert objects[f"{b}/{name}"] == src[coadd_relpath(b, COADD_FILES[0])]
+    evidence = json.loads(s3.client.get_object(Bucket=s3.bucket, Key=f"{prefix}/{r.quarantined}/evidence.json")
+                          ["Body"].read())
+    assert evidence["problems"][0]["file"] == name and evidence["found_by"] == "coadd_cache fill"

@@ -4,14 +4,16 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from darkhalo_assets.storage.store import Store
+from darkhalo_assets.storage.store import Store, is_under, normalize_root
 
 
 class DataStoreResource(ConfigurableResource):
     """Where every darkhalo output lives. Local paths or ``s3://bucket/prefix``.
 
     ``cache_root`` must lie under ``allowed_cache_prefix`` when that is set, so a typo in
-    run config cannot scatter 180k bricks' files somewhere unintended.
+    run config cannot scatter 180k bricks' files somewhere unintended. Both are normalised
+    (``.``, ``..``, repeated slashes) before the comparison and the store opens the normalised
+    root, so ``<prefix>/../elsewhere`` is refused and what was checked is what is written.
     """
 
     root: str = Field(default="data/outputs", description="Root of every asset's output (dir or s3://)")
@@ -29,7 +31,10 @@ class DataStoreResource(ConfigurableResource):
 
     def cache_store(self) -> Store:
         if self.allowed_cache_prefix:
-            prefix = self.allowed_cache_prefix.rstrip("/") + "/"
-            if not (self.cache_root.rstrip("/") + "/").startswith(prefix):
-                raise ValueError(f"cache_root {self.cache_root!r} is outside the allowed prefix {prefix!r}")
+            root = normalize_root(self.cache_root)
+            if not is_under(root, self.allowed_cache_prefix):
+                raise ValueError(f"cache_root {self.cache_root!r} (normalised: {root!r}) is outside the allowed "
+                                 f"prefix {normalize_root(self.allowed_cache_prefix)!r}: set cache_root to a "
+                                 "directory below it, or change allowed_cache_prefix (DARKHALO_CACHE_PREFIX)")
+            return Store(root, self._options(root))
         return Store(self.cache_root, self._options(self.cache_root))

@@ -20,6 +20,44 @@ class UnsafePath(ValueError):
     """A relative path that would leave the store's root."""
 
 
+def normalize_root(root: str) -> str:
+    """``root`` as the place it names: a local path made absolute with ``.``, ``..`` and repeated
+    slashes folded; an ``s3://bucket/key`` with the same folded in the key.
+
+    A check on the raw string is a check on spelling (``<data>/../x`` starts with ``<data>``),
+    so prefixes are compared after this. Lexical on purpose: a symlink an operator placed
+    (a cache directory on a bigger disk) is a decision, not a typo. A key whose ``..`` would
+    climb above its bucket is refused rather than clamped.
+    """
+    root = str(root)
+    if "://" not in root:
+        return os.path.abspath(root)
+    scheme, rest = root.split("://", 1)
+    if scheme == "file":
+        return "file://" + os.path.abspath(rest)
+    bucket, _, key = rest.partition("/")
+    if not bucket or bucket in (".", ".."):
+        raise UnsafePath(f"{root!r} names no bucket")
+    parts: list[str] = []
+    for p in key.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if not parts:
+                raise UnsafePath(f"{root!r} climbs above its bucket {bucket!r}")
+            parts.pop()
+        else:
+            parts.append(p)
+    return f"{scheme}://{bucket}" + "".join(f"/{p}" for p in parts)
+
+
+def is_under(root: str, prefix: str) -> bool:
+    """Whether ``root`` is ``prefix`` or lies below it, both normalised first (whole path
+    components: ``/data2`` is not under ``/data``)."""
+    root, prefix = normalize_root(root), normalize_root(prefix)
+    return root == prefix or root.startswith(prefix.rstrip("/") + "/")
+
+
 def _check_rel(rel: str) -> str:
     if not isinstance(rel, str) or rel.startswith("/") or "\\" in rel or "://" in rel:
         raise UnsafePath(f"unsafe relative path {rel!r}")

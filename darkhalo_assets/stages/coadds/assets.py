@@ -13,6 +13,8 @@ from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult
                      AssetExecutionContext, AssetMaterialization, BackfillPolicy, DataVersion, Failure, MaterializeResult,
                      MetadataValue, Nothing, OpExecutionContext, Out, asset, job, op)
 
+from pydantic import Field
+
 from darkhalo_assets.stages.coadds.job import brick_records
 from darkhalo_assets.storage.datasets import write_table
 from darkhalo_assets.engines.base import ComputeEngine
@@ -34,10 +36,17 @@ SURVEY_FIELDS = ("connect_timeout_s", "read_timeout_s", "max_attempts", "backoff
                  "concurrency", "brick_pixels")
 
 
+class CacheFillConfig(Phase4RunConfig):
+    reverify: bool = Field(default=False, description=(
+        "Re-hash every cached file against its brick's _SUCCESS instead of trusting its size (a full "
+        "re-verify sweep of the bricks in the run; reads every byte). Files that differ are quarantined "
+        "under <cache_root>/_quarantine/<brick>/ with evidence.json and re-fetched"))
+
+
 def fill_params(survey: SurveyResource, data_store: DataStoreResource, bricks: list[str], force: bool,
-                results_rel: str | None = None) -> dict:
+                results_rel: str | None = None, reverify: bool = False) -> dict:
     """The fill job's parameters: the bricks, the SurveyResource's fetcher settings, where things go."""
-    return {"bricks": list(bricks), "force": bool(force),
+    return {"bricks": list(bricks), "force": bool(force), "reverify": bool(reverify),
             "survey": {"url": survey.url, "survey": survey.survey, **{f: getattr(survey, f) for f in SURVEY_FIELDS}},
             "data_store": store_spec(data_store.store()), "cache_store": store_spec(data_store.cache_store()),
             "results_rel": results_rel}
@@ -46,7 +55,7 @@ def fill_params(survey: SurveyResource, data_store: DataStoreResource, bricks: l
 @asset(
     partitions_def=brick_partitions, group_name="coadds", kinds={"fits"}, owners=["team:darkhalo"],
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=BRICKS_PER_RUN), pool="downloads",
-    code_version="4b-1",
+    code_version="4b-2",
     # A brick belongs to any number of tiers and which ones is data (bricks_manifest[tier]
     # registers it), so no static mapping says which tier partitions a brick comes from: the
     # edge keeps the lineage and says "registered by some tier's bricks_manifest".
@@ -55,7 +64,7 @@ def fill_params(survey: SurveyResource, data_store: DataStoreResource, bricks: l
                                 description="Every brick cached in this run has all required files with "
                                             "sizes and sha256 matching its _SUCCESS record")],
 )
-def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
+def coadd_cache(context: AssetExecutionContext, config: CacheFillConfig, survey: SurveyResource,
                 data_store: DataStoreResource, compute: ComputeEngine) -> MaterializeResult:
     """The 10 DR10 coadd files of each brick (image/invvar/psfsize g,r,z + maskbits) in the cache.
 
@@ -64,7 +73,8 @@ def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey:
     On the spark/emr engines the run's bricks are fetched by Spark executors with the same fetcher.
     """
     bricks = list(context.partition_keys)
-    job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force))
+    job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force,
+                                                         reverify=config.reverify))
     rows = brick_records(data_store.store(), job.summary)
     return _cache_result(job.summary["summary"], bricks,
                          failed={b["brickname"]: b["error"] for b in rows if b["status"] == "failed"},
@@ -139,7 +149,7 @@ def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResourc
 
 
 @op(out=Out(Nothing), pool="downloads")
-def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, survey: SurveyResource,
+def fill_tier_bricks(context: OpExecutionContext, config: CacheFillConfig, survey: SurveyResource,
                      data_store: DataStoreResource, compute: ComputeEngine) -> None:
     """Fill the coadd cache for every brick of one tier, in one run.
 
@@ -164,7 +174,8 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
     context.log.info(f"filling the coadd cache for tier {tier}: {len(bricks):,} bricks")
 
     results_rel = layout.fill_run_results(context.run.run_id, tier)
-    job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force, results_rel))
+    job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force, results_rel,
+                                                         reverify=config.reverify))
     rows = brick_records(store, job.summary)
     for b in rows:
         if b["status"] != "failed":

@@ -4,10 +4,12 @@ Cache layout: ``<cache_root>/<brick>/<original file name>`` plus ``<brick>/_SUCC
 JSON record (written last, atomically) of every required file's size and sha256.
 
 A file is *verified* when ``_SUCCESS`` lists it with the size the store reports: such
-files are skipped without a request. Files committed by a killed run but not yet in a
-``_SUCCESS`` are re-verified in place (sha256 + FITS check) and adopted rather than
-downloaded again — every committed file passed verification before its rename, so a
-readable one is trusted. Adding a kind to ``files`` therefore fetches only that kind.
+files are skipped without a request (with ``reverify``, only if its sha256 also matches; a
+file that differs from the record, in size or content, is moved to the cache's quarantine
+with evidence before it is re-fetched; stage 4c checks sha256 on every use). Files
+committed by a killed run but not yet in a ``_SUCCESS`` are re-verified in place (sha256 +
+FITS check) and adopted rather than downloaded again — every committed file passed
+verification before its rename, so a readable one is trusted. Adding a kind to ``files`` therefore fetches only that kind.
 
 A 404 is data: the brick is reported ``missing`` with the URL, status and time. The
 first file that has to be fetched is fetched alone, so a brick absent upstream costs
@@ -16,7 +18,6 @@ one request, not ten.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+from darkhalo_assets.cache_integrity import (SUCCESS_FORMAT, BrickRecordError, FileProblem, check_file,  # noqa: F401
+                                             quarantine, read_brick_record)
 from darkhalo_assets.config.defaults import FETCH
 from darkhalo_assets.layout import COMMIT_MARKER
 from darkhalo_assets.survey.bricks import validate_brickname
@@ -37,7 +40,6 @@ from darkhalo_assets.storage.store import Store
 log = logging.getLogger(__name__)
 
 SUCCESS_NAME = COMMIT_MARKER
-SUCCESS_FORMAT = "darkhalo.coadd_cache/1"
 STATUSES = ("cached", "skipped", "missing", "failed")
 _SECRET_KEYS = ("key", "secret", "token", "password", "credential")
 
@@ -69,6 +71,7 @@ class BrickResult:
     missing: MissingEvidence | None = None
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    quarantined: str | None = None   # where files that failed re-verification were moved (cache root relative)
 
     def to_record(self) -> dict:
         """A JSON-able summary (no exception object) for metadata and logs."""
@@ -76,7 +79,7 @@ class BrickResult:
             "brickname": self.brickname, "status": self.status, "bytes_downloaded": self.bytes_downloaded,
             "seconds": round(self.seconds, 3), "error": self.error,
             "files": [vars(f) for f in self.files],
-            "missing": vars(self.missing) if self.missing else None,
+            "missing": vars(self.missing) if self.missing else None, "quarantined": self.quarantined,
         }
         return rec
 
@@ -133,6 +136,9 @@ class CoaddFetcher:
     - ``force``: re-fetch verified files. ``spool_dir``: local staging for ``s3://`` caches.
     - ``fsync``: flush each file to disk before its rename (durability across power loss).
     - ``decode_check``: also decompress the corner tiles of each file with astropy.
+    - ``reverify``: re-hash every file ``_SUCCESS`` lists instead of trusting its size (a sweep:
+      reads the whole cache of the bricks asked for). A file that differs from the record is
+      quarantined with evidence (``darkhalo_assets.cache_integrity``) and re-fetched.
 
     Thread-safe: one instance serves every worker thread (one HTTP session per thread).
     """
@@ -142,7 +148,8 @@ class CoaddFetcher:
                  connect_timeout: float = FETCH.connect_timeout_s, read_timeout: float = FETCH.read_timeout_s,
                  retry: RetryPolicy = RetryPolicy(), concurrency: int = FETCH.concurrency, file_concurrency: int = 1,
                  expected_shape: tuple[int, int] | None = None, force: bool = False,
-                 spool_dir: str | None = None, fsync: bool = True, decode_check: bool = False):
+                 spool_dir: str | None = None, fsync: bool = True, decode_check: bool = False,
+                 reverify: bool = False):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError(f"survey base URL must be http(s)://host/path/ without query: {redact_url(base_url)}")
@@ -158,6 +165,7 @@ class CoaddFetcher:
         self.expected_shape = tuple(expected_shape) if expected_shape is not None else None
         self.force = force
         self.decode_check = decode_check   # also decompress corner tiles with astropy (slower)
+        self.reverify = reverify
         self.http = HttpDownloader(connect_timeout=connect_timeout, read_timeout=read_timeout, retry=retry,
                                    pool_size=max(2, self.file_concurrency), fsync=fsync,
                                    proxy_probe_url=self.base_url)
@@ -205,17 +213,27 @@ class CoaddFetcher:
         done: dict[str, FileResult] = {}
         to_fetch: list[CoaddFile] = []
         adopt: list[CoaddFile] = []
+        bad: list[FileProblem] = []
         for f in self.files:
             name = f.filename(brick)
             listed = (record or {}).get(name)
-            if listed is not None and present.get(name) == listed["size"]:
-                done[name] = FileResult(name, listed["size"], None, "skipped")
+            if listed is not None and name in present:
+                rel = self.survey.cache_path(brick, name)
+                # a listed file of the listed size is trusted on its size unless asked to re-hash it
+                digest = (lambda rel=rel: self._sha256(rel)) if self.reverify else listed["sha256"]
+                problem = check_file(brick, name, listed, present[name], digest)
+                if problem is None:
+                    done[name] = FileResult(name, listed["size"], None, "skipped")
+                else:
+                    bad.append(problem)
+                    to_fetch.append(f)
             elif not force and name in present and listed is None:
                 adopt.append(f)
             else:
                 to_fetch.append(f)
         if not to_fetch and not adopt:
             return BrickResult(brick, "skipped", files=[done[f.filename(brick)] for f in self.files])
+        quarantined = quarantine(self.store, brick, bad, found_by="coadd_cache fill") if bad else None
         stale_record = SUCCESS_NAME in present and (force or any(
             f.filename(brick) in (record or {}) for f in to_fetch) or record is None)
         if stale_record:   # files it vouches for are about to change: stop vouching first
@@ -259,13 +277,14 @@ class CoaddFetcher:
         if missing is not None or errors:
             self.stager.prune(brick)
         if missing is not None:
-            return BrickResult(brick, "missing", files=files, bytes_downloaded=nbytes, missing=missing)
+            return BrickResult(brick, "missing", files=files, bytes_downloaded=nbytes, missing=missing,
+                               quarantined=quarantined)
         if errors:
             e = errors[0]
             return BrickResult(brick, "failed", files=files, bytes_downloaded=nbytes,
-                               error=self.redact(f"{type(e).__name__}: {e}"), exception=e)
+                               error=self.redact(f"{type(e).__name__}: {e}"), exception=e, quarantined=quarantined)
         self._write_success(brick, files, record)
-        return BrickResult(brick, "cached", files=files, bytes_downloaded=nbytes)
+        return BrickResult(brick, "cached", files=files, bytes_downloaded=nbytes, quarantined=quarantined)
 
     def _fetch_one(self, brick: str, f: CoaddFile):
         """FileResult, MissingEvidence for a 404, or the exception that stopped it."""
@@ -325,11 +344,8 @@ class CoaddFetcher:
         if SUCCESS_NAME not in present:
             return None
         try:
-            rec = json.loads(self.store.read_bytes(self.survey.cache_path(brick, SUCCESS_NAME)))
-            if rec.get("format") != SUCCESS_FORMAT or rec.get("brickname") != brick:
-                raise ValueError("wrong format or brick")
-            return {n: {"size": int(v["size"]), "sha256": str(v["sha256"])} for n, v in rec["files"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return read_brick_record(self.store, brick)
+        except (BrickRecordError, FileNotFoundError) as e:
             log.warning("ignoring unreadable %s/%s: %s", brick, SUCCESS_NAME, e)
             return None
 

@@ -8,8 +8,8 @@ counts by status, bytes and rates, and the per-brick records: inline (``bricks``
 ``results_rel`` is given (a tier's 180k bricks do not fit a Pipes message), in that Parquet
 file of the data store.
 
-params: bricks, force, bricks_per_task, survey, data_store and cache_store (store specs),
-missing_dir, results_rel (optional).
+params: bricks, force, reverify (re-hash every listed file: a sweep), bricks_per_task, survey,
+data_store and cache_store (store specs), missing_dir, results_rel (optional).
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from darkhalo_assets.layout import layout
 
 RESULT_FIELDS = (("brickname", "string"), ("status", "string"), ("bytes_downloaded", "int64"),
                  ("files_fetched", "int64"), ("files_adopted", "int64"), ("seconds", "float64"),
-                 ("error", "string"), ("verified_ok", "bool"), ("problems", "string"))
+                 ("error", "string"), ("verified_ok", "bool"), ("problems", "string"), ("quarantined", "string"))
 
 
-def make_fetcher(survey: dict, cache_spec: dict, force: bool):
+def make_fetcher(survey: dict, cache_spec: dict, force: bool, reverify: bool = False):
     """The fetcher the ``coadd_cache`` asset describes (``survey`` holds the SurveyResource's fields and
     the survey's registered name; a missing field takes the one default in config.defaults)."""
     import dataclasses
@@ -36,6 +36,7 @@ def make_fetcher(survey: dict, cache_spec: dict, force: bool):
     return CoaddFetcher(s["url"], store_from_spec(cache_spec), survey=survey_named(s.get("survey", "dr10_south")),
                         connect_timeout=s["connect_timeout_s"], read_timeout=s["read_timeout_s"],
                         concurrency=s["concurrency"], force=force, expected_shape=(px, px) if px else None,
+                        reverify=reverify,
                         retry=RetryPolicy(s["max_attempts"], s["backoff_base_s"], s["backoff_cap_s"]))
 
 
@@ -44,7 +45,7 @@ def fill_batch(unit: dict) -> list[dict]:
     from darkhalo_assets.stages.coadds.fill import fetch_bricks
     store = store_from_spec(unit["data_store"])
     out = []
-    with make_fetcher(unit["survey"], unit["cache_store"], unit["force"]) as fetcher:
+    with make_fetcher(unit["survey"], unit["cache_store"], unit["force"], unit.get("reverify", False)) as fetcher:
         results = list(fetch_bricks(fetcher, unit["bricks"]))
         for r in results:
             # 404 evidence kept, cleared once the brick is there.
@@ -59,7 +60,7 @@ def fill_batch(unit: dict) -> list[dict]:
                         "files_adopted": sum(f.action == "adopted" for f in r.files),
                         "seconds": float(r.seconds), "error": r.error,
                         "verified_ok": None if v is None else bool(v.ok),
-                        "problems": None if v is None else list(v.problems)})
+                        "problems": None if v is None else list(v.problems), "quarantined": r.quarantined})
     return out
 
 
@@ -69,7 +70,8 @@ def fill_bricks(params: dict, runner, log) -> dict:
     bricks = validate_bricknames(params["bricks"])   # every bad name refused before any request
     per_task = max(1, int(params.get("bricks_per_task", 50)))
     common = {k: params[k] for k in ("survey", "data_store", "cache_store")}
-    units = [{**common, "force": bool(params.get("force", False)), "bricks": bricks[i:i + per_task]}
+    units = [{**common, "force": bool(params.get("force", False)), "reverify": bool(params.get("reverify", False)),
+              "bricks": bricks[i:i + per_task]}
              for i in range(0, len(bricks), per_task)]
     log(f"{len(bricks):,} bricks in {len(units)} units of <= {per_task}")
     t0 = time.perf_counter()
@@ -82,7 +84,8 @@ def fill_bricks(params: dict, runner, log) -> dict:
                "files_adopted": sum(r["files_adopted"] for r in rows), "bytes_downloaded": nbytes,
                "seconds": round(seconds, 3), "mb_per_s": round(nbytes / seconds / 1e6, 3) if seconds > 0 else 0.0,
                "files_per_s": round(fetched / seconds, 2) if seconds > 0 else 0.0,
-               "unverified": sum(r["verified_ok"] is False for r in rows)}
+               "unverified": sum(r["verified_ok"] is False for r in rows),
+               "quarantined": sum(r["quarantined"] is not None for r in rows)}
     rows.sort(key=lambda r: r["brickname"])
     if params.get("results_rel"):
         write_results(store_from_spec(params["data_store"]), params["results_rel"], rows)

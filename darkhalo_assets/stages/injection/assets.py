@@ -65,6 +65,11 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
                  "engine/max_shard_seconds": summary["max_shard_seconds"],
                  "engine/outcomes_run": json_md(summary["reasons_run"]),
                  "engine/timings_s": json_md(summary["timings"])}
+    if summary.get("cache_problems"):   # corrupt cached bricks: quarantined, their tasks not_cached
+        engine_md["cache_problems"] = json_md(summary["cache_problems"][:50])
+        context.log.warning(f"{len(summary['cache_problems'])} cached brick(s) failed verification or could not be "
+                            f"read; their tasks are not_cached: " + "; ".join(
+                                p["problem"] for p in summary["cache_problems"][:5]))
     task_ids = pa.concat_tables([read_dataset(store, layout.injection_tasks(e), columns=["task_id"]) for e in experiments])
     m = read_metrics(out, columns=METRICS_FOR_METADATA)
     reasons = dict(zip(*np.unique(np.asarray(m.column("cutout_reason").to_pylist(), dtype=str), return_counts=True)))

@@ -9,7 +9,9 @@ same tiles many times). Both return the same values (lossless tile decompression
 dither of a quantised image is seeded per tile). astropy's ``CompImageHDU.section`` returns
 the same values too but re-parses the headers on every call (~7 ms per stamp). The WCS
 comes from astropy. Caches on S3 are staged to a local temporary directory per brick first
-(cfitsio reads local files). A stamp that would cross the brick edge is flagged with a
+(cfitsio reads local files). Before cfitsio reads a byte, each file's sha256 is checked against
+the brick's ``_SUCCESS`` (``darkhalo_assets.cache_integrity``): a cached file changed after
+the fill (edited in place, bit rot) is named, never read. A stamp that would cross the brick edge is flagged with a
 reason, never zero-padded (seed defect 8).
 """
 from __future__ import annotations
@@ -24,6 +26,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from darkhalo_assets.cache_integrity import (BrickRecordError, CorruptCachedBrick, FileProblem, read_brick_record,
+                                             verify_local_copies)
+from darkhalo_assets.layout import COMMIT_MARKER
 from darkhalo_assets.survey.base import Survey
 from darkhalo_assets.survey.dr10 import DR10_SOUTH
 from darkhalo_assets.storage.store import Store
@@ -61,11 +66,12 @@ class BrickImages:
 
     read_mode: "auto" (per plane, whichever decompresses fewer tiles), "slices" or "whole".
     ``survey`` names the files and the cache layout; ``bands`` (default: all of the survey's)
-    are the stamp planes, in order.
+    are the stamp planes, in order. ``verify``: check each file's sha256 against the brick's
+    ``_SUCCESS`` before opening it (raises CorruptCachedBrick naming each bad file).
     """
 
     def __init__(self, cache: Store, brickname: str, bands: str | None = None, read_mode: str = "auto",
-                 survey: Survey = DR10_SOUTH):
+                 survey: Survey = DR10_SOUTH, verify: bool = True):
         if read_mode not in READ_MODES:
             raise ValueError(f"read_mode must be one of {READ_MODES}, got {read_mode!r}")
         bands = "".join(survey.bands) if bands is None else bands
@@ -82,11 +88,14 @@ class BrickImages:
         self._files = []
         self._hdus = {}
         self._tiles: dict = {}
+        planes = [((kind, b), survey.coadd_file(kind, b)) for kind in ("image", "invvar", "psfsize") for b in bands]
+        planes.append((("maskbits", None), survey.coadd_file("maskbits")))
         try:
-            for kind in ("image", "invvar", "psfsize"):
-                for b in bands:
-                    self._hdus[(kind, b)] = self._open(cache, survey.coadd_file(kind, b).filename(brickname))
-            self._hdus[("maskbits", None)] = self._open(cache, survey.coadd_file("maskbits").filename(brickname))
+            paths = {f.filename(brickname): self._local_copy(cache, f.filename(brickname)) for _, f in planes}
+            if verify:
+                self._verify(cache, paths)
+            for key, f in planes:
+                self._hdus[key] = self._open(paths[f.filename(brickname)])
             with fits.open(f"{self._dir}/{survey.coadd_file('image', bands[0]).filename(brickname)}") as h:
                 hdr = h[1].header   # DR10 coadds: data in HDU 1 behind an empty primary
                 self.wcs = WCS(hdr)
@@ -95,10 +104,30 @@ class BrickImages:
             self.close()
             raise
 
-    def _open(self, cache: Store, name: str):
+    def _local_copy(self, cache: Store, name: str) -> str:
+        """The file's local path: in the cache itself, or a copy fetched from s3 (absent if the object is)."""
         path = f"{self._dir}/{name}"
         if self._tmp is not None:
-            cache.fs.get(cache.url(self.survey.cache_path(self.brickname, name)), path)
+            try:
+                cache.fs.get(cache.url(self.survey.cache_path(self.brickname, name)), path)
+            except FileNotFoundError:
+                pass
+        return path
+
+    def _verify(self, cache: Store, paths: dict[str, str]) -> None:
+        """Raise CorruptCachedBrick unless every file's bytes are those its ``_SUCCESS`` lists
+        (the local bytes cfitsio is about to read: an s3 object is checked after its copy)."""
+        try:
+            record = read_brick_record(cache, self.brickname)
+        except BrickRecordError as e:
+            raise CorruptCachedBrick(self.brickname, [FileProblem(self.brickname, COMMIT_MARKER, str(e))]) from e
+        if record is None:
+            raise CorruptCachedBrick(self.brickname, [FileProblem(self.brickname, COMMIT_MARKER, "absent")])
+        problems = verify_local_copies(self.brickname, record, paths)
+        if problems:
+            raise CorruptCachedBrick(self.brickname, problems)
+
+    def _open(self, path: str):
         f = fitsio.FITS(path)
         self._files.append(f)
         return f[1]

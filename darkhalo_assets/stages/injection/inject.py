@@ -12,6 +12,7 @@ dict-per-row of 80 columns cost as much as the physics).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from darkhalo_assets import schemas
+from darkhalo_assets.cache_integrity import CorruptCachedBrick, quarantine
 from darkhalo_assets.layout import COMMIT_MARKER
 from darkhalo_assets.science.detect import blind_residual_snr
 from darkhalo_assets.science.hashing import mix_keys, stable_hash64, to_int63
@@ -31,6 +33,8 @@ from darkhalo_assets.survey.dr10 import DR10_SOUTH
 from darkhalo_assets.science.task_params import draw_task_params
 from darkhalo_assets.stages.injection.cutouts import BrickImages, Cutout, crop
 from darkhalo_assets.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 STAMP_SCHEMA = pa.schema([
     ("task_id", pa.string()), ("experiment_id", pa.string()), ("brickname", pa.string()),
@@ -154,13 +158,16 @@ def _float_column(tasks: pa.Table, name: str) -> np.ndarray:
 
 def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettings = InjectionSettings(),
                  not_cached_reason: str = "not_cached", read_mode: str = "auto",
-                 survey: Survey = DR10_SOUTH) -> tuple[pa.Table, pa.Table]:
+                 survey: Survey = DR10_SOUTH, incidents: list | None = None) -> tuple[pa.Table, pa.Table]:
     """All tasks of ONE brick -> (metrics table [injection_metrics_schema(survey.bands)], stamps table [STAMP_SCHEMA]).
 
     ``cache`` None (or a brick without files) marks every task ``not_cached_reason``.
     Metrics rows follow the input order; stamps (good cutouts only) too.
     read_mode: how cutouts are read (cutouts.BrickImages; the values never depend on it).
     ``survey``: the files, bands, mask bits and pixel scale of the cached coadds.
+    A cached brick whose files differ from its ``_SUCCESS`` is quarantined and its tasks marked
+    ``not_cached_reason``, as is one cfitsio cannot read; each such brick is appended to
+    ``incidents`` (brickname, problem, quarantined folder, tasks) and logged. Never raises for it.
     """
     check_settings(settings, survey)
     n = tasks.num_rows
@@ -190,8 +197,18 @@ def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettin
     pixels: dict[str, list] = {"image": [], "invvar": [], "maskbits": [], "arc_model": []}
     if cache is None or not cache.exists(survey.cache_path(brick, COMMIT_MARKER)):
         return _metrics_table(tasks, metrics, survey), _stamps_table(tasks, stamp_rows, pixels)
-    with BrickImages(cache, brick, all_bands, read_mode=read_mode, survey=survey) as images:
-        host_cuts = images.read_hosts(np.array([h[0] for h in hosts]), np.array([h[1] for h in hosts]), host_size)
+    try:
+        with BrickImages(cache, brick, all_bands, read_mode=read_mode, survey=survey) as images:
+            host_cuts = images.read_hosts(np.array([h[0] for h in hosts]), np.array([h[1] for h in hosts]),
+                                          host_size)
+    except CorruptCachedBrick as e:
+        # set aside for the next fill to replace; this brick's tasks are accounted for as not cached
+        where = quarantine(cache, brick, e.problems, found_by="injected_cutouts")
+        _report(incidents, brick, str(e), cache.url(where), len(tasks))
+        return _metrics_table(tasks, metrics, survey), _stamps_table(tasks, stamp_rows, pixels)
+    except (OSError, ValueError) as e:   # verified bytes cfitsio still cannot read: name the brick, keep the shard
+        _report(incidents, brick, f"cached brick {brick} unreadable: {type(e).__name__}: {e}", None, len(tasks))
+        return _metrics_table(tasks, metrics, survey), _stamps_table(tasks, stamp_rows, pixels)
     stamps: dict[tuple[int, int, str], _Stamp | Cutout] = {}
     for i in range(n):
         bands = bandsets[i]
@@ -212,6 +229,13 @@ def inject_brick(tasks: pa.Table, cache: Store | None, settings: InjectionSettin
         pixels["maskbits"].append(st.cut.maskbits)
         pixels["arc_model"].append(arc if settings.write_arc_model else None)
     return _metrics_table(tasks, metrics, survey), _stamps_table(tasks, stamp_rows, pixels)
+
+
+def _report(incidents: list | None, brick: str, problem: str, quarantined: str | None, n_tasks: int) -> None:
+    log.warning("%s; its %d task(s) are reported not_cached%s", problem, n_tasks,
+                f" (files moved to {quarantined}; the next coadd_cache fill re-fetches them)" if quarantined else "")
+    if incidents is not None:
+        incidents.append({"brickname": brick, "problem": problem, "quarantined": quarantined, "tasks": n_tasks})
 
 
 def _select_bands(cut: Cutout, bands: str, all_bands: str) -> Cutout:

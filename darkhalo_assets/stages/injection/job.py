@@ -95,7 +95,11 @@ def inject_tier(params: dict, runner, log) -> dict:
     for r in results:
         for k, v in r["reasons"].items():
             reasons[k] = reasons.get(k, 0) + int(v)
-    return {"run": summary, "reasons_run": dict(sorted(reasons.items())),
+    cache_problems = sorted((p for r in results for p in r.get("cache_problems", [])), key=lambda p: p["brickname"])
+    for p in cache_problems:
+        log(f"{p['problem']} -> {p['tasks']} task(s) not_cached"
+            + (f"; quarantined to {p['quarantined']}, re-fetched by the next coadd_cache fill" if p["quarantined"] else ""))
+    return {"run": summary, "reasons_run": dict(sorted(reasons.items())), "cache_problems": cache_problems,
             "stamps_per_s": round(summary["stamps_run"] / seconds, 1) if results and seconds > 0 else None,
             "max_shard_seconds": round(max([r["seconds"] for r in results], default=0.0), 3),
             "timings": {k: round(v, 3) for k, v in timings.items()}}

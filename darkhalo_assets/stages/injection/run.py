@@ -79,9 +79,9 @@ def run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, 
     cache, out = Store(cache_root, cache_options), Store(out_root, out_options)
     survey_def = survey_named(survey)
     t0, c0 = time.time(), time.process_time()
-    metrics, stamps = [], []
+    metrics, stamps, cache_problems = [], [], []
     for group in _brick_groups(tasks):
-        m, s = inject_brick(group, cache, settings, survey=survey_def)
+        m, s = inject_brick(group, cache, settings, survey=survey_def, incidents=cache_problems)
         metrics.append(m)
         stamps.append(s)
     mt, st = pa.concat_tables(metrics), pa.concat_tables(stamps)
@@ -92,7 +92,8 @@ def run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, 
     reasons = pc.value_counts(mt.column("cutout_reason")).to_pylist()
     return {"shard": name, "tasks": mt.num_rows, "stamps": st.num_rows, "seconds": time.time() - t0,
             "cpu_seconds": time.process_time() - c0,
-            "reasons": {r["values"]: int(r["counts"]) for r in reasons}}
+            "reasons": {r["values"]: int(r["counts"]) for r in reasons},
+            "cache_problems": cache_problems}   # bricks found corrupt (quarantined) or unreadable
 
 
 def prepare_output(out: Store, shards: list[tuple[str, pa.Table]], force: bool) -> list[tuple[str, pa.Table]]:
