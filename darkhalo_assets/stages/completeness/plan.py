@@ -19,8 +19,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from darkhalo_assets.config.defaults import COMPLETENESS
+from darkhalo_assets.science.fpr import independent_controls, threshold_for_fpr
 from darkhalo_assets.science.recovery import (DEFAULT_CRITERIA, BlindResidual, ClassifierScores, Criterion,
-                                              criteria_columns, independent_controls, threshold_for_fpr)
+                                              criteria_columns)
 from darkhalo_assets.stages.completeness.binning import DEFAULT_SURFACES, Bins, axis_values, make_bins, merged_axes, needed_columns
 from darkhalo_assets.stages.completeness.metrics_columns import extract_columns, join_scores
 

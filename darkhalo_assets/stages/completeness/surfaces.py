@@ -51,7 +51,8 @@ import scipy.sparse as sp
 
 from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.science.intervals import binomial_interval
-from darkhalo_assets.science.recovery import DEFAULT_CRITERIA, REPORT_COLUMNS, Criterion, rates_from_counts
+from darkhalo_assets.science.fpr import REPORT_COLUMNS, rates_from_counts
+from darkhalo_assets.science.recovery import DEFAULT_CRITERIA, Criterion
 from darkhalo_assets.stages.completeness.binning import DEFAULT_SURFACES
 from darkhalo_assets.stages.completeness.counts import REPORT_COUNTS, SurfaceCounts, count_chunk, dense_cells, inner_size, merge_counts
 from darkhalo_assets.stages.completeness.plan import GROUP_BYS, KEYS, SurfacePlan, SurfaceSpec, make_spec, plan_from_scans, scan_chunk
