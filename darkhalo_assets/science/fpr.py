@@ -48,17 +48,20 @@ def threshold_for_fpr(control_scores: np.ndarray, target_fpr: float) -> float:
 
 def _fpr_row(name, kind, threshold, target, detected, controls, level, interval, extra=None):
     """One report row; truth-based criteria (detected is None) cannot fire on a control, so
-    their FPR is not applicable (NaN) rather than a vacuous 0."""
+    their FPR is not applicable (NaN) rather than a vacuous 0. ``experiment_id`` is "all" (the
+    rows the caller passed) unless the caller evaluates one experiment at a time; ``n`` (the
+    criterion's injections) and the unscored counts are filled in by the caller."""
     n = int(np.count_nonzero(controls))
     if detected is None:
         k, est, lo, hi = 0, np.nan, np.nan, np.nan
     else:
         k = int(np.count_nonzero(detected & controls))
         est, lo, hi = binomial_interval(k, n, method=interval, level=level)
-    row = {"criterion": name, "kind": kind, "threshold": threshold, "target_fpr": target,
-           "n_controls": n, "k_controls_detected": k, "fpr": float(est), "fpr_lo": float(lo), "fpr_hi": float(hi),
+    row = {"criterion": name, "experiment_id": "all", "kind": kind, "threshold": threshold, "target_fpr": target,
+           "n": np.nan, "n_unscored": np.nan, "n_controls": n, "n_controls_unscored": np.nan,
+           "k_controls_detected": k, "fpr": float(est), "fpr_lo": float(lo), "fpr_hi": float(hi),
            "n_calibration": np.nan, "n_holdout_controls": np.nan, "k_holdout_detected": np.nan, "fpr_holdout": np.nan,
-           "fpr_holdout_lo": np.nan, "fpr_holdout_hi": np.nan, "n_unscored": np.nan, "note": ""}
+           "fpr_holdout_lo": np.nan, "fpr_holdout_hi": np.nan, "note": ""}
     row.update(extra or {})
     return row
 

@@ -126,6 +126,15 @@ class Context:
     def col(self, name: str) -> np.ndarray:
         return _col(self.metrics, name)
 
+    def unscored(self, score: np.ndarray, *, controls: bool = True) -> dict:
+        """How many injections in play (and, for image criteria, independent controls) have no
+        finite score: they count as misses (non-detections), so the report says how many there are."""
+        has = np.isfinite(score)
+        out = {"n_unscored": int(np.count_nonzero(self.targets & ~has))}
+        if controls:
+            out["n_controls_unscored"] = int(np.count_nonzero(self.controls & ~has))
+        return out
+
     def fpr_row(self, name, kind, threshold=np.nan, target=np.nan, detected=None, controls=None, extra=None) -> dict:
         return _fpr_row(name, kind, threshold, target, detected, self.controls if controls is None else controls,
                         self.level, self.interval, extra)
@@ -145,6 +154,12 @@ class Criterion:
 
     def evaluate(self, ctx: Context) -> list[Verdict]:
         raise NotImplementedError(f"{type(self).__name__} must define evaluate(ctx)")
+
+    def psf_fwhm_cut(self, theta_e: np.ndarray, band: str) -> np.ndarray:
+        """The PSF FWHM (in ``band``) above which the criterion cannot pass at each theta_E, by
+        its own rule (NaN: no such cut). A completeness wall there restates the rule rather
+        than measuring anything."""
+        return np.full(np.shape(theta_e), np.nan)
 
 
 def _fwhm_columns(band: str) -> tuple[str, ...]:
@@ -166,7 +181,15 @@ class SeedSnrResolved(Criterion):
         with np.errstate(invalid="ignore", divide="ignore"):
             res = ctx.col("theta_e_arcsec") / _fwhm(ctx.metrics, self.band)
             flags = ctx.targets & (ctx.col("arc_snr") >= self.min_arc_snr) & (res >= self.min_resolution)
-        return [Verdict(self.name, flags, None, ctx.fpr_row(self.name, "truth"))]
+        row = ctx.fpr_row(self.name, "truth", extra=ctx.unscored(ctx.col("arc_snr"), controls=False))
+        return [Verdict(self.name, flags, None, row)]
+
+    def psf_fwhm_cut(self, theta_e: np.ndarray, band: str) -> np.ndarray:
+        # theta_E / FWHM >= min_resolution; with band 'best' the cut is on the sharpest band,
+        # which does not fix the FWHM of any one band
+        if band != self.band or self.min_resolution <= 0:
+            return super().psf_fwhm_cut(theta_e, band)
+        return np.asarray(theta_e, dtype=np.float64) / self.min_resolution
 
 
 @register(KIND, "lenspop")
@@ -193,7 +216,15 @@ class LensPopDetectable(Criterion):
             ok &= self.bfac * te**2 >= (self.rfac * rs) ** 2 + s.astype(np.float64) ** 2
             if self.require_resolved_arc:
                 ok &= mu * rs > s
-        return [Verdict(self.name, ctx.targets & ok, None, ctx.fpr_row(self.name, "truth"))]
+        row = ctx.fpr_row(self.name, "truth", extra=ctx.unscored(ctx.col("arc_snr"), controls=False))
+        return [Verdict(self.name, ctx.targets & ok, None, row)]
+
+    def psf_fwhm_cut(self, theta_e: np.ndarray, band: str) -> np.ndarray:
+        # the seeing test bfac theta_E^2 >= (rfac r_s)^2 + s^2 fails for every source beyond
+        # s = sqrt(bfac) theta_E (r_s -> 0); the arc-resolution test depends on the source
+        if band != self.band:
+            return super().psf_fwhm_cut(theta_e, band)
+        return np.sqrt(self.bfac) * np.asarray(theta_e, dtype=np.float64)
 
 
 @register(KIND, "blind_resid")
@@ -227,7 +258,8 @@ class BlindResidual(Criterion):
         with np.errstate(invalid="ignore"):
             detected = score >= thr  # NaN scores (and a NaN threshold) are never detections
         eligible = None if np.isfinite(thr) else np.zeros(score.shape, dtype=bool)
-        extra = {"n_calibration": int(np.count_nonzero(calib & np.isfinite(score))), "note": note}
+        extra = {"n_calibration": int(np.count_nonzero(calib & np.isfinite(score))), "note": note,
+                 **ctx.unscored(score)}
         if self.calibration_splits is not None:
             hold = ctx.controls & ~calib
             kh, nh = int(np.count_nonzero(detected & hold)), int(np.count_nonzero(hold))
@@ -260,8 +292,7 @@ class ClassifierScores(Criterion):
             name = threshold_name(self.name, t)
             with np.errstate(invalid="ignore"):
                 detected = has & (score >= t)
-            row = ctx.fpr_row(name, "classifier", float(t), np.nan, detected, ctx.controls & has,
-                              {"n_unscored": int(np.count_nonzero(ctx.base & ~has))})
+            row = ctx.fpr_row(name, "classifier", float(t), np.nan, detected, ctx.controls & has, ctx.unscored(score))
             out.append(Verdict(name, ctx.targets & detected, has, row))
         return out
 
@@ -316,6 +347,7 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
     for c in criteria:
         for v in c.evaluate(ctx):
             flags[v.name], eligible[v.name] = v.flags, v.eligible
+            v.row["n"] = int(np.count_nonzero(ctx.targets if v.eligible is None else ctx.targets & v.eligible))
             report.append(v.row)
     return RecoveryResult(flags, eligible, pd.DataFrame(report))
 
