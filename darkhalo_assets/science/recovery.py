@@ -39,12 +39,16 @@ Criteria (exactly as implemented):
     above s_m on a tie), so at most m calibration controls pass. The FPR is then measured
     on the controls with a binomial interval, and separately on controls outside the
     calibration splits when ``calibration_splits`` is given (the in-sample FPR is biased low).
+    Calibration uses the controls of the rows passed in: stage 4d passes one experiment at a
+    time, so a host shared by two experiments is not counted twice. A NaN score is never a
+    detection; the report counts such rows (``n_unscored``, ``n_controls_unscored``).
 
 ``classifier`` (ClassifierScores) — external scores (task_id, score), joined on task_id
     (or already joined, as a per-row ``column``):
     recovered = cutout_ok & ~is_control & score >= t for each threshold t, as criterion
     ``<name>_ge<t>`` ('.' -> 'p', '-' -> 'm'), with the FPR on scored controls. Tasks without
-    a score are not eligible: they are left out of that criterion's n, not counted as misses.
+    a score are not eligible: they are left out of that criterion's n, not counted as misses
+    (the report counts them in ``n_unscored``).
 """
 from __future__ import annotations
 

@@ -162,17 +162,19 @@ def _set_by_cut(point: float, status: str, cut: float, g: pd.DataFrame) -> bool:
 def lead_criterion(wall: pd.DataFrame, prefer: Sequence[str] = ()) -> str | None:
     """The criterion to show first: one with a measured wall (crossed, not set by a cut), the
     ``prefer``red ones (e.g. image-based criteria) first, most measured walls next; else the
-    first of ``prefer`` or by name that has walls at all (None for an empty table)."""
+    one with the most crossed walls among those with data (None for an empty table)."""
     if wall.empty:
         return None
-    measured = wall[(wall["status"] == "crossed") & ~wall["set_by_cut"].astype(bool)]
-    counts = measured.groupby("criterion", observed=True).size()
-    counts = counts[counts > 0]
-    names = sorted(set(wall["criterion"].astype(str)))
     rank = {n: i for i, n in enumerate(prefer)}
-    if len(counts):
-        return min(counts.index.astype(str), key=lambda n: (rank.get(n, len(rank)), -int(counts[n]), n))
-    return min(names, key=lambda n: (rank.get(n, len(rank)), n))
+    crossed = wall["status"] == "crossed"
+    measured = wall[crossed & ~wall["set_by_cut"].astype(bool)].groupby("criterion", observed=True).size()
+    measured = measured[measured > 0]
+    if len(measured):
+        return min(measured.index.astype(str), key=lambda n: (rank.get(n, len(rank)), -int(measured[n]), n))
+    has_data = wall[wall["status"] != "no_data"]
+    pool = has_data if len(has_data) else wall
+    n_crossed = pool.assign(c=crossed[pool.index]).groupby("criterion", observed=True)["c"].sum()
+    return min(n_crossed.index.astype(str), key=lambda n: (-int(n_crossed[n]), rank.get(n, len(rank)), n))
 
 
 def wall_report(wall: pd.DataFrame, prefer: Sequence[str] = (), subset: str = "all") -> str:
