@@ -21,6 +21,7 @@ def print_tier_report(tier: str) -> None:
     summary_rel = layout.summary_text(tier)
     if store.exists(summary_rel):
         print(store.read_bytes(summary_rel).decode())
+    _print_seeing_wall(store, tier)
     plots = layout.plots(tier)
     names = store.ls(plots)
     if names:
@@ -29,3 +30,17 @@ def print_tier_report(tier: str) -> None:
             print(f"  {store.url(f'{plots}/{n}')}")
     print(f"outputs: {store.root}")
     print(f"Dagster UI: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} .venv/bin/dagster dev -w workspace.yaml")
+
+
+def _print_seeing_wall(store, tier: str) -> None:
+    """The walls, led by a criterion whose wall is measured rather than set by its own cut."""
+    from darkhalo_assets.stages.completeness.run import read_surfaces
+    from darkhalo_assets.stages.completeness.walls import wall_report
+    from darkhalo_assets.storage.datasets import read_table
+
+    wall_rel = layout.completeness(tier, "seeing_wall.parquet")
+    if not store.exists(wall_rel):
+        return
+    report = read_surfaces(store, tier, tables=("criteria",))["criteria"]
+    image_based = list(dict.fromkeys(report.loc[report["kind"] != "truth", "criterion"].astype(str)))
+    print(wall_report(read_table(store, wall_rel).to_pandas(), prefer=image_based))

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from darkhalo_assets.science.detect import blind_residual_snr
+from darkhalo_assets.science.fpr import threshold_for_fpr
 from darkhalo_assets.science.intervals import binomial_interval
 from darkhalo_assets.science.recovery import (BlindResidual, ClassifierScores, LensPopDetectable, SeedSnrResolved,
-                                              criteria_from_config, evaluate_criteria, recovery_flags,
-                                              threshold_for_fpr)
+                                              criteria_from_config, evaluate_criteria, recovery_flags)
 
 from support_completeness import hand_table, host_stamp, noise_invvar
 

@@ -82,10 +82,11 @@ def test_spark_engine_writes_the_local_completeness_tables(tier_data):
 
     # What the tables say is right, not only equal: the threshold passes at most 5% of the
     # controls in use, test rows are left out, and unscored tasks are not counted as misses.
-    crit = got["tasks/criteria"].set_index("criterion")
-    assert np.isfinite(crit.loc["blind_resid", "threshold"])
-    assert crit.loc["blind_resid", "k_controls_detected"] <= 0.05 * crit.loc["blind_resid", "n_controls"]
-    assert crit.loc["classifier_ge0p3", "n_unscored"] > 0
+    crit = got["tasks/criteria"].set_index("criterion")  # one row per experiment, calibrated on its own controls
+    blind = crit.loc["blind_resid"]
+    assert len(blind) == 2 and np.isfinite(blind["threshold"]).all()
+    assert (blind["k_controls_detected"] <= 0.05 * blind["n_controls"]).all()
+    assert crit.loc["classifier_ge0p3", "n_unscored"].sum() > 0
     splits = got["tasks/splits"].set_index("region_split")
     assert not splits.loc["test", "used"] and splits.loc["train", "used"]
     s = got["tasks/surfaces"]
@@ -99,8 +100,8 @@ def test_spark_engine_writes_the_local_completeness_tables(tier_data):
     per_mode = modes[(modes["axis1"] == "overall") & (modes["subset"] == "all")
                      & (modes["criterion"] == "seed_snr_resolved")]["n"].sum()
     assert per_mode > classifier and per_mode > overall[overall["criterion"] == "seed_snr_resolved"]["n"].sum()
-    assert got["ranking_modes/criteria"].set_index("criterion").loc["blind_resid", "threshold"] == \
-        crit.loc["blind_resid", "threshold"]
+    np.testing.assert_array_equal(  # both views judge an experiment at the threshold planned on the tasks
+        got["ranking_modes/criteria"].set_index("criterion").loc["blind_resid", "threshold"], blind["threshold"])
     assert set(got["ablation"]["ranking_mode"]) == {"density", "psf_weighted"}
 
 

@@ -79,7 +79,8 @@ def plot_seeing_wall(surfaces, wall, path, *, criterion: str | None = None, subs
                      psf_axis: str = "psf_fwhm_r", threshold: float = 0.5, group_by: str = "all",
                      group_value: str = "all"):
     """Completeness vs PSF FWHM, one line per theta_E with its interval band, the wall of each
-    theta_E (marker on the threshold line with its interval), and n per bin in a lower panel."""
+    theta_E (marker on the threshold line with its interval; hollow where the wall table flags it
+    ``set_by_cut``: the criterion's own cut put it there), and n per bin in a lower panel."""
     s, exp, criterion = _select(surfaces, criterion=criterion, subset=subset, experiment_id=experiment_id,
                                 group_by=group_by, group_value=group_value, axis1="theta_e", axis2=psf_axis)
     fig = Figure(figsize=(8, 6.5))
@@ -89,6 +90,7 @@ def plot_seeing_wall(surfaces, wall, path, *, criterion: str | None = None, subs
     w = wall if wall is None else wall[(wall["experiment_id"] == exp) & (wall["criterion"] == criterion)
                                        & (wall["subset"] == subset) & (wall["group_value"] == group_value)]
     width = float(np.nanmedian(s["bin2_hi"] - s["bin2_lo"])) if len(s) else 0.1
+    any_cut = False
     for i, (th, col) in enumerate(zip(thetas, colours)):
         g = s[s["bin1_lo"] == th].sort_values("bin2_lo")
         x = _centres(g["bin2_lo"], g["bin2_hi"])
@@ -103,9 +105,14 @@ def plot_seeing_wall(surfaces, wall, path, *, criterion: str | None = None, subs
                 xw = float(r["wall_fwhm"].iloc[0])
                 lo = float(np.clip(r["wall_lo"].iloc[0], x.min(), x.max()))
                 hi = float(np.clip(r["wall_hi"].iloc[0], x.min(), x.max()))
+                by_cut = bool(r["set_by_cut"].iloc[0]) if "set_by_cut" in r else False
+                any_cut |= by_cut
                 ax.errorbar([xw], [threshold], xerr=[[max(xw - lo, 0)], [max(hi - xw, 0)]], fmt="D", color=col,
-                            ms=7, mec="black", capsize=4, zorder=5)
+                            ms=7, mec="black", mfc="white" if by_cut else col, capsize=4, zorder=5)
     ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"threshold {threshold:g} (walls: diamonds)")
+    if any_cut:  # a legend entry for the hollow markers only when there are some
+        ax.plot([], [], "D", color="grey", mec="black", mfc="white", ms=7,
+                label="hollow: wall set by the criterion's cut, not measured")
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("completeness k/n")
     ax.grid(alpha=0.3)

@@ -39,12 +39,16 @@ Criteria (exactly as implemented):
     above s_m on a tie), so at most m calibration controls pass. The FPR is then measured
     on the controls with a binomial interval, and separately on controls outside the
     calibration splits when ``calibration_splits`` is given (the in-sample FPR is biased low).
+    Calibration uses the controls of the rows passed in: stage 4d passes one experiment at a
+    time, so a host shared by two experiments is not counted twice. A NaN score is never a
+    detection; the report counts such rows (``n_unscored``, ``n_controls_unscored``).
 
 ``classifier`` (ClassifierScores) — external scores (task_id, score), joined on task_id
     (or already joined, as a per-row ``column``):
     recovered = cutout_ok & ~is_control & score >= t for each threshold t, as criterion
     ``<name>_ge<t>`` ('.' -> 'p', '-' -> 'm'), with the FPR on scored controls. Tasks without
-    a score are not eligible: they are left out of that criterion's n, not counted as misses.
+    a score are not eligible: they are left out of that criterion's n, not counted as misses
+    (the report counts them in ``n_unscored``).
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from darkhalo_assets.science.fpr import _fpr_row, independent_controls, threshold_for_fpr
 from darkhalo_assets.science.intervals import binomial_interval
 from darkhalo_assets.science.registry import build, register
 
@@ -61,20 +66,6 @@ BANDS = ("g", "r", "z")
 
 def threshold_name(name: str, t: float) -> str:
     return f"{name}_ge{format(float(t), 'g').replace('.', 'p').replace('-', 'm')}"
-
-
-def independent_controls(metrics, controls: np.ndarray) -> np.ndarray:
-    """The controls that are distinct images: replicates of a control are the same untouched
-    cutout (the same score), so only replicate 0 counts in calibration and FPRs — counting the
-    copies would narrow the FPR intervals without adding information. Without a ``replicate``
-    column (or where it is null) every control counts."""
-    if "replicate" not in metrics:
-        return controls
-    rep = _col(metrics, "replicate")
-    first = rep == 0
-    if rep.dtype.kind == "f":
-        first |= np.isnan(rep)
-    return controls & first
 
 
 def _col(metrics, name: str) -> np.ndarray:
@@ -102,23 +93,6 @@ def _fwhm(metrics, band: str) -> np.ndarray:
     return _col(metrics, f"psf_fwhm_{band}")
 
 
-def threshold_for_fpr(control_scores: np.ndarray, target_fpr: float) -> float:
-    """Threshold t such that at most floor(target_fpr * n) of the control scores are >= t."""
-    if not 0.0 <= target_fpr < 1.0:
-        raise ValueError(f"target_fpr must be in [0, 1), got {target_fpr!r}")
-    s = np.sort(np.asarray(control_scores, dtype=np.float64)[np.isfinite(control_scores)])[::-1]
-    if s.size == 0:
-        raise ValueError("cannot set a threshold from a target false-positive rate: no control has a finite score")
-    m = int(np.floor(target_fpr * s.size))
-    if m == 0:
-        return float(np.nextafter(s[0], np.inf))
-    if m >= s.size:
-        return float(s[-1])
-    if s[m - 1] == s[m]:
-        return float(np.nextafter(s[m - 1], np.inf))
-    return float(0.5 * (s[m - 1] + s[m]))
-
-
 @dataclass
 class RecoveryResult:
     flags: dict[str, np.ndarray]               # criterion name -> bool per row (recovered_<name>)
@@ -127,42 +101,6 @@ class RecoveryResult:
 
     def columns(self) -> dict[str, np.ndarray]:
         return {f"recovered_{k}": v for k, v in self.flags.items()}
-
-
-def _fpr_row(name, kind, threshold, target, detected, controls, level, interval, extra=None):
-    """One report row; truth-based criteria (detected is None) cannot fire on a control, so
-    their FPR is not applicable (NaN) rather than a vacuous 0."""
-    n = int(np.count_nonzero(controls))
-    if detected is None:
-        k, est, lo, hi = 0, np.nan, np.nan, np.nan
-    else:
-        k = int(np.count_nonzero(detected & controls))
-        est, lo, hi = binomial_interval(k, n, method=interval, level=level)
-    row = {"criterion": name, "kind": kind, "threshold": threshold, "target_fpr": target,
-           "n_controls": n, "k_controls_detected": k, "fpr": float(est), "fpr_lo": float(lo), "fpr_hi": float(hi),
-           "n_calibration": np.nan, "n_holdout_controls": np.nan, "k_holdout_detected": np.nan, "fpr_holdout": np.nan,
-           "fpr_holdout_lo": np.nan, "fpr_holdout_hi": np.nan, "n_unscored": np.nan, "note": ""}
-    row.update(extra or {})
-    return row
-
-
-REPORT_COLUMNS = tuple(_fpr_row("", "", np.nan, np.nan, None, np.zeros(0, bool), 0.95, "wilson"))
-
-
-def rates_from_counts(report, *, level: float = 0.95, interval: str = "wilson"):
-    """The report's FPR columns recomputed from its count columns (e.g. after adding the
-    reports of several chunks of rows); truth criteria keep a NaN FPR."""
-    out = report.copy()
-    est, lo, hi = binomial_interval(out["k_controls_detected"].to_numpy(np.int64),
-                                    out["n_controls"].to_numpy(np.int64), method=interval, level=level)
-    truth = (out["kind"] == "truth").to_numpy()
-    out["fpr"], out["fpr_lo"], out["fpr_hi"] = (np.where(truth, np.nan, v) for v in (est, lo, hi))
-    held = out["n_holdout_controls"].notna().to_numpy()
-    kh = np.where(held, out["k_holdout_detected"].fillna(0), 0).astype(np.int64)
-    nh = np.where(held, out["n_holdout_controls"].fillna(0), 0).astype(np.int64)
-    est, lo, hi = binomial_interval(kh, nh, method=interval, level=level)
-    out["fpr_holdout"], out["fpr_holdout_lo"], out["fpr_holdout_hi"] = (np.where(held, v, np.nan) for v in (est, lo, hi))
-    return out
 
 
 KIND = "recovery criterion"
@@ -192,6 +130,15 @@ class Context:
     def col(self, name: str) -> np.ndarray:
         return _col(self.metrics, name)
 
+    def unscored(self, score: np.ndarray, *, controls: bool = True) -> dict:
+        """How many injections in play (and, for image criteria, independent controls) have no
+        finite score: they count as misses (non-detections), so the report says how many there are."""
+        has = np.isfinite(score)
+        out = {"n_unscored": int(np.count_nonzero(self.targets & ~has))}
+        if controls:
+            out["n_controls_unscored"] = int(np.count_nonzero(self.controls & ~has))
+        return out
+
     def fpr_row(self, name, kind, threshold=np.nan, target=np.nan, detected=None, controls=None, extra=None) -> dict:
         return _fpr_row(name, kind, threshold, target, detected, self.controls if controls is None else controls,
                         self.level, self.interval, extra)
@@ -211,6 +158,12 @@ class Criterion:
 
     def evaluate(self, ctx: Context) -> list[Verdict]:
         raise NotImplementedError(f"{type(self).__name__} must define evaluate(ctx)")
+
+    def psf_fwhm_cut(self, theta_e: np.ndarray, band: str) -> np.ndarray:
+        """The PSF FWHM (in ``band``) above which the criterion cannot pass at each theta_E, by
+        its own rule (NaN: no such cut). A completeness wall there restates the rule rather
+        than measuring anything."""
+        return np.full(np.shape(theta_e), np.nan)
 
 
 def _fwhm_columns(band: str) -> tuple[str, ...]:
@@ -232,7 +185,15 @@ class SeedSnrResolved(Criterion):
         with np.errstate(invalid="ignore", divide="ignore"):
             res = ctx.col("theta_e_arcsec") / _fwhm(ctx.metrics, self.band)
             flags = ctx.targets & (ctx.col("arc_snr") >= self.min_arc_snr) & (res >= self.min_resolution)
-        return [Verdict(self.name, flags, None, ctx.fpr_row(self.name, "truth"))]
+        row = ctx.fpr_row(self.name, "truth", extra=ctx.unscored(ctx.col("arc_snr"), controls=False))
+        return [Verdict(self.name, flags, None, row)]
+
+    def psf_fwhm_cut(self, theta_e: np.ndarray, band: str) -> np.ndarray:
+        # theta_E / FWHM >= min_resolution; with band 'best' the cut is on the sharpest band,
+        # which does not fix the FWHM of any one band
+        if band != self.band or self.min_resolution <= 0:
+            return super().psf_fwhm_cut(theta_e, band)
+        return np.asarray(theta_e, dtype=np.float64) / self.min_resolution
 
 
 @register(KIND, "lenspop")
@@ -259,7 +220,15 @@ class LensPopDetectable(Criterion):
             ok &= self.bfac * te**2 >= (self.rfac * rs) ** 2 + s.astype(np.float64) ** 2
             if self.require_resolved_arc:
                 ok &= mu * rs > s
-        return [Verdict(self.name, ctx.targets & ok, None, ctx.fpr_row(self.name, "truth"))]
+        row = ctx.fpr_row(self.name, "truth", extra=ctx.unscored(ctx.col("arc_snr"), controls=False))
+        return [Verdict(self.name, ctx.targets & ok, None, row)]
+
+    def psf_fwhm_cut(self, theta_e: np.ndarray, band: str) -> np.ndarray:
+        # the seeing test bfac theta_E^2 >= (rfac r_s)^2 + s^2 fails for every source beyond
+        # s = sqrt(bfac) theta_E (r_s -> 0); the arc-resolution test depends on the source
+        if band != self.band:
+            return super().psf_fwhm_cut(theta_e, band)
+        return np.sqrt(self.bfac) * np.asarray(theta_e, dtype=np.float64)
 
 
 @register(KIND, "blind_resid")
@@ -293,7 +262,8 @@ class BlindResidual(Criterion):
         with np.errstate(invalid="ignore"):
             detected = score >= thr  # NaN scores (and a NaN threshold) are never detections
         eligible = None if np.isfinite(thr) else np.zeros(score.shape, dtype=bool)
-        extra = {"n_calibration": int(np.count_nonzero(calib & np.isfinite(score))), "note": note}
+        extra = {"n_calibration": int(np.count_nonzero(calib & np.isfinite(score))), "note": note,
+                 **ctx.unscored(score)}
         if self.calibration_splits is not None:
             hold = ctx.controls & ~calib
             kh, nh = int(np.count_nonzero(detected & hold)), int(np.count_nonzero(hold))
@@ -326,8 +296,7 @@ class ClassifierScores(Criterion):
             name = threshold_name(self.name, t)
             with np.errstate(invalid="ignore"):
                 detected = has & (score >= t)
-            row = ctx.fpr_row(name, "classifier", float(t), np.nan, detected, ctx.controls & has,
-                              {"n_unscored": int(np.count_nonzero(ctx.base & ~has))})
+            row = ctx.fpr_row(name, "classifier", float(t), np.nan, detected, ctx.controls & has, ctx.unscored(score))
             out.append(Verdict(name, ctx.targets & detected, has, row))
         return out
 
@@ -382,6 +351,7 @@ def evaluate_criteria(metrics, criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
     for c in criteria:
         for v in c.evaluate(ctx):
             flags[v.name], eligible[v.name] = v.flags, v.eligible
+            v.row["n"] = int(np.count_nonzero(ctx.targets if v.eligible is None else ctx.targets & v.eligible))
             report.append(v.row)
     return RecoveryResult(flags, eligible, pd.DataFrame(report))
 

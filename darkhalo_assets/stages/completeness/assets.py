@@ -1,4 +1,5 @@
 """Stage 4d assets: ``completeness_surfaces``, ``seeing_wall_plots``, ``ranking_mode_ablation`` [tier]."""
+import functools
 import io
 from typing import Any
 
@@ -8,7 +9,9 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Mat
 from pydantic import Field
 
 from darkhalo_assets.stages.completeness.surfaces import seeing_wall
-from darkhalo_assets.stages.completeness.run import read_surfaces
+from darkhalo_assets.stages.completeness.run import criteria_config, read_surfaces
+from darkhalo_assets.stages.completeness.walls import lead_criterion
+from darkhalo_assets.science.recovery import criteria_from_config
 from darkhalo_assets.stages.completeness.surfaces import ranking_mode_ablation as compute_ranking_mode_ablation
 from darkhalo_assets.storage.datasets import write_table
 from darkhalo_assets.science import plots
@@ -72,7 +75,7 @@ def _save_png(store, rel: str, fig_writer, *args) -> str:
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"parquet", "python"}, owners=["team:darkhalo"],
-    code_version="4d-2", deps=["injected_cutouts"], pool="compute",
+    code_version="4d-3", deps=["injected_cutouts"], pool="compute",
     check_specs=[AssetCheckSpec("holdout_splits_used", asset="completeness_surfaces",
                                 description="Records which splits were used; fails if test was used without "
                                             "final_evaluation")],
@@ -98,11 +101,19 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     ok = "test" not in used or config.final_evaluation
     return MaterializeResult(
         metadata={"dagster/row_count": len(s), "summary": MetadataValue.md(f"```\n{summary}\n```"),
+                  "criteria": MetadataValue.md(_criteria_markdown(res["criteria"])),
                   "splits_used": json_md(used), "path": MetadataValue.path(store.url(layout.completeness(tier))),
                   "engine": engine_md["engine/name"], **engine_md},
         check_results=[AssetCheckResult(check_name="holdout_splits_used", passed=ok,
                                         metadata={"splits_used": json_md(used),
                                                   "final_evaluation": config.final_evaluation})])
+
+def _criteria_markdown(criteria: pd.DataFrame) -> str:
+    """Per criterion and experiment: n beside n_unscored (rows without a score, counted as
+    misses, or left out of n by a classifier) and the FPR on the experiment's own controls."""
+    cols = ["criterion", "experiment_id", "kind", "threshold", "n", "n_unscored", "n_controls", "n_controls_unscored",
+            "k_controls_detected", "fpr", "fpr_lo", "fpr_hi", "note"]
+    return criteria[[c for c in cols if c in criteria]].to_markdown(index=False) if len(criteria) else "no criteria"
 
 def _summary_text(tier, overall, theta, res, interval: str, level: float) -> str:
     splits = res["splits"]
@@ -123,19 +134,28 @@ def _summary_text(tier, overall, theta, res, interval: str, level: float) -> str
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
-    code_version="4d-wall-1", deps=["completeness_surfaces"],
+    code_version="4d-wall-2", deps=["completeness_surfaces"],
 )
 def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunConfig,
                       data_store: DataStoreResource) -> MaterializeResult:
     """Completeness vs PSF FWHM per theta_E with interval bands and the wall (where completeness
-    falls below the threshold) with its uncertainty; theta_E x PSF heat maps; vs depth and EBV."""
+    falls below the threshold) with its uncertainty; theta_E x PSF heat maps; vs depth and EBV.
+    A wall that coincides with a hard cut of its criterion (seed_snr_resolved's theta_E / FWHM
+    >= 0.8) is flagged ``set_by_cut``; the plot shows a criterion whose walls are measured
+    (image-based first) where there is one."""
     tier = context.partition_key
     store = data_store.store()
-    surfaces = read_surfaces(store, tier, tables=("surfaces",))["surfaces"]
-    wall = seeing_wall(surfaces, threshold=config.wall_threshold)
+    tables = read_surfaces(store, tier, tables=("surfaces", "criteria"))
+    surfaces, report = tables["surfaces"], tables["criteria"]
+    criteria = criteria_from_config(criteria_config(config.surface_options()))
+    wall = seeing_wall(surfaces, threshold=config.wall_threshold, criteria=criteria)
     write_table(store, layout.completeness(tier, "seeing_wall.parquet"), pa.Table.from_pandas(wall, preserve_index=False))
-    md = {"wall": MetadataValue.md(wall.to_markdown(index=False) if len(wall) else "no wall found")}
-    for name, fn, args in (("seeing_wall.png", plots.plot_seeing_wall, (surfaces, wall)),
+    image_based = list(dict.fromkeys(report.loc[report["kind"] != "truth", "criterion"].astype(str)))
+    lead = lead_criterion(wall[(wall["subset"] == "all") & (wall["group_by"] == "all")], prefer=image_based)
+    md = {"wall": MetadataValue.md(wall.to_markdown(index=False) if len(wall) else "no wall found"),
+          "lead_criterion": MetadataValue.text(str(lead))}
+    plot_wall = functools.partial(plots.plot_seeing_wall, criterion=lead, threshold=config.wall_threshold)
+    for name, fn, args in (("seeing_wall.png", plot_wall, (surfaces, wall)),
                            ("theta_psf_heatmap.png", plots.plot_theta_psf_heatmap, (surfaces,)),
                            ("depth_ebv.png", plots.plot_vs_depth_ebv, (surfaces,))):
         rel = layout.plot(tier, name)
@@ -145,7 +165,7 @@ def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunCon
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
-    code_version="4d-ablation-2", deps=["injected_cutouts"], pool="compute",
+    code_version="4d-ablation-3", deps=["injected_cutouts"], pool="compute",
 )
 def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRunConfig,
                           data_store: DataStoreResource, compute: ComputeEngine) -> MaterializeResult:

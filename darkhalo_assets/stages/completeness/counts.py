@@ -18,11 +18,12 @@ import pyarrow as pa
 
 from darkhalo_assets.science.recovery import evaluate_criteria
 from darkhalo_assets.stages.completeness.binning import assign, axis_values, needed_columns
-from darkhalo_assets.stages.completeness.plan import KEYS, SurfacePlan, SurfaceSpec, chunk_columns, row_masks
+from darkhalo_assets.stages.completeness.plan import (KEYS, SurfacePlan, SurfaceSpec, chunk_columns, experiment_name,
+                                                     row_masks)
 
 # Report columns that are counts (added across chunks); the rates are derived from them at the end.
-REPORT_COUNTS = ("n_controls", "k_controls_detected", "n_calibration", "n_holdout_controls", "k_holdout_detected",
-                 "n_unscored")
+REPORT_COUNTS = ("n", "n_unscored", "n_controls", "n_controls_unscored", "k_controls_detected", "n_calibration",
+                 "n_holdout_controls", "k_holdout_detected")
 
 
 @dataclass
@@ -88,19 +89,12 @@ def _fine_groups(cats, use: np.ndarray):
 def count_chunk(metrics, spec: SurfaceSpec, plan: SurfacePlan) -> SurfaceCounts:
     """Counts of one chunk (pandas DataFrame or pyarrow Table/RecordBatch of INJECTION_METRICS rows)."""
     cols, cats, criteria = chunk_columns(metrics, spec)
-    fixed = plan.criteria(spec)  # calibrated thresholds as the plan set them
-    criteria = [fixed[i] if c.name in plan.thresholds else c for i, c in enumerate(criteria)]
     n_rows = cols["is_control"].size
     in_split, use, split_names = row_masks(cols, cats, spec)
     ctrl, ok = cols["is_control"], cols["cutout_ok"]
     if any(getattr(c, "calibration_splits", None) for c in criteria):
         cols["region_split"] = split_names[cats.codes("region_split")]
-    rec = evaluate_criteria(cols, criteria, rows=in_split, level=spec.level, interval=spec.interval)
-    report = rec.report
-    for name, thr in plan.thresholds.items():  # the chunk saw a fixed threshold; the report tells how it was set
-        m = report["criterion"] == name
-        target = next(c.target_fpr for c in spec.criteria if c.name == name)
-        report.loc[m, "target_fpr"], report.loc[m, "note"] = target, plan.notes[name]
+    flags, eligible, report = _evaluate_per_experiment(cols, cats, criteria, in_split, spec, plan)
     clean = cols["bad_pixel_frac"] <= spec.clean_max_bad_pixel_frac  # NaN -> not clean
     value_cols = spec.value_columns
     cols.drop(*(set(cols) - value_cols - {"is_control", "cutout_ok"}))
@@ -126,7 +120,7 @@ def count_chunk(metrics, spec: SurfaceSpec, plan: SurfacePlan) -> SurfaceCounts:
     # cost more in page faults than the counting itself.
     code = np.empty(n_rows, dtype=np.int64)
     wbuf = np.empty(n_rows, dtype=np.float64)
-    crit_names = list(rec.flags)
+    crit_names = list(flags)
     cells = []
     for surf, shape in zip(spec.surfaces, _cell_shapes(spec, plan)):
         np.copyto(code, fine)
@@ -149,16 +143,67 @@ def count_chunk(metrics, spec: SurfaceSpec, plan: SurfacePlan) -> SurfaceCounts:
         g, cell = np.nonzero(n_all)  # recovered and eligible counts are never above n
         values = [n_all[g, cell]]
         del n_all
-        values += [counts(rec.flags[c])[g, cell] for c in crit_names]
-        values += [counts(rec.eligible[c])[g, cell] for c in crit_names if rec.eligible[c] is not None]
+        values += [counts(flags[c])[g, cell] for c in crit_names]
+        values += [counts(eligible[c])[g, cell] for c in crit_names if eligible[c] is not None]
         cells.append({"group": g, "cell": cell, "values": np.stack(values).astype(np.int64)})
     del code, wbuf
     splits = {_plain(s): [int(a), int(b)] for s, a, b in zip(
         split_names, np.bincount(cats.codes("region_split"), minlength=len(split_names)),
         np.bincount(cats.codes("region_split")[use], minlength=len(split_names)))}
     return SurfaceCounts(groups=groups, cells=cells, criteria=crit_names,
-                         own_eligibility=[rec.eligible[c] is not None for c in crit_names], exclusions=excl,
+                         own_eligibility=[eligible[c] is not None for c in crit_names], exclusions=excl,
                          splits=splits, report=report, n_rows=int(n_rows))
+
+
+def _evaluate_per_experiment(cols, cats, criteria, in_split, spec: SurfaceSpec, plan: SurfacePlan):
+    """(flags, eligible, report) of the criteria evaluated one experiment at a time: blind
+    thresholds are calibrated per experiment (plan.py), so an experiment's rows are judged at
+    its own threshold and its report row holds the FPR of its own controls."""
+    exp_codes = cats.codes("experiment_id")
+    present = np.unique(exp_codes[in_split])
+    n_rows = in_split.size
+    if not present.size:  # nothing in play: the criteria's shape, no report rows
+        rec = evaluate_criteria(cols, _with_thresholds(criteria, plan, spec, None), rows=in_split,
+                                level=spec.level, interval=spec.interval)
+        return rec.flags, {c: _own(rec.eligible[c], c in plan.thresholds, n_rows) for c in rec.flags}, \
+            rec.report.iloc[0:0]
+    flags: dict = {}
+    reports, judged = [], []
+    for e in present:
+        name = experiment_name(cats, e)
+        in_exp = exp_codes == e
+        rec = evaluate_criteria(cols, _with_thresholds(criteria, plan, spec, name), rows=in_split & in_exp,
+                                level=spec.level, interval=spec.interval)
+        report = rec.report.assign(experiment_id=name)
+        for c in plan.thresholds:  # the chunk saw a fixed threshold; the report tells how it was set
+            m = report["criterion"] == c
+            target = next(x.target_fpr for x in spec.criteria if x.name == c)
+            report.loc[m, "target_fpr"], report.loc[m, "note"] = target, plan.note(c, name)
+        reports.append(report)
+        judged.append((in_exp, rec.eligible))
+        for c, f in rec.flags.items():  # a criterion flags only rows of the experiment in play
+            flags[c] = f if c not in flags else flags[c] | f
+    eligible: dict = {}
+    for c in flags:
+        # a calibrated criterion always has its own n (an experiment without controls is not
+        # evaluated), so every chunk lays out its counts alike whichever experiments it holds
+        if c not in plan.thresholds and all(el[c] is None for _, el in judged):
+            eligible[c] = None
+            continue
+        acc = np.zeros(n_rows, bool)
+        for in_exp, el in judged:
+            acc[in_exp] = True if el[c] is None else el[c][in_exp]
+        eligible[c] = acc
+    return flags, eligible, pd.concat(reports, ignore_index=True)
+
+
+def _own(eligible, calibrated: bool, n_rows: int):
+    return np.zeros(n_rows, bool) if eligible is None and calibrated else eligible
+
+
+def _with_thresholds(criteria, plan: SurfacePlan, spec: SurfaceSpec, experiment) -> list:
+    fixed = {c.name: c for c in plan.criteria(spec, experiment)}
+    return [fixed[c.name] if c.name in plan.thresholds else c for c in criteria]
 
 
 def _plain(v):
@@ -234,11 +279,14 @@ def merge_counts(parts: list[SurfaceCounts]) -> SurfaceCounts:
 
 
 def sum_reports(reports: list[pd.DataFrame]) -> pd.DataFrame:
-    out = reports[0].copy()
-    for c in REPORT_COUNTS:
-        vals = np.stack([r[c].to_numpy(dtype=np.float64) for r in reports])
-        out[c] = np.where(np.isnan(vals).all(axis=0), np.nan, np.nansum(vals, axis=0))
-    return out
+    """The report rows of several chunks, added up per (criterion, experiment): a chunk holds
+    rows of the experiments it saw only. A count stays NaN where no chunk had it."""
+    allr = pd.concat(reports, ignore_index=True)
+    keys = ["criterion", "experiment_id"]
+    first = allr.drop_duplicates(keys).set_index(keys)
+    counts = allr[keys + list(REPORT_COUNTS)].groupby(keys, sort=False).sum(min_count=1)
+    first[list(REPORT_COUNTS)] = counts.loc[first.index, list(REPORT_COUNTS)].to_numpy()
+    return first.reset_index()[list(allr.columns)]
 
 
 def dense_cells(counts: SurfaceCounts, surface: int, inner: int) -> tuple[np.ndarray, list, list]:

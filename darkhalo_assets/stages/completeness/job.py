@@ -98,8 +98,9 @@ def completeness_tables(params: dict, runner, log) -> dict:
     plan = plan_from_scans(spec, scans)
     n_rows = sum(s["n_rows"] for s in scans)
     timings["scan_s"] = time.perf_counter() - t0
+    planned = ", ".join(f"{k}[{e}]={v:.4g}" for k, per in plan.thresholds.items() for e, v in per.items())
     log(f"[4d] tier {tier}, view {view}: {n_rows:,} metrics rows in {len(shards)} shards; bins and thresholds planned "
-        f"({', '.join(f'{k}={v:.4g}' for k, v in plan.thresholds.items()) or 'no calibrated criteria'})")
+        f"({planned or 'no calibrated threshold'})")
 
     t1 = time.perf_counter()
     blobs = [b for b in runner.map(count_unit, [{**u, "plan": plan} for u in units]) if b is not None]

@@ -4,9 +4,9 @@ The surfaces are sums, so they can be counted chunk by chunk (one process, or Sp
 executors) and added up. Two things are global and must be settled first, from every
 chunk: the bins of data-driven axes (a ``step`` axis covers the data's min..max, a
 ``values`` axis has one bin per distinct value) and the blind detector's threshold
-(calibrated on all controls at a target FPR). A chunk's ``scan_chunk`` returns just what
+(calibrated per experiment on its controls at a target FPR). A chunk's ``scan_chunk`` returns just what
 those need — per axis the min/max or the distinct values of the rows in use, per
-calibrated criterion the controls' finite scores — and ``plan_from_scans`` turns the scans
+calibrated criterion and experiment the controls' finite scores — and ``plan_from_scans`` turns the scans
 of all chunks into the ``SurfacePlan``: the same ``make_bins`` / ``threshold_for_fpr``
 calls on the same values, so the plan does not depend on how the rows were chunked.
 """
@@ -19,8 +19,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from darkhalo_assets.config.defaults import COMPLETENESS
+from darkhalo_assets.science.fpr import independent_controls, threshold_for_fpr
 from darkhalo_assets.science.recovery import (DEFAULT_CRITERIA, BlindResidual, ClassifierScores, Criterion,
-                                              criteria_columns, independent_controls, threshold_for_fpr)
+                                              criteria_columns)
 from darkhalo_assets.stages.completeness.binning import DEFAULT_SURFACES, Bins, axis_values, make_bins, merged_axes, needed_columns
 from darkhalo_assets.stages.completeness.metrics_columns import extract_columns, join_scores
 
@@ -117,7 +118,7 @@ def _calibrated(spec: SurfaceSpec) -> list[BlindResidual]:
 
 def scan_chunk(metrics: Any, spec: SurfaceSpec) -> dict:
     """What one chunk contributes to the global decisions: {"axes": {axis: values},
-    "calibration": {criterion: control scores}} (small: 2 values per step axis)."""
+    "calibration": {criterion: {experiment_id: control scores}}} (small: 2 values per step axis)."""
     cols, cats, _ = chunk_columns(metrics, spec)
     in_split, use, split_names = row_masks(cols, cats, spec)
     axes = {}
@@ -133,27 +134,49 @@ def scan_chunk(metrics: Any, spec: SurfaceSpec) -> dict:
             axes[a] = np.array([vals.min(), vals.max()], dtype=vals.dtype) if vals.size else vals[:0]
     calibration = {}
     controls = independent_controls(cols, in_split & cols["cutout_ok"] & cols["is_control"])
+    exp_codes = cats.codes("experiment_id")
     for c in _calibrated(spec):
         calib = controls.copy()
         if c.calibration_splits is not None:
             calib &= np.isin(split_names[cats.codes("region_split")], list(c.calibration_splits))
         if c.column not in cols:
             raise KeyError(f"metrics table has no column {c.column!r} (needed by recovery criterion {c.name!r})")
-        score = cols[c.column][calib].astype(np.float64)
-        calibration[c.name] = score[np.isfinite(score)]
+        calibration[c.name] = {}
+        for e in np.unique(exp_codes[calib]):
+            score = cols[c.column][calib & (exp_codes == e)].astype(np.float64)
+            calibration[c.name][experiment_name(cats, e)] = score[np.isfinite(score)]
     return {"axes": axes, "calibration": calibration}
+
+
+def experiment_name(cats, code: int):
+    """The experiment_id of a category code, as a plain Python value ("unknown" without categories)."""
+    if not len(cats["experiment_id"]):
+        return "unknown"
+    v = cats["experiment_id"][int(code)]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+NO_CONTROLS_NOTE = "no control with a finite score: threshold undefined, criterion not evaluated (n = 0)"
 
 
 @dataclass(frozen=True)
 class SurfacePlan:
     bins: dict                       # axis -> Bins
-    thresholds: dict                 # calibrated criterion -> threshold (NaN: not evaluated)
-    notes: dict                      # calibrated criterion -> note for the report
+    thresholds: dict                 # calibrated criterion -> {experiment_id: threshold}
+    notes: dict                      # calibrated criterion -> {experiment_id: note for the report}
 
-    def criteria(self, spec: SurfaceSpec) -> list:
-        """The spec's criteria with calibrated thresholds fixed (what every chunk evaluates)."""
-        return [dataclasses.replace(c, threshold=self.thresholds[c.name]) if c.name in self.thresholds else c
-                for c in spec.criteria]
+    def threshold(self, criterion: str, experiment) -> float:
+        """The calibrated threshold of one experiment (NaN: no control to calibrate on, not evaluated)."""
+        return self.thresholds[criterion].get(experiment, float("nan"))
+
+    def note(self, criterion: str, experiment) -> str:
+        return self.notes[criterion].get(experiment, NO_CONTROLS_NOTE)
+
+    def criteria(self, spec: SurfaceSpec, experiment) -> list:
+        """The spec's criteria with one experiment's calibrated thresholds fixed (what a chunk
+        evaluates on that experiment's rows)."""
+        return [dataclasses.replace(c, threshold=self.threshold(c.name, experiment)) if c.name in self.thresholds
+                else c for c in spec.criteria]
 
 
 def plan_from_scans(spec: SurfaceSpec, scans: Sequence[dict]) -> SurfacePlan:
@@ -163,12 +186,19 @@ def plan_from_scans(spec: SurfaceSpec, scans: Sequence[dict]) -> SurfacePlan:
         parts = [s["axes"][a] for s in scans if a in s["axes"]]
         dt = np.result_type(*[p.dtype for p in parts]) if parts else np.float64
         bins[a] = make_bins(np.concatenate(parts).astype(dt) if parts else np.zeros(0), None, ax)
+    # Calibrated per experiment: an experiment (stamp size x bandset x grid) is its own
+    # measurement of the same hosts, so pooling experiments would count a host once per
+    # experiment and one threshold would have no single FPR when their scores differ.
     thresholds, notes = {}, {}
     for c in _calibrated(spec):
-        scores = np.concatenate([s["calibration"].get(c.name, np.zeros(0)) for s in scans] or [np.zeros(0)])
-        if scores.size:
-            thresholds[c.name], notes[c.name] = threshold_for_fpr(scores, c.target_fpr), ""
-        else:  # e.g. the debug tier has no controls: undefined, not 0% complete
-            thresholds[c.name] = float("nan")
-            notes[c.name] = "no control with a finite score: threshold undefined, criterion not evaluated (n = 0)"
+        per_exp: dict = {}
+        for s in scans:
+            for exp, scores in s["calibration"].get(c.name, {}).items():
+                per_exp.setdefault(exp, []).append(scores)
+        thresholds[c.name], notes[c.name] = {}, {}
+        for exp in sorted(per_exp, key=str):
+            scores = np.concatenate(per_exp[exp])
+            if scores.size:
+                thresholds[c.name][exp], notes[c.name][exp] = threshold_for_fpr(scores, c.target_fpr), ""
+            # else: no finite score in this experiment: undefined (NaN), not 0% complete
     return SurfacePlan(bins=bins, thresholds=thresholds, notes=notes)

@@ -18,15 +18,19 @@ columns are pandas categoricals (dictionary-encoded in Parquet):
   fraction        f64    k / n, NaN when n == 0 (an empty bin is empty, never 0%)
   lo, hi          f64    binomial interval (``interval`` method at ``level``), NaN when n == 0
 Empty bins: for the groupings in ``dense_group_bys`` (default all but region_id) every bin
-of the axis is present, n = 0 rows included; for region_id only bins with n > 0 are written
-(a region samples a narrow slice of PSF and depth, so its dense grid would be mostly empty).
+of the axis is present, n = 0 rows included; for region_id only bins where the criterion's
+n > 0 are written (a region samples a narrow slice of PSF and depth, so its dense grid would
+be mostly empty; a criterion not evaluated in the tier has no region rows at all).
 'all' surfaces also sum over selection sets: an object picked by two selection sets is two
 injections there.
 
 ``exclusions`` — rows left out and why: (experiment_id, region_split, reason, axis, n), with
 reasons split_not_used, control, cutout:<cutout_reason>, and per axis missing_value /
 out_of_range (those rows are left out of that axis only).
-``criteria`` — the recovery report (thresholds, FPR on controls with intervals).
+``criteria`` — the recovery report, one row per (criterion, experiment): threshold (blind
+thresholds are calibrated per experiment), n (the criterion's injections, as in the overall
+surface) and n_unscored (those without a score, counted as misses; a classifier leaves them
+out of n), FPR on the experiment's independent controls with its interval, n_controls_unscored.
 ``splits`` — per region_split: rows, injections used, and whether it was used. The test
 split is used only with final_evaluation=True (holdout discipline).
 ``config`` — one row: interval, level, clean cut, splits used, final_evaluation, axes (JSON).
@@ -51,7 +55,8 @@ import scipy.sparse as sp
 
 from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.science.intervals import binomial_interval
-from darkhalo_assets.science.recovery import DEFAULT_CRITERIA, REPORT_COLUMNS, Criterion, rates_from_counts
+from darkhalo_assets.science.fpr import REPORT_COLUMNS, rates_from_counts
+from darkhalo_assets.science.recovery import DEFAULT_CRITERIA, Criterion
 from darkhalo_assets.stages.completeness.binning import DEFAULT_SURFACES
 from darkhalo_assets.stages.completeness.counts import REPORT_COUNTS, SurfaceCounts, count_chunk, dense_cells, inner_size, merge_counts
 from darkhalo_assets.stages.completeness.plan import GROUP_BYS, KEYS, SurfacePlan, SurfaceSpec, make_spec, plan_from_scans, scan_chunk
@@ -135,6 +140,10 @@ def finish_surfaces(spec: SurfaceSpec, plan: SurfacePlan, counts: SurfaceCounts)
 
 
 def _report(report: pd.DataFrame, spec: SurfaceSpec) -> pd.DataFrame:
+    """One row per (criterion, experiment), criteria in the spec's order, however the rows were chunked."""
+    order = {n: i for i, n in enumerate(n for c in spec.criteria for n in c.outputs())}
+    rank = [(order.get(c, len(order)), _category_key(e)) for c, e in zip(report["criterion"], report["experiment_id"])]
+    report = report.iloc[sorted(range(len(report)), key=rank.__getitem__)]
     out = rates_from_counts(report, level=spec.level, interval=spec.interval)[list(REPORT_COLUMNS)]
     for c in REPORT_COUNTS:  # counts stay integers where every criterion has one
         if out[c].notna().all():
@@ -187,14 +196,13 @@ def _emit(gb, dense, parts, cats, n_fine, k_arr, nc_arr, crit_names, axes_here, 
         def sub(a):
             a = a.reshape(G, nb, 2)
             return a.sum(axis=2) if subset == "all" else a[:, :, 1]
-        n_s = sub(n)
-        rows = np.ones((G, nb), bool) if dense else n_s > 0
-        gi, bi = np.nonzero(rows)
         for c, k, m in zip(crit_names, ks, ns):
+            n_c = sub(m)  # the criterion's own n: sparse groupings keep the bins it measured
+            gi, bi = np.nonzero(np.ones((G, nb), bool) if dense else n_c > 0)
             out.append({"experiment_id": exp_names[gi], "criterion": c, "subset": subset, "group_by": gb,
                         "group_value": gvals[gi], "axis1": axes_here[0] if axes_here else "overall",
                         "bin1_lo": lo1[bi], "bin1_hi": hi1[bi], "axis2": axes_here[1] if len(axes_here) > 1 else "",
-                        "bin2_lo": lo2[bi], "bin2_hi": hi2[bi], "k": sub(k)[gi, bi], "n": sub(m)[gi, bi]})
+                        "bin2_lo": lo2[bi], "bin2_hi": hi2[bi], "k": sub(k)[gi, bi], "n": n_c[gi, bi]})
     return out
 
 

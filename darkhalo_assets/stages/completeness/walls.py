@@ -8,7 +8,13 @@ Seeing wall (per theta_E): the PSF FWHM where completeness falls below ``thresho
   threshold, linearly interpolated with the previous bin centre.
 - Status: 'crossed'; 'below_at_min_fwhm' (already below in the sharpest bin: the wall lies at
   or below the sampled range, wall NaN); 'above_at_max_fwhm' (never below: wall NaN);
-  'no_data'.
+  'no_data' (no bin of the curve has n >= min_n, e.g. a criterion not evaluated in the tier).
+- Set by the criterion: a criterion with a hard cut in PSF FWHM (``Criterion.psf_fwhm_cut``,
+  e.g. theta_E / FWHM >= 0.8 of seed_snr_resolved) cannot pass beyond it, so a wall there
+  restates the rule. ``cut_fwhm`` is that cut at the curve's theta_E (NaN: none, or the
+  criteria were not given) and ``set_by_cut`` is True when the wall coincides with it: crossed
+  within one PSF bin width of the cut, or below the sampled range with the cut below the
+  sharpest bin's upper edge.
 - Uncertainty: equal-tailed ``level`` interval of the same estimate over ``n_boot`` draws in
   which each bin's completeness is drawn from its Jeffreys posterior Beta(k+1/2, n-k+1/2)
   (a parametric bootstrap that stays sensible at k = 0 and k = n). Draws without a crossing
@@ -93,10 +99,10 @@ def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
     return float(np.quantile(d, a, method="lower")), float(np.quantile(d, 1 - a, method="higher"))
 
 
-def _curves(surfaces, psf_axis, criterion, subset, group_by, min_n):
+def _curves(surfaces, psf_axis, criterion, subset, group_by):
     if isinstance(surfaces, dict):
         surfaces = surfaces["surfaces"]
-    s = surfaces[(surfaces["axis1"] == "theta_e") & (surfaces["axis2"] == psf_axis) & (surfaces["n"] >= min_n)]
+    s = surfaces[(surfaces["axis1"] == "theta_e") & (surfaces["axis2"] == psf_axis)]
     for col, want in (("criterion", criterion), ("subset", subset), ("group_by", group_by)):
         if want is not None:
             s = s[s[col].isin([want] if isinstance(want, str) else list(want))]
@@ -108,28 +114,90 @@ def seeing_wall(surfaces: "pd.DataFrame | dict", threshold: float = COMPLETENESS
                 psf_axis: str = "psf_fwhm_r", criterion: str | Sequence[str] | None = None,
                 subset: str | Sequence[str] | None = None, group_by: str | Sequence[str] = "all",
                 level: float = COMPLETENESS.level, n_boot: int = 1000, seed: int = 0, min_n: int = 1,
-                return_draws: bool = False) -> pd.DataFrame:
+                criteria: Sequence[Any] = (), return_draws: bool = False) -> pd.DataFrame:
     """One row per (experiment, criterion, subset, group, theta_E): wall_fwhm, wall_lo, wall_hi,
-    status, n_bins, n (see module doc). ``return_draws`` adds the bootstrap draws (an object column)."""
+    status, n_bins, n, cut_fwhm, set_by_cut (see module doc). ``criteria``: the recovery criteria
+    of the surfaces (science.recovery), whose hard cuts flag the walls they set. ``return_draws``
+    adds the bootstrap draws (an object column)."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    by_output = {name: c for c in criteria for name in c.outputs()}
+    band = psf_axis.removeprefix("psf_fwhm_")
     rows = []
-    for key, g in _curves(surfaces, psf_axis, criterion, subset, group_by, min_n).groupby(
+    for key, curve in _curves(surfaces, psf_axis, criterion, subset, group_by).groupby(
             _CURVE_KEYS + ["theta_e"], sort=True, observed=True):
+        g = curve[curve["n"] >= min_n]  # the curve stays (as no_data) when none of its bins qualifies
         h = stable_hash64("|".join(map(str, key)) + f"|{psf_axis}|{threshold}")
         rng = np.random.default_rng(int(mix_keys(np.uint64(h), salt=seed)))
         point, status, draws = wall_with_draws(g["fwhm"].to_numpy(), g["k"].to_numpy(), g["n"].to_numpy(),
                                                threshold, n_boot=n_boot, rng=rng)
         lo, hi = _interval(draws, level)
+        crit = by_output.get(key[1])
+        cut = float(crit.psf_fwhm_cut(np.float64(key[-1]), band)) if crit is not None else np.nan
         row = dict(zip(_CURVE_KEYS + ["theta_e"], key), psf_axis=psf_axis, threshold=threshold, wall_fwhm=point,
-                   wall_lo=lo, wall_hi=hi, status=status, n_bins=len(g), n=int(g["n"].sum()),
+                   wall_lo=lo, wall_hi=hi, status=status, n_bins=len(g), n=int(g["n"].sum()), cut_fwhm=cut,
+                   set_by_cut=_set_by_cut(point, status, cut, g),
                    method=f"isotonic fit + Jeffreys-posterior bootstrap ({n_boot} draws, level {level})")
         if return_draws:
             row["draws"] = draws
         rows.append(row)
     cols = _CURVE_KEYS + ["theta_e", "psf_axis", "threshold", "wall_fwhm", "wall_lo", "wall_hi", "status", "n_bins",
-                          "n", "method"] + (["draws"] if return_draws else [])
-    return pd.DataFrame(rows, columns=cols)
+                          "n", "cut_fwhm", "set_by_cut", "method"] + (["draws"] if return_draws else [])
+    return pd.DataFrame(rows, columns=cols).astype({"set_by_cut": bool})
+
+
+def _set_by_cut(point: float, status: str, cut: float, g: pd.DataFrame) -> bool:
+    """Whether a wall coincides with the criterion's cut: within one PSF bin of it (the wall is
+    interpolated between bin centres, so it cannot place a step inside a bin any closer)."""
+    if not np.isfinite(cut) or g.empty:
+        return False
+    width = float(np.nanmax(g["bin2_hi"] - g["bin2_lo"]))
+    if status == "crossed":
+        return bool(abs(point - cut) <= width)
+    if status == "below_at_min_fwhm":
+        return bool(cut < float(g["bin2_hi"].min()))
+    return False
+
+
+def lead_criterion(wall: pd.DataFrame, prefer: Sequence[str] = ()) -> str | None:
+    """The criterion to show first: one with a measured wall (crossed, not set by a cut), the
+    ``prefer``red ones (e.g. image-based criteria) first, most measured walls next; else the
+    one with the most crossed walls among those with data (None for an empty table)."""
+    if wall.empty:
+        return None
+    rank = {n: i for i, n in enumerate(prefer)}
+    crossed = wall["status"] == "crossed"
+    measured = wall[crossed & ~wall["set_by_cut"].astype(bool)].groupby("criterion", observed=True).size()
+    measured = measured[measured > 0]
+    if len(measured):
+        return min(measured.index.astype(str), key=lambda n: (rank.get(n, len(rank)), -int(measured[n]), n))
+    has_data = wall[wall["status"] != "no_data"]
+    pool = has_data if len(has_data) else wall
+    n_crossed = pool.assign(c=crossed[pool.index]).groupby("criterion", observed=True)["c"].sum()
+    return min(n_crossed.index.astype(str), key=lambda n: (-int(n_crossed[n]), rank.get(n, len(rank)), n))
+
+
+def wall_report(wall: pd.DataFrame, prefer: Sequence[str] = (), subset: str = "all") -> str:
+    """The seeing walls as text, led by ``lead_criterion``; a wall that restates the
+    criterion's cut says so."""
+    w = wall[(wall["subset"] == subset) & (wall["group_by"] == "all")]
+    lead = lead_criterion(w, prefer)
+    if lead is None:
+        return "seeing wall: no theta_E x PSF FWHM surface in this tier"
+    order = [lead] + sorted(set(w["criterion"].astype(str)) - {lead})
+    lines = [f"seeing wall (completeness < {w['threshold'].iloc[0]:g} along {w['psf_axis'].iloc[0]}, subset {subset}; "
+             f"led by {lead}" + ("" if ((w["criterion"] == lead) & (w["status"] == "crossed") & ~w["set_by_cut"]).any()
+                                 else ": no criterion has a measured wall in this tier") + ")",
+             f"{'criterion':<22} {'experiment':<40} {'theta_E':>7} {'wall':>6}  {'interval':<16} status"]
+    for crit in order:
+        g = w[w["criterion"] == crit].sort_values(["experiment_id", "theta_e"])
+        for _, r in g.iterrows():
+            wall_s = f"{r['wall_fwhm']:.2f}" if np.isfinite(r["wall_fwhm"]) else "  -"
+            iv = f"[{r['wall_lo']:.2f}, {r['wall_hi']:.2f}]" if np.isfinite(r["wall_fwhm"]) else ""
+            note = f"  set by the criterion's cut at {r['cut_fwhm']:.2f}\"" if r["set_by_cut"] else ""
+            lines.append(f"{crit:<22} {r['experiment_id']:<40} {r['theta_e']:>7.2f} {wall_s:>6}  {iv:<16} "
+                         f"{r['status']}{note}")
+    return "\n".join(lines)
 
 
 def ranking_mode_ablation(metrics: Any = None, *, surfaces: "pd.DataFrame | dict | None" = None,
