@@ -86,7 +86,7 @@ def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey:
     bricks = list(context.partition_keys)
     job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force))
     rows = brick_records(data_store.store(), job.summary)
-    _record_bricks(context, rows, job, data_store, {"engine": job.metadata["engine/name"],
+    _record_bricks(context, rows, job, data_store, {**job.metadata, "engine": job.metadata["engine/name"],
                                                     "run_bricks": len(bricks)})
     _raise_for(rows, job.summary["summary"])
     # Every brick's events are logged above; the batch as a whole is no materialization of its own
@@ -191,7 +191,8 @@ def fill_tier_bricks(context: OpExecutionContext, config: Phase4RunConfig, surve
     results_rel = layout.fill_run_results(context.run.run_id, tier)
     job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force, results_rel))
     rows = brick_records(store, job.summary)
-    _record_bricks(context, rows, job, data_store, {"engine": job.metadata["engine/name"], "tier_fill": tier})
+    _record_bricks(context, rows, job, data_store, {**job.metadata, "engine": job.metadata["engine/name"],
+                                                    "tier_fill": tier})
     context.log.info(f"tier {tier}: next, materialize brick_blacklist[{tier}]")
     _raise_for(rows, job.summary["summary"])
 
