@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, Definitions, materialize
-from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+from dagster_graphql.test.utils import define_out_of_process_workspace, execute_dagster_graphql
 
 from darkhalo_assets.cli import (ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, fill_tier_cache)
 from darkhalo_assets.definitions import ALL_ASSETS
@@ -72,7 +72,10 @@ def tier(tmp_path_factory):
     missing = set(json.loads((root / "survey" / "synthetic_survey.json").read_text())["missing_bricks"]) & set(bricks)
     served = [b for b in bricks if b not in missing]
     assert missing and len(served) >= 3
-    yield {"root": root, "instance": instance, "bricks": bricks, "served": served, "missing": missing}
+    # one code server for the module's GraphQL queries (workspace.yaml's location, this instance)
+    with define_out_of_process_workspace(str(REPO / "workspace.yaml"), None, instance) as workspace:
+        yield {"root": root, "instance": instance, "bricks": bricks, "served": served, "missing": missing,
+               "workspace": workspace}
     instance.dispose()
 
 
@@ -119,23 +122,24 @@ def _range_run(tier, keys: list[str], resources: dict, force: bool = False):
                        run_config={"ops": {"coadd_cache": {"config": {"force": force}}}}, raise_on_error=False)
 
 
-def _graphql(instance, query: str, variables: dict) -> dict:
-    with define_out_of_process_context(str(REPO / "workspace.yaml"), None, instance) as context:
-        with context:   # as the webserver does per request: dynamic partitions load from this instance
-            res = execute_dagster_graphql(context, query, variables)
+def _graphql(tier, query: str, variables: dict) -> dict:
+    """A query as the webserver runs one: a fresh request context, entered (dynamic partitions load
+    from the instance)."""
+    with tier["workspace"].create_request_context() as context:
+        res = execute_dagster_graphql(context, query, variables)
     assert not res.errors, res.errors
     return res.data
 
 
-def _statuses(instance) -> tuple[dict, dict]:
+def _statuses(tier) -> tuple[dict, dict]:
     """(asset partition statuses, files_verified partition statuses) as the UI reads them."""
-    node = _graphql(instance, PARTITIONS, {"key": {"path": ["coadd_cache"]}})["assetNodeOrError"]
+    node = _graphql(tier, PARTITIONS, {"key": {"path": ["coadd_cache"]}})["assetNodeOrError"]
     (check,) = [c for c in node["assetChecksOrError"]["checks"] if c["name"] == "files_verified"]
     return node["assetPartitionStatuses"], check["partitionStatuses"]
 
 
-def _metadata_by_partition(instance, run_id: str, partitions: list[str]) -> dict[str, dict]:
-    mats = _graphql(instance, MATERIALIZATIONS, {"key": {"path": ["coadd_cache"]}, "partitions": partitions})
+def _metadata_by_partition(tier, run_id: str, partitions: list[str]) -> dict[str, dict]:
+    mats = _graphql(tier, MATERIALIZATIONS, {"key": {"path": ["coadd_cache"]}, "partitions": partitions})
     out = {}
     for m in mats["assetOrError"]["assetMaterializations"]:
         if m["runId"] == run_id:
@@ -163,7 +167,7 @@ def test_range_run_records_every_brick_on_its_own_partition(tier):
     result = _range_run(tier, tier["bricks"], _resources(tier, root / "cache_ok"))
     assert result.success
 
-    md = _metadata_by_partition(inst, result.run_id, tier["bricks"])
+    md = _metadata_by_partition(tier, result.run_id, tier["bricks"])
     assert set(md) == set(tier["bricks"])
     for b in tier["served"]:
         on_disk = [root / "cache_ok" / b / f.filename(b) for f in COADD_FILES]
@@ -176,7 +180,7 @@ def test_range_run_records_every_brick_on_its_own_partition(tier):
         assert md[b]["status"] == "missing" and md[b]["files"] == 0 and md[b]["upstream_status"] == 404
         assert "HTTP 404" in md[b]["upstream"] and b in md[b]["upstream"]
 
-    assets, check = _statuses(inst)
+    assets, check = _statuses(tier)
     assert set(tier["bricks"]) <= set(assets["materializedPartitions"])
     assert not set(tier["bricks"]) & set(assets["failedPartitions"])
     # the check tells a missing brick from a good one, partition by partition
@@ -186,7 +190,7 @@ def test_range_run_records_every_brick_on_its_own_partition(tier):
     # a re-run skips the verified bricks and records them as such, each with its own size
     again = _range_run(tier, tier["bricks"], _resources(tier, root / "cache_ok"))
     assert again.success
-    md2 = _metadata_by_partition(inst, again.run_id, tier["bricks"])
+    md2 = _metadata_by_partition(tier, again.run_id, tier["bricks"])
     assert {md2[b]["status"] for b in tier["served"]} == {"skipped"}
     assert all(md2[b]["cache_bytes"] == md[b]["cache_bytes"] and md2[b]["bytes_downloaded"] == 0
                for b in tier["served"])
@@ -203,7 +207,7 @@ def test_one_bad_key_fails_only_itself(tier, upstream):
 
     good = [b for b in tier["served"] if b != forbidden]
     assert all((root / "cache_bad_keys" / b / "_SUCCESS").exists() for b in good)
-    md = _metadata_by_partition(inst, result.run_id, keys)
+    md = _metadata_by_partition(tier, result.run_id, keys)
     assert set(md) == set(good) | tier["missing"]       # the bad keys have no materialization
     description, failure_md = _step_failure(result)
     assert f"3 of {len(keys)} bricks failed" in description
@@ -217,7 +221,7 @@ def test_one_bad_key_fails_only_itself(tier, upstream):
     assert not (root / "out" / layout.missing_evidence(NOT_A_BRICK)).exists()
     assert not (root / "out" / layout.missing_evidence(forbidden)).exists()
 
-    assets, check = _statuses(inst)
+    assets, check = _statuses(tier)
     assert {forbidden, NOT_A_BRICK} <= set(assets["failedPartitions"])   # "" : see the CLI test below
     assert not set(good) & set(assets["failedPartitions"])
 
@@ -247,7 +251,7 @@ def test_tier_fill_job_records_the_same_per_brick_truth(tier):
                       resources=_resources(tier, root / "cache_tier_fill")).get_job_def("fill_tier_coadd_cache")
     result = job.execute_in_process(partition_key=TIER, instance=inst, raise_on_error=False)
     assert result.success
-    md = _metadata_by_partition(inst, result.run_id, tier["bricks"])
+    md = _metadata_by_partition(tier, result.run_id, tier["bricks"])
     assert {b: m["status"] for b, m in md.items()} == {b: "missing" if b in tier["missing"] else "cached"
                                                        for b in tier["bricks"]}
     assert all(md[b]["files"] == len(COADD_FILES) and md[b]["tier_fill"] == TIER for b in tier["served"])
@@ -285,5 +289,5 @@ def test_full_disk_errors_reach_the_failure_and_each_brick(tier):
     assert "No space left on device" in description
     assert all(b in description for b in tier["served"])
     assert failure_md["fill_summary"]["failed"] == len(tier["served"])   # the count no longer hides the list
-    assets, _ = _statuses(inst)
+    assets, _ = _statuses(tier)
     assert set(tier["served"]) <= set(assets["failedPartitions"])
