@@ -291,3 +291,21 @@ def test_full_disk_errors_reach_the_failure_and_each_brick(tier):
     assert failure_md["fill_summary"]["failed"] == len(tier["served"])   # the count no longer hides the list
     assets, _ = _statuses(tier)
     assert set(tier["served"]) <= set(assets["failedPartitions"])
+
+
+def test_a_unit_that_cannot_start_fails_each_of_its_bricks_with_the_cause(tmp_path):
+    """A unit whose cache cannot be opened (an unknown fsspec protocol) does not raise out of the job,
+    which would lose every brick's record: each of its bricks fails with the cause, the others' names
+    are still judged on their own."""
+    from darkhalo_assets.engines.local import LocalRunner
+    from darkhalo_assets.stages.coadds.job import fill_bricks
+    good = ["0419p280", "0422p280"]
+    params = {"bricks": [*good, NOT_A_BRICK], "force": False,
+              "survey": {"url": "http://127.0.0.1:9/", "survey": "dr10_south"},
+              "data_store": {"root": str(tmp_path / "out")}, "cache_store": {"root": "nope://bucket/cache"}}
+    out = fill_bricks(params, LocalRunner(), lambda msg: None)
+    rows = {r["brickname"]: r for r in out["bricks"]}
+    assert {b: r["status"] for b, r in rows.items()} == {b: "failed" for b in [*good, NOT_A_BRICK]}
+    assert all("nope" in rows[b]["error"] and "the whole unit of 2 bricks failed" in rows[b]["error"] for b in good)
+    assert "is not a DR10 brick" in rows[NOT_A_BRICK]["error"]
+    assert out["summary"]["failed"] == 3 and out["summary"]["refused"] == 1
