@@ -48,7 +48,7 @@ def fill_params(survey: SurveyResource, data_store: DataStoreResource, bricks: l
             "results_rel": results_rel}
 
 
-CACHE_CODE_VERSION = "4b-2"
+CACHE_CODE_VERSION = "4b-3"   # 4b-2 is main's cache-trust change; this one follows it
 
 # files_verified is a partitioned check (one verdict per brick, what the UI's check partitions show).
 # Dagster 1.13 marks partitioned checks "preview"; the warning would greet every `darkhalo run` and
