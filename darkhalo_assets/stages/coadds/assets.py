@@ -65,8 +65,9 @@ with warnings.catch_warnings():
     partitions_def=brick_partitions, group_name="coadds", kinds={"fits"}, owners=["team:darkhalo"],
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=BRICKS_PER_RUN), pool="downloads",
     code_version=CACHE_CODE_VERSION,
-    # Each brick is materialized by its own event (log_brick_events), never as a whole batch.
-    output_required=False,
+    # Each brick is materialized by its own event (log_brick_events), never as a whole batch; the
+    # output holds no value (Nothing: no IO manager is asked to store a range of partitions).
+    output_required=False, dagster_type=Nothing,
     # A brick belongs to any number of tiers and which ones is data (bricks_manifest[tier]
     # registers it), so no static mapping says which tier partitions a brick comes from: the
     # edge keeps the lineage and says "registered by some tier's bricks_manifest".
@@ -86,6 +87,13 @@ def coadd_cache(context: AssetExecutionContext, config: Phase4RunConfig, survey:
     bricks = list(context.partition_keys)
     job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force))
     rows = brick_records(data_store.store(), job.summary)
+    if context.requires_typed_event_stream and not failure_report(rows)[0]:
+        # A Pipes engine (spark, emr ...) makes Dagster demand the asset's own output, which stands
+        # for every partition of the run: it goes first, so each brick's own materialization below
+        # is its latest (the one the UI shows and the check targets). With a failed brick there is
+        # none: the run fails and only the failed bricks lack a materialization.
+        yield Output(None, metadata={"run_bricks": len(bricks), "engine": job.metadata["engine/name"],
+                                     "note": "one run's batch; each brick's own materialization follows"})
     _record_bricks(context, rows, job, data_store, {**job.metadata, "engine": job.metadata["engine/name"],
                                                     "run_bricks": len(bricks)})
     _raise_for(rows, job.summary["summary"])
