@@ -31,7 +31,10 @@ def _ensure_instance_home() -> Path:
     return home
 
 
-def _materialize(defs, instance, selection, *, partition_key=None, tags=None, run_config=None, label=""):
+def _materialize(defs, instance, selection, *, partition_key=None, tags=None, run_config=None, label="",
+                 fatal=True):
+    """Materialize ``selection``; a failure stops the command unless ``fatal`` is False (then the
+    result is returned and the caller decides)."""
     from dagster import materialize
 
     t0 = time.time()
@@ -45,8 +48,32 @@ def _materialize(defs, instance, selection, *, partition_key=None, tags=None, ru
         for ev in result.all_events:
             if ev.is_failure:
                 print(f"  {ev.message}", file=sys.stderr)
-        raise SystemExit(f"materialization of {label or selection} failed; see the run in the Dagster UI")
+            if ev.is_step_failure:   # the cause itself (a Failure's description names each failed unit)
+                data = ev.step_failure_data
+                cause = (data.user_failure_data.description if data.user_failure_data and
+                         data.user_failure_data.description else data.error.message if data.error else "")
+                if cause:
+                    print("  " + cause.strip().replace("\n", "\n  "), file=sys.stderr)
+        if fatal:
+            raise SystemExit(f"materialization of {label or selection} failed; see the run in the Dagster UI")
     return result
+
+
+def failed_bricks(instance, run_id: str, batch: list[str]) -> dict[str, str]:
+    """The bricks of ``batch`` the run did not materialize, each with its error (the observation
+    ``coadd_cache`` records on a failed brick's partition, else the run's failure), read from the
+    instance: a failed run's in-process result does not hold the step's events."""
+    from dagster import DagsterEventType
+    done, errors = set(), {}
+    for rec in instance.all_logs(run_id, of_type={DagsterEventType.ASSET_MATERIALIZATION,
+                                                  DagsterEventType.ASSET_OBSERVATION}):
+        data = rec.dagster_event.event_specific_data
+        if rec.dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            done.add(data.materialization.partition)
+        elif data.asset_observation.partition is not None and "error" in data.asset_observation.metadata:
+            errors[data.asset_observation.partition] = data.asset_observation.metadata["error"].value
+    run_error = "the run failed before recording this brick; see the run in the Dagster UI"
+    return {b: errors.get(b, run_error) for b in batch if b not in done}
 
 
 def tier_brick_batches(registered: list[str], tier_bricks: set[str], size: int) -> list[list[str]]:
@@ -68,8 +95,6 @@ def run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> No
     _ensure_instance_home()
     from dagster import DagsterInstance
 
-    from darkhalo_assets.stages.coadds.assets import BRICKS_PER_RUN
-    from darkhalo_assets.partitions import brick_partitions
     from darkhalo_assets.definitions import defs
 
     instance = DagsterInstance.get()
@@ -82,12 +107,8 @@ def run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> No
     _materialize(defs, instance, ["bricks_manifest"], partition_key=tier, label=f"bricks_manifest[{tier}]")
     from darkhalo_assets.readers import read_tier_bricks
     tier_bricks = set(read_tier_bricks(defs.resources["data_store"].store(), tier))
-    for batch in tier_brick_batches(instance.get_dynamic_partitions(brick_partitions.name), tier_bricks,
-                                    BRICKS_PER_RUN):
-        _materialize(defs, instance, ["coadd_cache"],
-                     run_config={"ops": {"coadd_cache": {"config": {**rc, "reverify": reverify_cache}}}},
-                     tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1]},
-                     label=f"coadd_cache[{batch[0]}...{batch[-1]}] ({len(batch)} bricks)")
+    failed = fill_tier_cache(defs, instance, tier_bricks,
+                             {"ops": {"coadd_cache": {"config": {**rc, "reverify": reverify_cache}}}})
     _materialize(defs, instance, ["brick_blacklist"], partition_key=tier, label=f"brick_blacklist[{tier}]")
     downstream = [k for k in ("injection_tasks", "injected_cutouts", "completeness_surfaces",
                               "seeing_wall_plots", "ranking_mode_ablation")
@@ -96,6 +117,37 @@ def run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> No
                  label=f"{', '.join(downstream)}[{tier}]")
     from darkhalo_assets.report import print_tier_report
     print_tier_report(tier)
+    if failed:
+        print(f"[darkhalo] {len(failed)} brick(s) of tier {tier} are not cached (their tasks are counted "
+              "as on uncached bricks above):", file=sys.stderr)
+        for brick, why in sorted(failed.items()):
+            print(f"  {brick!r}: {why}", file=sys.stderr)
+        raise SystemExit(f"tier {tier} finished without {len(failed)} brick(s); fix the causes above and re-run "
+                         f"`darkhalo run --tier {tier}` (cached bricks are kept)")
+
+
+def fill_tier_cache(defs, instance, tier_bricks: set[str], run_config: dict) -> dict[str, str]:
+    """Fill the cache for the tier's bricks in batches of ``BRICKS_PER_RUN`` partitions, as a UI
+    backfill would; a failed batch fails only its own bricks and the next batch runs. Returns the
+    bricks not cached, with why. A key the DR10 tiling refuses (empty, malformed, or well formed but
+    not a brick) never becomes a range end (Dagster takes an empty end for no range at all); it is
+    reported, not fetched."""
+    from darkhalo_assets.partitions import brick_partitions
+    from darkhalo_assets.stages.coadds.assets import BRICKS_PER_RUN
+    from darkhalo_assets.stages.coadds.fill import split_bricknames
+
+    _, refused = split_bricknames(sorted(tier_bricks))
+    failed = dict(refused)
+    for brick, why in refused.items():
+        print(f"[darkhalo] coadd_cache[{brick!r}] refused: {why}", file=sys.stderr, flush=True)
+    for batch in tier_brick_batches(instance.get_dynamic_partitions(brick_partitions.name),
+                                    tier_bricks - set(refused), BRICKS_PER_RUN):
+        result = _materialize(defs, instance, ["coadd_cache"], run_config=run_config,
+                              tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1]},
+                              label=f"coadd_cache[{batch[0]}...{batch[-1]}] ({len(batch)} bricks)", fatal=False)
+        if not result.success:
+            failed.update(failed_bricks(instance, result.run_id, batch))
+    return failed
 
 
 def main(argv=None) -> None:

@@ -3,10 +3,11 @@
 synthetic survey served over real HTTP on 127.0.0.1, with real files in a real cache.
 
 - every brick fetched and deep-verified gets a passed evaluation on its partition, a brick missing
-  upstream gets none, and the run's verdict (the asset's metadata) is the check's latest evaluation —
-  what the UI's GraphQL field ``executionForLatestMaterialization`` returns;
+  upstream a failed one (severity WARN: it has no files), each naming the brick's materialization,
+  so the check's partition statuses — what the UI's GraphQL field ``partitionStatuses`` returns —
+  tell a missing brick from a good one;
 - a cached file corrupted on disk between its commit and the verification (by the test's file server,
-  when the next brick is requested) fails that brick's evaluation and the run's, with the sha256 problem;
+  when the next brick is requested) fails that brick's evaluation and the run, with the sha256 problem;
 - the same on the spark engine (real spark-submit, local[2]; marked ``spark``).
 """
 import hashlib
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterEventType, DagsterInstance, Definitions, materialize
+from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterEventType, DagsterInstance, Definitions, materialize
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.base import PartitionKeyFilter
@@ -96,24 +97,26 @@ def _cache_matches_survey(root: Path, cache: str, brick: str) -> bool:
                for f in COADD_FILES)
 
 
-def _ui_latest_execution(instance: DagsterInstance) -> dict | None:
-    """``executionForLatestMaterialization`` of the check: the field the UI's check panel shows."""
+def _ui_partition_statuses(instance: DagsterInstance) -> dict:
+    """``partitionStatuses`` of the check: what the UI's check partitions view shows."""
     origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="darkhalo_assets.definitions",
                                                               attribute="defs"), location_name="darkhalo")
     query = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
-        assetChecksOrError { ... on AssetChecks { checks { name
-            executionForLatestMaterialization { runId status partition evaluation { success partition } } } } } } } }"""
+        assetChecksOrError { ... on AssetChecks { checks { name partitionStatuses {
+            ... on AssetCheckDefaultPartitionStatuses { succeededPartitions failedPartitions } } } } } } } }"""
     with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as process:
-        res = execute_dagster_graphql(process.create_request_context(), query, {"key": {"path": ["coadd_cache"]}})
+        with process.create_request_context() as request:    # as the webserver does per request
+            res = execute_dagster_graphql(request, query, {"key": {"path": ["coadd_cache"]}})
     assert not res.errors, res.errors
     (check,) = [c for c in res.data["assetNodeOrError"]["assetChecksOrError"]["checks"] if c["name"] == CHECK.name]
-    return check["executionForLatestMaterialization"]
+    return check["partitionStatuses"]
 
 
-def _split(evaluations: list) -> tuple[dict, list]:
-    per_brick = {e.partition: e for e in evaluations if e.partition is not None}
-    assert len(per_brick) == sum(e.partition is not None for e in evaluations), "one evaluation per brick"
-    return per_brick, [e for e in evaluations if e.partition is None]
+def _split(evaluations: list) -> dict:
+    per_brick = {e.partition: e for e in evaluations}
+    assert None not in per_brick, "every evaluation belongs to a brick partition"
+    assert len(per_brick) == len(evaluations), "one evaluation per brick"
+    return per_brick
 
 
 def test_tier_fill_records_a_passed_check_per_verified_brick(tier):
@@ -122,25 +125,25 @@ def test_tier_fill_records_a_passed_check_per_verified_brick(tier):
     assert result.success
     assert all(_cache_matches_survey(root, "cache_ok", b) for b in tier["served"])
 
-    per_brick, (whole_run,) = _split(_evaluations(inst, result.run_id))
+    per_brick = _split(_evaluations(inst, result.run_id))
     assert tier["missing"], "the tier should have a brick the survey does not serve"
-    assert {b: e.passed for b, e in per_brick.items()} == {b: True for b in tier["served"]}   # none for 404s
+    served, missing = set(tier["served"]), set(tier["missing"])
+    assert {b: e.passed for b, e in per_brick.items()} == {b: b in served for b in served | missing}
     assert all(e.asset_check_key == CHECK and e.blocking for e in per_brick.values())
-    assert all(e.metadata["bricks_checked"].value == 1 and e.metadata["problems"].value == {}
-               for e in per_brick.values())
-    assert whole_run.passed and whole_run.metadata["bricks_checked"].value == len(tier["served"])
-    assert whole_run.metadata["problems"].value == {}
+    assert all(e.target_materialization_data.run_id == result.run_id for e in per_brick.values())
+    assert all(per_brick[b].metadata["bricks_checked"].value == 1 and per_brick[b].metadata["problems"].value == {}
+               for b in served)
+    assert all(per_brick[b].severity == AssetCheckSeverity.WARN and "HTTP 404" in
+               per_brick[b].metadata["problems"].value[b][0] for b in missing)
 
-    # what the instance answers: per brick, and the check as a whole (latest evaluation)
+    # what the instance answers, per brick, and what the UI shows
     storage = inst.event_log_storage
     for b in tier["served"]:
         rec = storage.get_asset_check_execution_history(CHECK, limit=1, partition_filter=PartitionKeyFilter(key=b))[0]
         assert (rec.status, rec.run_id) == (SUCCEEDED, result.run_id)
-    latest = storage.get_latest_asset_check_execution_by_key([CHECK])[CHECK]
-    assert (latest.status, latest.run_id, latest.partition) == (SUCCEEDED, result.run_id, None)
-    ui = _ui_latest_execution(inst)
-    assert ui is not None, "the UI would show the check as not evaluated"
-    assert (ui["status"], ui["runId"], ui["evaluation"]["success"]) == ("SUCCEEDED", result.run_id, True)
+    ui = _ui_partition_statuses(inst)
+    assert set(ui["succeededPartitions"]) >= served and not set(ui["succeededPartitions"]) & missing
+    assert set(ui["failedPartitions"]) >= missing
 
 
 class _CorruptingHandler(SimpleHTTPRequestHandler):
@@ -186,22 +189,22 @@ def test_tier_fill_fails_the_check_for_a_brick_corrupted_before_verification(tie
     assert not _cache_matches_survey(root, "cache_bad", bad)
     assert all(_cache_matches_survey(root, "cache_bad", b) for b in tier["served"] if b != bad)
     assert not result.success           # a failed verification fails the run, after the evaluations are stored
+    (failure,) = [e for e in inst.all_logs(result.run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    description = failure.dagster_event.step_failure_data.user_failure_data.description
+    assert bad in description and "sha256" in description
 
-    per_brick, (whole_run,) = _split(_evaluations(inst, result.run_id))
-    assert {b: e.passed for b, e in per_brick.items()} == {b: b != bad for b in tier["served"]}
+    per_brick = _split(_evaluations(inst, result.run_id))
+    assert {b: e.passed for b, e in per_brick.items() if b in tier["served"]} == {
+        b: b != bad for b in tier["served"]}
     (problem,) = per_brick[bad].metadata["problems"].value[bad]
     assert bad_file in problem and "sha256" in problem
-    assert not whole_run.passed
-    assert whole_run.metadata["bricks_checked"].value == len(tier["served"])
-    assert list(whole_run.metadata["problems"].value) == [bad]
+    assert per_brick[bad].severity == AssetCheckSeverity.ERROR
 
     storage = inst.event_log_storage
     rec = storage.get_asset_check_execution_history(CHECK, limit=1, partition_filter=PartitionKeyFilter(key=bad))[0]
     assert (rec.status, rec.run_id) == (FAILED, result.run_id)
-    latest = storage.get_latest_asset_check_execution_by_key([CHECK])[CHECK]
-    assert (latest.status, latest.run_id) == (FAILED, result.run_id)
-    ui = _ui_latest_execution(inst)
-    assert (ui["status"], ui["runId"], ui["evaluation"]["success"]) == ("FAILED", result.run_id, False)
+    ui = _ui_partition_statuses(inst)
+    assert bad in ui["failedPartitions"] and bad not in ui["succeededPartitions"]
 
 
 @pytest.mark.spark
@@ -212,8 +215,6 @@ def test_tier_fill_on_spark_records_the_check_per_verified_brick(tier):
                    compute)
     assert result.success
     assert all(_cache_matches_survey(root, "cache_spark", b) for b in tier["served"])
-    per_brick, (whole_run,) = _split(_evaluations(inst, result.run_id))
-    assert {b: e.passed for b, e in per_brick.items()} == {b: True for b in tier["served"]}
-    assert whole_run.passed and whole_run.metadata["bricks_checked"].value == len(tier["served"])
-    latest = inst.event_log_storage.get_latest_asset_check_execution_by_key([CHECK])[CHECK]
-    assert (latest.status, latest.run_id) == (SUCCEEDED, result.run_id)
+    per_brick = _split(_evaluations(inst, result.run_id))
+    assert {b: e.passed for b, e in per_brick.items()} == {b: b in tier["served"] for b in per_brick}
+    assert set(per_brick) == set(tier["served"]) | set(tier["missing"])

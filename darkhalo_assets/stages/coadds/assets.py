@@ -1,20 +1,25 @@
 """Stage 4b assets: ``coadd_cache`` [brick] and ``brick_blacklist`` [tier].
 
 Many bricks per run (BackfillPolicy.multi_run) with concurrent downloads inside the run,
-so a 180k-brick backfill is a few hundred runs. A 404 upstream is data: the brick is
-recorded missing (URL, status, time) and the partition succeeds.
+so a 180k-brick backfill is a few hundred runs. Each brick still gets its own events
+(``brick_events``): a cached brick its own materialization and check evaluation, a brick
+missing upstream (404, data) a materialization saying so and a failed (WARN) check, a failed
+brick none - the run fails after the others are recorded, naming every failed brick's cause.
 """
 
 import hashlib
 import json
 
 import pyarrow as pa
-from dagster import (AllPartitionMapping, AssetCheckEvaluation, AssetCheckResult, AssetCheckSpec, AssetDep,
-                     AssetExecutionContext, AssetMaterialization, BackfillPolicy, DataVersion, Failure, MaterializeResult,
-                     MetadataValue, Nothing, OpExecutionContext, Out, asset, job, op)
+import warnings
+
+from dagster import (AllPartitionMapping, AssetCheckSpec, AssetDep, AssetExecutionContext, BackfillPolicy, DataVersion,
+                     Failure, MaterializeResult, MetadataValue, Nothing, OpExecutionContext, Out, Output, PreviewWarning, asset,
+                     job, op)
 
 from pydantic import Field
 
+from darkhalo_assets.stages.coadds.brick_events import failure_report, log_brick_events
 from darkhalo_assets.stages.coadds.job import brick_records
 from darkhalo_assets.storage.datasets import write_table
 from darkhalo_assets.engines.base import ComputeEngine
@@ -52,52 +57,81 @@ def fill_params(survey: SurveyResource, data_store: DataStoreResource, bricks: l
             "results_rel": results_rel}
 
 
+CACHE_CODE_VERSION = "4b-3"   # 4b-2 is main's cache-trust change; this one follows it
+
+# files_verified is a partitioned check (one verdict per brick, what the UI's check partitions show).
+# Dagster 1.13 marks partitioned checks "preview"; the warning would greet every `darkhalo run` and
+# `dagster dev` with nothing a user can act on, so it is silenced for this one spec only.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", PreviewWarning)
+    FILES_VERIFIED = AssetCheckSpec(
+        "files_verified", asset="coadd_cache", blocking=True, partitions_def=brick_partitions,
+        description="Per brick: every required file is in the cache with the size and sha256 its _SUCCESS "
+                    "record lists (fails, as a warning, for a brick missing upstream: it has no files)")
+
+
 @asset(
     partitions_def=brick_partitions, group_name="coadds", kinds={"fits"}, owners=["team:darkhalo"],
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=BRICKS_PER_RUN), pool="downloads",
-    code_version="4b-2",
+    code_version=CACHE_CODE_VERSION,
+    # Each brick is materialized by its own event (log_brick_events), never as a whole batch; the
+    # output holds no value (Nothing: no IO manager is asked to store a range of partitions).
+    output_required=False, dagster_type=Nothing,
     # A brick belongs to any number of tiers and which ones is data (bricks_manifest[tier]
     # registers it), so no static mapping says which tier partitions a brick comes from: the
     # edge keeps the lineage and says "registered by some tier's bricks_manifest".
     deps=[AssetDep("bricks_manifest", partition_mapping=AllPartitionMapping())],
-    check_specs=[AssetCheckSpec("files_verified", asset="coadd_cache", blocking=True,
-                                description="Every brick cached in this run has all required files with "
-                                            "sizes and sha256 matching its _SUCCESS record")],
+    check_specs=[FILES_VERIFIED],
 )
 def coadd_cache(context: AssetExecutionContext, config: CacheFillConfig, survey: SurveyResource,
-                data_store: DataStoreResource, compute: ComputeEngine) -> MaterializeResult:
+                data_store: DataStoreResource, compute: ComputeEngine):
     """The 10 DR10 coadd files of each brick (image/invvar/psfsize g,r,z + maskbits) in the cache.
 
     Streaming download to a temporary name, FITS/WCS verification, atomic commit, then a
     `_SUCCESS` record with sizes and sha256. Verified bricks are skipped unless `force`.
     On the spark/emr engines the run's bricks are fetched by Spark executors with the same fetcher.
+    Every brick partition gets its own materialization (files, bytes, verification, upstream,
+    cache path) and `files_verified` evaluation; a failed brick gets none and fails the run.
     """
     bricks = list(context.partition_keys)
     job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force,
                                                          reverify=config.reverify))
     rows = brick_records(data_store.store(), job.summary)
-    return _cache_result(job.summary["summary"], bricks,
-                         failed={b["brickname"]: b["error"] for b in rows if b["status"] == "failed"},
-                         missing=[b["brickname"] for b in rows if b["status"] == "missing"],
-                         checked={b["brickname"]: b["problems"] for b in rows if b["verified_ok"] is not None},
-                         data_store=data_store, engine_md=job.metadata)
+    if context.requires_typed_event_stream and not failure_report(rows)[0]:
+        # A Pipes engine (spark, emr ...) makes Dagster demand the asset's own output, which stands
+        # for every partition of the run: it goes first, so each brick's own materialization below
+        # is its latest (the one the UI shows and the check targets). With a failed brick there is
+        # none: the run fails and only the failed bricks lack a materialization.
+        yield Output(None, metadata={"run_bricks": len(bricks), "engine": job.metadata["engine/name"],
+                                     "note": "one run's batch; each brick's own materialization follows"})
+    _record_bricks(context, rows, job, data_store, {**job.metadata, "engine": job.metadata["engine/name"],
+                                                    "run_bricks": len(bricks)})
+    _raise_for(rows, job.summary["summary"])
+    # Every brick's events are logged above; the batch as a whole is no materialization of its own
+    # (output_required=False). The check's step output is still due: the per-brick evaluations
+    # logged above are its results, so it is emitted bare (no extra, partition-less evaluation).
+    if FILES_VERIFIED.key in context.selected_asset_check_keys:
+        yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(FILES_VERIFIED.key))
 
 
-def _cache_result(summary: dict, bricks: list[str], *, failed: dict, missing: list[str], checked: dict,
-                  data_store: DataStoreResource, engine_md: dict) -> MaterializeResult:
-    """The asset's outcome on either engine: a Failure naming failed bricks, else the
-    materialization with the files_verified check over the bricks deep-verified in this run."""
-    if failed:
-        raise Failure(
-            description=f"{len(failed)} of {len(bricks)} bricks failed; re-run to resume (verified files are kept)",
-            metadata={"failed": json_md(dict(list(failed.items())[:50])), **summary})
-    bad = {b: p for b, p in checked.items() if p}
-    return MaterializeResult(
-        metadata={**summary, "missing_upstream": json_md(missing), "engine": engine_md["engine/name"],
-                  "cache_root": MetadataValue.path(data_store.cache_store().root), **engine_md},
-        check_results=[AssetCheckResult(check_name="files_verified", passed=not bad, metadata={
-            "bricks_checked": len(checked), "problems": json_md(bad)})],
-    )
+def _record_bricks(context, rows: list[dict], job, data_store: DataStoreResource, extra: dict) -> None:
+    """Every brick's own events, then the run's summary in the log."""
+    cache = data_store.cache_store()
+    log_brick_events(context, rows, lambda b: cache.url(b) if b else cache.root, blocking=True, extra=extra,
+                     code_version=CACHE_CODE_VERSION)
+    context.log.info(f"coadd cache fill: {job.summary['summary']}")
+
+
+def _raise_for(rows: list[dict], summary: dict) -> None:
+    """Fail the run when a brick failed or failed verification, naming every one with its cause
+    (the others are recorded already, so only these partitions show failed)."""
+    report, md = failure_report(rows)
+    if report:
+        n = sum(r["status"] == "failed" or r["verified_ok"] is False for r in rows)
+        raise Failure(description=f"{n} of {len(rows)} bricks failed; the others are cached and recorded. "
+                                  f"Causes:\n{report}\nFix the cause and re-run these bricks "
+                                  "(verified files are kept).",
+                      metadata={**md, "fill_summary": json_md(summary)})
 
 
 @asset(
@@ -153,10 +187,9 @@ def fill_tier_bricks(context: OpExecutionContext, config: CacheFillConfig, surve
                      data_store: DataStoreResource, compute: ComputeEngine) -> None:
     """Fill the coadd cache for every brick of one tier, in one run.
 
-    Each brick it caches (or finds cached, or finds missing upstream) is recorded as a
-    materialization of that brick's `coadd_cache` partition, so the partitions view and
-    lineage are the same as after a backfill, and the `files_verified` check is recorded as
-    evaluated (see `files_verified_evaluations`). Re-running resumes: verified bricks are skipped.
+    Each brick is recorded exactly as a backfill of `coadd_cache` records it (`brick_events`):
+    its own materialization and `files_verified` evaluation, or, for a failed brick, the run's
+    failure naming it. Re-running resumes: verified bricks are skipped.
     The tier's bricks are those `bricks_manifest[tier]` registered; the missing ones then reach
     `brick_blacklist[tier]`, which this fill marks stale (materialize it next).
     """
@@ -177,48 +210,10 @@ def fill_tier_bricks(context: OpExecutionContext, config: CacheFillConfig, surve
     job = compute.run_job(context, FILL_JOB, fill_params(survey, data_store, bricks, config.force, results_rel,
                                                          reverify=config.reverify))
     rows = brick_records(store, job.summary)
-    for b in rows:
-        if b["status"] != "failed":
-            context.log_event(AssetMaterialization(asset_key="coadd_cache", partition=b["brickname"], metadata={
-                "status": b["status"], "bytes_downloaded": b["bytes_downloaded"], "tier_fill": tier,
-                "engine": job.metadata["engine/name"]}))
-    context.log.info(f"tier {tier} cache fill: {job.summary['summary']}; next: materialize brick_blacklist[{tier}]")
-    checked = [(b["brickname"], b["verified_ok"], b["problems"]) for b in rows
-               if b["verified_ok"] is not None]      # None: not deep-verified in this run (skipped, missing, failed)
-    for evaluation in files_verified_evaluations(checked, tier):
-        context.log_event(evaluation)
-    _raise_for(failed={b["brickname"]: b["error"] for b in rows if b["status"] == "failed"},
-               bad={b["brickname"]: b["problems"] for b in rows if b["verified_ok"] is False})
-
-
-def files_verified_evaluations(checked: list[tuple[str, bool, list[str]]], tier: str) -> list[AssetCheckEvaluation]:
-    """The `files_verified` evaluations of `coadd_cache` for a tier fill, from (brick, ok, problems)
-    of every brick deep-verified in the run.
-
-    An op has no check results to return, so it logs the evaluations itself: one per brick
-    (``partition`` = the brick, so each sits beside that brick's materialization), then one for
-    the whole run with the metadata the asset gives for its run. The check is not partitioned and
-    Dagster shows its latest evaluation whatever the partition, so the run's verdict comes last:
-    one bad brick leaves the check failed even if a good brick was evaluated after it.
-    """
-    spec = next(s for s in coadd_cache.check_specs if s.name == "files_verified")
-    per_brick = [AssetCheckEvaluation(
-        asset_key=spec.asset_key, check_name=spec.name, passed=bool(ok), blocking=spec.blocking, partition=brick,
-        metadata={"bricks_checked": 1, "problems": json_md({} if ok else {brick: problems}), "tier_fill": tier})
-        for brick, ok, problems in checked]
-    bad = {brick: problems for brick, ok, problems in checked if not ok}
-    whole_run = AssetCheckEvaluation(
-        asset_key=spec.asset_key, check_name=spec.name, passed=not bad, blocking=spec.blocking,
-        metadata={"bricks_checked": len(checked), "bricks_failed": len(bad), "tier_fill": tier,
-                  "problems": json_md(dict(list(bad.items())[:50]))})
-    return [*per_brick, whole_run]
-
-
-def _raise_for(failed: dict, bad: dict) -> None:
-    if failed or bad:
-        raise Failure(description=f"{len(failed)} bricks failed, {len(bad)} failed verification; re-run to resume",
-                      metadata={"failed": json_md(dict(list(failed.items())[:50])),
-                                "unverified": json_md(dict(list(bad.items())[:50]))})
+    _record_bricks(context, rows, job, data_store, {**job.metadata, "engine": job.metadata["engine/name"],
+                                                    "tier_fill": tier})
+    context.log.info(f"tier {tier}: next, materialize brick_blacklist[{tier}]")
+    _raise_for(rows, job.summary["summary"])
 
 
 @job(partitions_def=tier_partitions,

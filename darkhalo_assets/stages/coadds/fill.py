@@ -17,7 +17,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator
 
+from darkhalo_assets.survey.base import Survey
 from darkhalo_assets.survey.bricks import InvalidBrickName, validate_brickname
+from darkhalo_assets.survey.dr10 import DR10_SOUTH
 from darkhalo_assets.stages.coadds.fetcher import (STATUSES, SUCCESS_NAME, BrickResult, BrickVerification, CoaddFetcher,
                           CoaddFetchError, FileResult, MissingEvidence)
 from darkhalo_assets.stages.coadds.verify import CorruptCoaddFile, verify_coadd_fits
@@ -26,7 +28,7 @@ from darkhalo_assets.storage.http_fetch import RetryPolicy
 __all__ = [
     "BrickResult", "BrickVerification", "CoaddFetcher", "CoaddFetchError", "CorruptCoaddFile",
     "FileResult", "FillSummary", "MissingEvidence", "RetryPolicy", "STATUSES", "SUCCESS_NAME",
-    "fetch_bricks", "summarize_fill", "validate_bricknames", "verify_coadd_fits",
+    "fetch_bricks", "split_bricknames", "summarize_fill", "validate_bricknames", "verify_coadd_fits",
 ]
 
 Progress = Callable[[BrickResult, int, int], None]
@@ -51,6 +53,27 @@ def validate_bricknames(bricknames: Iterable[str]) -> list[str]:
         shown = ", ".join(repr(b) for b in bad[:20]) + (f" ... (+{len(bad) - 20})" if len(bad) > 20 else "")
         raise InvalidBrickName(f"{len(bad)} invalid brick name(s): {shown}")
     return names
+
+
+def split_bricknames(bricknames: Iterable[object], survey: Survey = DR10_SOUTH) -> tuple[list[str], dict[str, str]]:
+    """The distinct names the survey's brick tiling holds (first-seen order), and the refused
+    ones with why: malformed (empty, a path ...), or well formed but not a brick of the tiling
+    (``9999p999``). A refused name is never requested upstream nor recorded missing, so it can
+    neither cost a request nor reach a tier's blacklist; each refusal is that brick's failure only.
+    """
+    names, refused, seen = [], {}, set()
+    for n in bricknames:
+        key = n if isinstance(n, str) else repr(n)
+        if key in seen or key in refused:
+            continue
+        try:
+            survey.brick(n)      # regex first, then the tiling lookup
+        except InvalidBrickName as e:
+            refused[key] = f"{type(e).__name__}: {e}; not fetched"
+            continue
+        seen.add(key)
+        names.append(key)
+    return names, refused
 
 
 def fetch_bricks(fetcher: CoaddFetcher, bricknames: Iterable[str], *, concurrency: int | None = None,
