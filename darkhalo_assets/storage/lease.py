@@ -150,4 +150,4 @@ def asset_lease(context, store: Store):
     or brick), held in the name of its run: waiters are told which run to wait for."""
     asset = context.asset_key.to_user_string()
     part = context.partition_key if context.has_partition_key else "all"
-    return lease(store, f"{asset}.{part}", f"run {context.run_id} ({asset}[{part}])", log=context.log.info)
+    return lease(store, f"{asset}.{part}", f"run {context.run.run_id} ({asset}[{part}])", log=context.log.info)

@@ -58,12 +58,12 @@ def _surfaces(context, compute, data_store, tier: str, options: dict, view: str)
     """(the view's tables, engine metadata): the completeness job on the compute resource, then its tables."""
     store = data_store.store()
     params = {"tier": tier, "options": dict(options), "view": view, "data_store": store_spec(store),
-              "metrics_rel": layout.injection(tier), "run_id": context.run_id,
+              "metrics_rel": layout.injection(tier), "run_id": context.run.run_id,
               "code_version": context.assets_def.code_versions_by_key.get(context.asset_key)}
     with asset_lease(context, store):
         job = compute.run_job(context, "darkhalo_assets.stages.completeness.job:completeness_tables", params)
     s = job.summary
-    engine_md = {**job.metadata, "fingerprint": s["fingerprint"], "run_id": context.run_id, "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
+    engine_md = {**job.metadata, "fingerprint": s["fingerprint"], "run_id": context.run.run_id, "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
                  "engine/partitions": s["partitions"], "engine/counts_mib": s["count_mib"],
                  "engine/timings_s": json_md(s["timings"])}
     return read_surfaces(store, tier, view), engine_md

@@ -62,7 +62,7 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
               "out_rel": layout.injection(tier), "survey": survey.survey,
               "settings": {"psf_model": config.psf_model, "moffat_beta": config.moffat_beta,
                            "supersample": config.supersample},
-              "run_id": context.run_id, "code_version": CODE_VERSION_4C}
+              "run_id": context.run.run_id, "code_version": CODE_VERSION_4C}
     with asset_lease(context, store):
         job = compute.run_job(context, "darkhalo_assets.stages.injection.job:inject_tier", params)
     summary, run = job.summary, job.summary["run"]
@@ -77,7 +77,7 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
     reasons = dict(zip(*np.unique(np.asarray(m.column("cutout_reason").to_pylist(), dtype=str), return_counts=True)))
     md = {"dagster/row_count": m.num_rows, "outcomes": counts_markdown("cutout_reason", {k: int(v) for k, v in reasons.items()}),
           "run": json_md(run), "path": MetadataValue.path(out.root), "fingerprint": summary["fingerprint"],
-          "run_id": context.run_id, "engine": engine_md["engine/name"], **engine_md}
+          "run_id": context.run.run_id, "engine": engine_md["engine/name"], **engine_md}
     inj = m.filter(pc.and_(m.column("cutout_ok"), pc.invert(m.column("is_control"))))
     if inj.num_rows:
         snr = inj.column("arc_snr").to_numpy()

@@ -67,13 +67,13 @@ def _write_tasks(context, cfg, tier: str, store, cache, survey) -> MaterializeRe
                 "blacklist": sorted(blacklist), "code_version": CODE_VERSION_TASKS}
         prints[exp_id] = fingerprint(**prov)
         write_dataset(store, layout.injection_tasks(exp_id), [t], schema=schemas.MANIFEST, fingerprint=prints[exp_id],
-                      extra={"run_id": context.run_id})
+                      extra={"run_id": context.run.run_id})
         kept[exp_id] = t.num_rows
         overlap += int(pc.sum(pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))
                               ).as_py() or 0)
     return MaterializeResult(
         data_version=DataVersion(fingerprint(**prints)),
-        metadata={"dagster/row_count": sum(kept.values()), "run_id": context.run_id,
+        metadata={"dagster/row_count": sum(kept.values()), "run_id": context.run.run_id,
                   "fingerprints": json_md(prints), "tasks_per_experiment": counts_markdown("experiment", kept),
                   "removed_blacklisted_tasks": json_md(removed), "blacklisted_bricks": len(blacklist),
                   "tasks_on_uncached_bricks": json_md(not_cached)},

@@ -58,7 +58,7 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
     store = data_store.store()
     params = {"tier": tier, "force": bool(config.force), "config_overrides": config.config_overrides or "",
               "part_rows": compute.part_rows, "data_store": store_spec(store),
-              "phase3": phase3_inputs(data_store, phase3), "run_id": context.run_id, "code_version": CODE_VERSION_4A}
+              "phase3": phase3_inputs(data_store, phase3), "run_id": context.run.run_id, "code_version": CODE_VERSION_4A}
     with asset_lease(context, store):
         job = compute.run_job(context, "darkhalo_assets.stages.manifests.job:build_tier_manifests", params)
     run, summary = job.summary, job.summary["summary"]
@@ -75,8 +75,8 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
         data_version=DataVersion(summary["fingerprint"]),
         metadata={
             "dagster/row_count": sum(rows.values()),
-            "fingerprint": summary["fingerprint"], "run_id": context.run_id,
-            "written_by_run": json_md({e: (context.run_id if v["action"] == "written" else v.get("run_id"))
+            "fingerprint": summary["fingerprint"], "run_id": context.run.run_id,
+            "written_by_run": json_md({e: (context.run.run_id if v["action"] == "written" else v.get("run_id"))
                                        for e, v in summary["experiments"].items()}),
             "provenance": json_md(summary.get("provenance", {})),
             "rows_per_experiment": counts_markdown("experiment", rows),
@@ -152,7 +152,7 @@ def bricks_manifest(context: AssetExecutionContext, data_store: DataStoreResourc
     return MaterializeResult(data_version=DataVersion(hashlib.sha256(content).hexdigest()[:16]), metadata={
         "dagster/row_count": table.num_rows, "n_tasks": int(pc.sum(table["n_tasks"]).as_py() or 0),
         "n_galaxies": int(pc.sum(table["n_galaxies"]).as_py() or 0),
-        "run_id": context.run_id, "newly_registered_partitions": len(new), "registered_partitions_total": len(existing) + len(new),
+        "run_id": context.run.run_id, "newly_registered_partitions": len(new), "registered_partitions_total": len(existing) + len(new),
         "bricks_all_tiers": union.num_rows, "bricks_per_tier": json_md(per_tier),
         "path": MetadataValue.path(store.url(layout.bricks_manifest(tier))),
         "bricks_preview": MetadataValue.md("\n".join(f"- `{k}`" for k in keys[:20]) + ("\n- ..." if len(keys) > 20 else "")),

@@ -43,6 +43,13 @@ def read_input(spec: dict):
     raise ValueError(f"unknown Phase 3 input kind {spec['kind']!r} (dataset | parquet)")
 
 
+def input_provenance(digests: dict[str, str], code_version: str | None) -> dict:
+    """What the manifests are made from: the content of each Phase 3 table (``read_input``'s
+    digests) and the code; the config joins in ``tier_fingerprint``. Row counts alone let a
+    rewritten catalog pass as unchanged."""
+    return {**digests, "code_version": code_version}
+
+
 def slice_name(k: int) -> str:
     return f"galaxies-{k:05d}.pickle"
 
@@ -86,9 +93,7 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     store = store_from_spec(params["data_store"])
     read = {name: read_input(spec) for name, spec in params["phase3"].items()}
     tables = {name: t for name, (t, _) in read.items()}
-    # What the manifests are made from: the content of each Phase 3 table and the code (the
-    # config joins in tier_fingerprint). Row counts alone let a rewritten catalog pass as unchanged.
-    provenance = {**{name: d for name, (_, d) in read.items()}, "code_version": params.get("code_version")}
+    provenance = input_provenance({name: d for name, (_, d) in read.items()}, params.get("code_version"))
     del read
     parent, bricks, selections = (tables["parent_catalog"], tables["bricks_with_region"],
                                   tables["region_selections"])

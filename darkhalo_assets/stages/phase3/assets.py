@@ -55,7 +55,7 @@ def phase3_tables(context: AssetExecutionContext, data_store: DataStoreResource,
                 "uri": phase3.uri(name), "dagster/row_count": ds.count_rows()})
         return
     store = data_store.store()
-    with lease(store, "phase3", f"run {context.run_id} (phase3 tables)", log=context.log.info):
+    with lease(store, "phase3", f"run {context.run.run_id} (phase3 tables)", log=context.log.info):
         yield from _write_synthetic(context, store, phase3)
 
 
