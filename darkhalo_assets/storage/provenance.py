@@ -80,4 +80,4 @@ def what_changed(old: dict | None, new: dict) -> str:
         return "its commit record predates content provenance"
     keys = sorted(set(old_p) | set(new))
     diff = [k for k in keys if old_p.get(k) != new.get(k)]
-    return "changed: " + ", ".join(diff) if diff else "fingerprint differs"
+    return "changed: " + ", ".join(diff) if diff else "changed: config (same inputs and code)"
