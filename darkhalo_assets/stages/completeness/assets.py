@@ -63,7 +63,8 @@ def _surfaces(context, compute, data_store, tier: str, options: dict, view: str)
     with asset_lease(context, store):
         job = compute.run_job(context, "darkhalo_assets.stages.completeness.job:completeness_tables", params)
     s = job.summary
-    engine_md = {**job.metadata, "fingerprint": s["fingerprint"], "run_id": context.run.run_id, "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
+    engine_md = {**job.metadata, "fingerprint": s["fingerprint"], "run_id": context.run.run_id,
+                 "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
                  "engine/partitions": s["partitions"], "engine/counts_mib": s["count_mib"],
                  "engine/timings_s": json_md(s["timings"])}
     return read_surfaces(store, tier, view), engine_md
@@ -166,7 +167,7 @@ def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRu
     write_table(store, layout.completeness(tier, "ranking_mode_ablation.parquet"), pa.Table.from_pandas(table, preserve_index=False))
     rel = layout.plot(tier, "ranking_mode_ablation.png")
     _save_png(store, rel, plots.plot_ranking_ablation, table)
-    return MaterializeResult(data_version=DataVersion(engine_md["fingerprint"]), metadata={
-                             "dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
+    return MaterializeResult(data_version=DataVersion(engine_md["fingerprint"]),
+                             metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
                                        "table": MetadataValue.md(table.head(40).to_markdown(index=False)),
                                        "engine": engine_md["engine/name"], **engine_md})

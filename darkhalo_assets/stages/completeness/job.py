@@ -123,5 +123,6 @@ def completeness_tables(params: dict, runner, log) -> dict:
     count_mib = sum(len(b) for b in blobs) / 2**20
     log(f"[4d] tier {tier}: {len(result['surfaces']):,} surface rows; counts of {len(blobs)} units "
         f"({count_mib:.1f} MiB compressed) merged")
-    return {"fingerprint": fp, "n_rows": n_rows, "shards": len(shards), "partitions": len(units), "count_mib": round(count_mib, 2),
+    return {"fingerprint": fp, "n_rows": n_rows, "shards": len(shards), "partitions": len(units),
+            "count_mib": round(count_mib, 2),
             "surface_rows": len(result["surfaces"]), "timings": {k: round(v, 3) for k, v in timings.items()}}

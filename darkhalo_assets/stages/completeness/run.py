@@ -128,7 +128,8 @@ def write_surfaces(store: Store, tier: str, result: dict[str, pd.DataFrame], vie
     for name in TABLES:
         write_table(store, layout.completeness_view(tier, view, name), pa.Table.from_pandas(result[name], preserve_index=False))
         rows[name] = len(result[name])
-    store.write_bytes_atomic(layout.completeness_commit(tier, view), json.dumps({"view": view, "rows": rows, **(extra or {})}, sort_keys=True).encode())
+    store.write_bytes_atomic(layout.completeness_commit(tier, view),
+                             json.dumps({"view": view, "rows": rows, **(extra or {})}, sort_keys=True).encode())
 
 
 def read_surfaces(store: Store, tier: str, view: str = "tasks", tables: tuple[str, ...] = TABLES
