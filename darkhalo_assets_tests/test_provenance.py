@@ -149,20 +149,20 @@ def test_same_row_count_rewrite_of_the_parent_is_rebuilt_through_the_graph(world
 def test_a_brick_recached_since_redoes_only_its_shards(world):
     """A shard's fingerprint includes its bricks' cache commit records: a re-fetched brick
     (new record) makes its shards stale, the others are reused."""
-    from darkhalo_assets.stages.injection.run import InjectionSettings, plan_shards, shard_provenance
+    from darkhalo_assets.stages.injection.run import CODE_VERSION, InjectionSettings, plan_shards, shard_provenance
     out, root = world["out"], world["root"]
     cache = Store(str(root / "cache"))
     tasks = pa.concat_tables([read_dataset(out, layout.injection_tasks(e)) for e in
                               sorted(json.loads(out.read_bytes(layout.stage_config("debug")))["experiments"])])
     shards = plan_shards(tasks, 40)
     assert len(shards) > 1
-    first = shard_provenance(shards, cache, InjectionSettings(), "dr10_south", "4c-2")
+    first = shard_provenance(shards, cache, InjectionSettings(), "dr10_south", CODE_VERSION)
     brick = shards[0][1].column("brickname")[0].as_py()
     rel = f"{brick}/{layout.commit_marker}"
     rec = json.loads(cache.read_bytes(rel))
     cache.write_bytes_atomic(rel, json.dumps({**rec, "refetched": True}).encode())
     try:
-        second = shard_provenance(shards, cache, InjectionSettings(), "dr10_south", "4c-2")
+        second = shard_provenance(shards, cache, InjectionSettings(), "dr10_south", CODE_VERSION)
     finally:
         cache.write_bytes_atomic(rel, json.dumps(rec).encode())
     changed = {n for n in first if first[n]["fingerprint"] != second[n]["fingerprint"]}

@@ -9,7 +9,7 @@ from pydantic import Field
 from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import read_dataset
 from darkhalo_assets.storage.lease import asset_lease
-from darkhalo_assets.stages.injection.run import read_metrics
+from darkhalo_assets.stages.injection.run import CODE_VERSION as CODE_VERSION_4C, read_metrics
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -25,9 +25,6 @@ from darkhalo_assets.layout import layout
 # Enough for outcome counts, distributions and the gallery; the full table can be 31M x 75.
 METRICS_FOR_METADATA = ["task_id", "cutout_ok", "cutout_reason", "is_control", "arc_snr", "magnification",
                         "theta_e_arcsec", "psf_fwhm_r"]
-
-
-CODE_VERSION_4C = "4c-2"  # 4c-2: shards reused only when their content fingerprint matches
 
 
 class InjectionRunConfig(Phase4RunConfig):

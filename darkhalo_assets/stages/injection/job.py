@@ -55,8 +55,8 @@ def run_staged_shard(unit: dict) -> dict:
 
 def inject_tier(params: dict, runner, log) -> dict:
     """Inject one tier; summary: ``run`` (``run_summary``), outcome counts of this run, timings."""
-    from darkhalo_assets.stages.injection.run import (InjectionSettings, commit_injection, plan_shards,
-                                                        prepare_output, run_summary, shard_provenance)
+    from darkhalo_assets.stages.injection.run import (CODE_VERSION, InjectionSettings, commit_injection,
+                                                        plan_shards, prepare_output, run_summary, shard_provenance)
     t0 = time.perf_counter()
     timings = {}
     store = store_from_spec(params["data_store"])
@@ -66,7 +66,7 @@ def inject_tier(params: dict, runner, log) -> dict:
     shards = plan_shards(tasks, int(params.get("shard_tasks", 2000)))
     out = store.child(out_rel)
     records = shard_provenance(shards, store_from_spec(params["cache_store"]), settings,
-                               params.get("survey", "dr10_south"), params.get("code_version"))
+                               params.get("survey", "dr10_south"), params.get("code_version", CODE_VERSION))
     todo = prepare_output(out, shards, bool(params.get("force", False)), records)
     timings["plan_s"] = time.perf_counter() - t0
     log(f"{tasks.num_rows:,} tasks, {len(shards)} shards, {len(shards) - len(todo)} already committed, "

@@ -29,6 +29,11 @@ from darkhalo_assets.storage.store import Store
 from darkhalo_assets.survey.base import Survey, survey_named
 
 
+# The code version of injected_cutouts (the asset's and every shard's fingerprint carry it).
+# 4c-2: shards reused only when their content fingerprint matches.
+CODE_VERSION = "4c-2"
+
+
 def plan_shards(tasks: pa.Table, shard_tasks: int) -> list[tuple[str, pa.Table]]:
     """Deterministic shards of whole bricks: [(shard_name, tasks)]."""
     if tasks.num_rows == 0:
@@ -187,7 +192,8 @@ def run_summary(results: list[dict], n_shards: int, n_tasks: int, seconds: float
 
 def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int = 2000, workers: int = 1,
                   force: bool = False, settings: InjectionSettings = InjectionSettings(),
-                  survey: Survey | str = "dr10_south", code_version: str | None = None, run_id: str | None = None,
+                  survey: Survey | str = "dr10_south", code_version: str | None = CODE_VERSION,
+                  run_id: str | None = None,
                   progress: Callable[[str], None] = lambda msg: None) -> dict:
     """Inject every task of ``survey``'s cached coadds; return counts by outcome and per-shard timings."""
     shards = plan_shards(tasks, shard_tasks)
