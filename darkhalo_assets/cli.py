@@ -93,6 +93,16 @@ def tier_brick_batches(registered: list[str], tier_bricks: set[str], size: int) 
 
 def run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> None:
     _ensure_instance_home()
+    from darkhalo_assets.definitions import defs
+    from darkhalo_assets.storage.lease import lease
+    # One `darkhalo run` per data store at a time: a second one regenerating the Phase 3 tables
+    # would pull them from under the first one's readers. It waits, saying for whom.
+    with lease(defs.resources["data_store"].store(), "darkhalo_run", f"darkhalo run --tier {tier}",
+               log=lambda msg: print(f"[darkhalo] {msg}", flush=True)):
+        _run_tier(tier, force)
+
+
+def _run_tier(tier: str, force: bool = False) -> None:
     from dagster import DagsterInstance
 
     from darkhalo_assets.definitions import defs

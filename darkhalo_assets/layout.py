@@ -21,6 +21,17 @@ class Layout:
 
     commit_marker: str = COMMIT_MARKER
 
+    # -- leases: one writer per tier or brick (storage/lease.py), beside the outputs they guard --
+    leases_dir: str = "_leases"
+
+    def lease(self, name: str) -> str:
+        """The lock file of lease ``name`` (local stores; removed when released)."""
+        return f"{self.leases_dir}/{name}.lock"
+
+    def lease_holder(self, name: str) -> str:
+        """Who holds lease ``name`` and since when (on s3://, the lease object itself)."""
+        return f"{self.leases_dir}/{name}.holder.json"
+
     # -- Phase 3 inputs (generated locally; read from S3 URIs in production) ----------------
     def phase3_table(self, name: str) -> str:
         return f"phase3/{name}"
@@ -120,6 +131,12 @@ class Layout:
 
     def stamps_shard(self, shard: str) -> str:
         return f"{self.stamps_dir}/{shard}.parquet"
+
+    # the shard's commit record (its input fingerprint and the run that wrote it), written last
+    commits_dir: str = "commits"
+
+    def shard_record(self, shard: str) -> str:
+        return f"{self.commits_dir}/{shard}.json"
 
     gallery: str = "gallery.png"
 

@@ -92,6 +92,17 @@ def write_phase3(store: Store, tables) -> None:
         write_dataset(store, layout.phase3_table(name), [getattr(tables, name)], fingerprint=str(SPEC.seed))
 
 
+def phase3_fingerprint(store: Store) -> str:
+    """The input fingerprint ``injection_manifests`` computes for the Phase 3 tables in ``store``."""
+    from darkhalo_assets.stages.manifests.assets import CODE_VERSION_4A
+    from darkhalo_assets.stages.manifests.job import input_provenance, read_input
+    from darkhalo_assets.storage.provenance import fingerprint
+    digests = {n: read_input({"kind": "dataset", "root": store.root, "storage_options": store.storage_options,
+                              "rel": layout.phase3_table(n)})[1]
+               for n in ("parent_catalog", "bricks_with_region", "region_selections")}
+    return fingerprint(**input_provenance(digests, CODE_VERSION_4A))
+
+
 def failure_message(result) -> str:
     texts = []
     for ev in result.get_step_failure_events():

@@ -25,7 +25,7 @@ from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from support_emr import (REPO, TIER, _node_command, _node_env, client, emr_compute, failure_message,
-                         fake_emr_node, s3_bytes, write_phase3)
+                         fake_emr_node, phase3_fingerprint, s3_bytes, write_phase3)
 from support_emr import aws_env, moto_url, phase3_tables  # noqa: F401 (pytest fixtures)
 from darkhalo_assets.layout import layout
 
@@ -98,14 +98,15 @@ def test_cluster_per_run_launches_what_emr_needs_and_the_driver_reports_back(mot
     cfg = load_config()
     cand = prepare_candidates(phase3_tables.parent_catalog, phase3_tables.bricks_with_region,
                               phase3_tables.region_selections, cfg)
-    fp = f"{phase3_tables.parent_catalog.num_rows}:{phase3_tables.bricks_with_region.num_rows}:" \
-         f"{phase3_tables.region_selections.num_rows}"
+    fp = phase3_fingerprint(Store("s3://data/outputs", store_opts))
     local = Store(tmp_path / "local")
     build_tier_manifests(local, cand, cfg, TIER, input_fingerprint=fp)
     remote = Store("s3://data/outputs", store_opts)
     for exp_id, *_ in cfg.experiments(TIER):
         rel = layout.manifest(exp_id)
-        assert read_success(remote, rel) == read_success(local, rel)
+        remote_rec = read_success(remote, rel)
+        assert remote_rec.pop("run_id") == result.run_id and remote_rec.pop("provenance")
+        assert remote_rec == read_success(local, rel)
         for p in read_success(local, rel)["parts"]:
             assert remote.read_bytes(f"{rel}/{p['file']}") == local.read_bytes(f"{rel}/{p['file']}")
 

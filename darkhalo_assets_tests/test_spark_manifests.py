@@ -25,6 +25,7 @@ from darkhalo_assets.engines.spark import SparkSubmitEngine
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 from darkhalo_assets.layout import layout
+from support_emr import phase3_fingerprint
 
 SPEC = Phase3Spec(regions_per_split={"train": 3, "val": 2, "test": 2}, bricks_per_region=4, lrgs_per_brick=90,
                   brick_pixels=None, n_missing_bricks=0, seed=11)
@@ -40,11 +41,11 @@ def phase3_tables():
     return generate_phase3(SPEC)
 
 
-def _local_reference(tables, root):
+def _local_reference(tables, root, phase3_store):
     """The local engine, in-process: what the asset's engine=local branch writes."""
     cfg = load_config(load_overrides())
     cand = prepare_candidates(tables.parent_catalog, tables.bricks_with_region, tables.region_selections, cfg)
-    fp = f"{tables.parent_catalog.num_rows}:{tables.bricks_with_region.num_rows}:{tables.region_selections.num_rows}"
+    fp = phase3_fingerprint(phase3_store)
     store = Store(root)
     return store, build_tier_manifests(store, cand, cfg, TIER, input_fingerprint=fp)
 
@@ -126,7 +127,7 @@ def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
         run_config={"ops": {"injection_manifests": {"config": {"config_overrides": OVERRIDES}}}})
     assert result.success
 
-    ref_store, ref_summary = _local_reference(phase3_tables, tmp_path / "local")
+    ref_store, ref_summary = _local_reference(phase3_tables, tmp_path / "local", store)
     cfg = load_config(load_overrides())
     n_rows = ref_summary["experiments"][cfg.experiments(TIER)[0][0]]["rows"]
     n_controls = ref_summary["experiments"][cfg.experiments(TIER)[0][0]]["controls"]
@@ -145,7 +146,11 @@ def test_spark_engine_writes_exactly_the_local_rows(phase3_tables, tmp_path):
         assert {k: s_rec[k] for k in ("rows", "fingerprint", "controls", "experiment_id")} == \
                {k: l_rec[k] for k in ("rows", "fingerprint", "controls", "experiment_id")}
     # The stage summary (counts, drops, strata edges, per-experiment actions) is the local one.
-    assert json.loads(store.read_bytes(layout.stage_config(TIER))) == \
+    run_fields = ("run_id", "provenance")   # the run's own: the in-process reference has none
+    spark_cfg = json.loads(store.read_bytes(layout.stage_config(TIER)))
+    assert spark_cfg["run_id"] == result.run_id
+    assert {e.pop("run_id") for e in spark_cfg["experiments"].values()} == {result.run_id}
+    assert {k: v for k, v in spark_cfg.items() if k not in run_fields} == \
         json.loads(ref_store.read_bytes(layout.stage_config(TIER)))
     assert store.read_bytes(f"phase4a/tier_bricks/{TIER}.parquet") == \
         ref_store.read_bytes(f"phase4a/tier_bricks/{TIER}.parquet")

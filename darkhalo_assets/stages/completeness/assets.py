@@ -5,7 +5,8 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, DataVersion, MaterializeResult,
+                     MetadataValue, asset)
 from pydantic import Field
 
 from darkhalo_assets.stages.completeness.surfaces import seeing_wall
@@ -14,6 +15,7 @@ from darkhalo_assets.stages.completeness.walls import lead_criterion
 from darkhalo_assets.science.recovery import criteria_from_config
 from darkhalo_assets.stages.completeness.surfaces import ranking_mode_ablation as compute_ranking_mode_ablation
 from darkhalo_assets.storage.datasets import write_table
+from darkhalo_assets.storage.lease import asset_lease
 from darkhalo_assets.science import plots
 from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.storage.specs import store_spec
@@ -59,10 +61,13 @@ def _surfaces(context, compute, data_store, tier: str, options: dict, view: str)
     """(the view's tables, engine metadata): the completeness job on the compute resource, then its tables."""
     store = data_store.store()
     params = {"tier": tier, "options": dict(options), "view": view, "data_store": store_spec(store),
-              "metrics_rel": layout.injection(tier)}
-    job = compute.run_job(context, "darkhalo_assets.stages.completeness.job:completeness_tables", params)
+              "metrics_rel": layout.injection(tier), "run_id": context.run.run_id,
+              "code_version": context.assets_def.code_versions_by_key.get(context.asset_key)}
+    with asset_lease(context, store):
+        job = compute.run_job(context, "darkhalo_assets.stages.completeness.job:completeness_tables", params)
     s = job.summary
-    engine_md = {**job.metadata, "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
+    engine_md = {**job.metadata, "fingerprint": s["fingerprint"], "run_id": context.run.run_id,
+                 "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
                  "engine/partitions": s["partitions"], "engine/counts_mib": s["count_mib"],
                  "engine/timings_s": json_md(s["timings"])}
     return read_surfaces(store, tier, view), engine_md
@@ -100,6 +105,7 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     used = splits[splits["used"]]["region_split"].tolist() if "used" in splits else []
     ok = "test" not in used or config.final_evaluation
     return MaterializeResult(
+        data_version=DataVersion(engine_md["fingerprint"]),
         metadata={"dagster/row_count": len(s), "summary": MetadataValue.md(f"```\n{summary}\n```"),
                   "criteria": MetadataValue.md(_criteria_markdown(res["criteria"])),
                   "splits_used": json_md(used), "path": MetadataValue.path(store.url(layout.completeness(tier))),
@@ -181,6 +187,7 @@ def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRu
     write_table(store, layout.completeness(tier, "ranking_mode_ablation.parquet"), pa.Table.from_pandas(table, preserve_index=False))
     rel = layout.plot(tier, "ranking_mode_ablation.png")
     _save_png(store, rel, plots.plot_ranking_ablation, table)
-    return MaterializeResult(metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
+    return MaterializeResult(data_version=DataVersion(engine_md["fingerprint"]),
+                             metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
                                        "table": MetadataValue.md(table.head(40).to_markdown(index=False)),
                                        "engine": engine_md["engine/name"], **engine_md})

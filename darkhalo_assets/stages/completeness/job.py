@@ -83,9 +83,15 @@ def completeness_tables(params: dict, runner, log) -> dict:
     if not metrics.exists(SUCCESS):
         raise FileNotFoundError(f"tier {tier} has no committed injection output at {metrics.url('')} "
                                 f"(materialize injected_cutouts[{tier}] first)")
-    shards = json.loads(metrics.read_bytes(SUCCESS))["shards"]
+    committed = json.loads(metrics.read_bytes(SUCCESS))
+    shards = committed["shards"]
     options_json = json.dumps(params.get("options", {}), sort_keys=True)
     view = params.get("view", "tasks")
+    # Made from exactly these committed shards (their fingerprint), these options, this code.
+    from darkhalo_assets.storage.provenance import fingerprint
+    provenance = {"injection": committed.get("fingerprint"), "options": options_json, "view": view,
+                  "code_version": params.get("code_version")}
+    fp = fingerprint(**provenance)
     spec = _spec(options_json, view)
     columns = metrics_columns(spec, view)
     n_units = min(len(shards), max(1, UNITS_PER_SLOT * runner.slots) if runner.slots > 1 else 1)
@@ -111,11 +117,13 @@ def completeness_tables(params: dict, runner, log) -> dict:
     else:  # a tier whose shards hold no rows: empty tables
         counts = count_chunk(view_rows(schemas.INJECTION_METRICS.empty_table().select(columns), view), spec, plan)
     result = finish_surfaces(spec, plan, counts)
-    write_surfaces(store, tier, result, view)
+    write_surfaces(store, tier, result, view, extra={"fingerprint": fp, "run_id": params.get("run_id"),
+                                                     "provenance": provenance})
     timings["finish_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     count_mib = sum(len(b) for b in blobs) / 2**20
     log(f"[4d] tier {tier}: {len(result['surfaces']):,} surface rows; counts of {len(blobs)} units "
         f"({count_mib:.1f} MiB compressed) merged")
-    return {"n_rows": n_rows, "shards": len(shards), "partitions": len(units), "count_mib": round(count_mib, 2),
+    return {"fingerprint": fp, "n_rows": n_rows, "shards": len(shards), "partitions": len(units),
+            "count_mib": round(count_mib, 2),
             "surface_rows": len(result["surfaces"]), "timings": {k: round(v, 3) for k, v in timings.items()}}

@@ -119,7 +119,8 @@ def surfaces_of(metrics, options: Mapping[str, Any], view: str = "tasks") -> dic
     return surfaces_for_spec(metrics, tier_spec(options, view), view_rows(metrics, view))
 
 
-def write_surfaces(store: Store, tier: str, result: dict[str, pd.DataFrame], view: str = "tasks") -> None:
+def write_surfaces(store: Store, tier: str, result: dict[str, pd.DataFrame], view: str = "tasks",
+                   extra: dict | None = None) -> None:
     """Write a view's tables as one unit: a run that dies half way leaves no marker, so readers
     refuse a mix of old and new tables instead of reading it."""
     store.rm(layout.completeness_commit(tier, view))
@@ -127,7 +128,8 @@ def write_surfaces(store: Store, tier: str, result: dict[str, pd.DataFrame], vie
     for name in TABLES:
         write_table(store, layout.completeness_view(tier, view, name), pa.Table.from_pandas(result[name], preserve_index=False))
         rows[name] = len(result[name])
-    store.write_bytes_atomic(layout.completeness_commit(tier, view), json.dumps({"view": view, "rows": rows}, sort_keys=True).encode())
+    store.write_bytes_atomic(layout.completeness_commit(tier, view),
+                             json.dumps({"view": view, "rows": rows, **(extra or {})}, sort_keys=True).encode())
 
 
 def read_surfaces(store: Store, tier: str, view: str = "tasks", tables: tuple[str, ...] = TABLES

@@ -2,12 +2,14 @@
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, DataVersion, MaterializeResult,
+                     MetadataValue, asset)
 from pydantic import Field
 
 from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import read_dataset
-from darkhalo_assets.stages.injection.run import read_metrics
+from darkhalo_assets.storage.lease import asset_lease
+from darkhalo_assets.stages.injection.run import CODE_VERSION as CODE_VERSION_4C, read_metrics
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -35,7 +37,7 @@ class InjectionRunConfig(Phase4RunConfig):
 
 @asset(
     partitions_def=tier_partitions, group_name="injection", kinds={"parquet", "numpy"}, owners=["team:darkhalo"],
-    code_version="4c-2", deps=["injection_tasks"], pool="compute",
+    code_version=CODE_VERSION_4C, deps=["injection_tasks"], pool="compute",
     check_specs=[AssetCheckSpec("every_task_accounted_for", asset="injected_cutouts", blocking=True,
                                 description="One metrics row per injection task, each with an outcome")],
     metadata={"dagster/column_schema": table_schema(schemas.INJECTION_METRICS)},
@@ -56,8 +58,10 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
               "cache_store": store_spec(data_store.cache_store()), "task_rels": [layout.injection_tasks(e) for e in experiments],
               "out_rel": layout.injection(tier), "survey": survey.survey,
               "settings": {"psf_model": config.psf_model, "moffat_beta": config.moffat_beta,
-                           "supersample": config.supersample, **cfg.injection}}
-    job = compute.run_job(context, "darkhalo_assets.stages.injection.job:inject_tier", params)
+                           "supersample": config.supersample, **cfg.injection},
+              "run_id": context.run.run_id, "code_version": CODE_VERSION_4C}
+    with asset_lease(context, store):
+        job = compute.run_job(context, "darkhalo_assets.stages.injection.job:inject_tier", params)
     summary, run = job.summary, job.summary["run"]
     engine_md = {**job.metadata, "engine/shards": run["shards"], "engine/shards_run": run["shards_run"],
                  "engine/tasks_run": run["tasks_run"], "engine/stamps_run": run["stamps_run"],
@@ -74,7 +78,8 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
     m = read_metrics(out, columns=METRICS_FOR_METADATA)
     reasons = dict(zip(*np.unique(np.asarray(m.column("cutout_reason").to_pylist(), dtype=str), return_counts=True)))
     md = {"dagster/row_count": m.num_rows, "outcomes": counts_markdown("cutout_reason", {k: int(v) for k, v in reasons.items()}),
-          "run": json_md(run), "path": MetadataValue.path(out.root), "engine": engine_md["engine/name"], **engine_md}
+          "run": json_md(run), "path": MetadataValue.path(out.root), "fingerprint": summary["fingerprint"],
+          "run_id": context.run.run_id, "engine": engine_md["engine/name"], **engine_md}
     inj = m.filter(pc.and_(m.column("cutout_ok"), pc.invert(m.column("is_control"))))
     if inj.num_rows:
         snr = inj.column("arc_snr").to_numpy()
@@ -88,6 +93,6 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
             context.log.warning(f"gallery not written: {e}")
     accounted = m.num_rows == task_ids.num_rows and pc.count_distinct(m.column("task_id")).as_py() == m.num_rows \
         and bool(pc.all(pc.is_in(task_ids.column("task_id"), value_set=m.column("task_id").combine_chunks())).as_py())
-    return MaterializeResult(metadata=md, check_results=[AssetCheckResult(
+    return MaterializeResult(data_version=DataVersion(summary["fingerprint"]), metadata=md, check_results=[AssetCheckResult(
         check_name="every_task_accounted_for", passed=accounted,
         metadata={"tasks": task_ids.num_rows, "metrics_rows": m.num_rows})])

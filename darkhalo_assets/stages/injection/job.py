@@ -49,13 +49,14 @@ def run_staged_shard(unit: dict) -> dict:
     out = data.child(unit["out_rel"])
     tasks = _read_ipc(data, unit["staged"])
     return run_shard(unit["shard"], tasks, cache.root, cache.storage_options, out.root, out.storage_options,
-                     InjectionSettings(**unit["settings"]), survey=unit.get("survey", "dr10_south"))
+                     InjectionSettings(**unit["settings"]), survey=unit.get("survey", "dr10_south"),
+                     record=unit.get("record"))
 
 
 def inject_tier(params: dict, runner, log) -> dict:
     """Inject one tier; summary: ``run`` (``run_summary``), outcome counts of this run, timings."""
-    from darkhalo_assets.stages.injection.run import (InjectionSettings, commit_injection, plan_shards,
-                                                        prepare_output, run_summary)
+    from darkhalo_assets.stages.injection.run import (CODE_VERSION, InjectionSettings, commit_injection,
+                                                        plan_shards, prepare_output, run_summary, shard_provenance)
     t0 = time.perf_counter()
     timings = {}
     store = store_from_spec(params["data_store"])
@@ -67,7 +68,9 @@ def inject_tier(params: dict, runner, log) -> dict:
     tasks = read_tasks(store, params["task_rels"])
     shards = plan_shards(tasks, int(params.get("shard_tasks", 2000)))
     out = store.child(out_rel)
-    todo = prepare_output(out, shards, bool(params.get("force", False)))
+    records = shard_provenance(shards, store_from_spec(params["cache_store"]), settings,
+                               params.get("survey", "dr10_south"), params.get("code_version", CODE_VERSION))
+    todo = prepare_output(out, shards, bool(params.get("force", False)), records)
     timings["plan_s"] = time.perf_counter() - t0
     log(f"{tasks.num_rows:,} tasks, {len(shards)} shards, {len(shards) - len(todo)} already committed, "
         f"{len(todo)} to run")
@@ -75,7 +78,8 @@ def inject_tier(params: dict, runner, log) -> dict:
     staging = layout.staging_for(out_rel)
     units = [{"shard": name, "staged": f"{staging}/{staged_name(name)}", "data_store": params["data_store"],
               "cache_store": params["cache_store"], "out_rel": out_rel, "settings": params.get("settings", {}),
-              "survey": params.get("survey", "dr10_south")}
+              "survey": params.get("survey", "dr10_south"),
+              "record": {**records[name], "run_id": params.get("run_id")}}
              for name, _ in todo]
     try:
         t1 = time.perf_counter()
@@ -88,7 +92,7 @@ def inject_tier(params: dict, runner, log) -> dict:
     finally:
         store.rm(staging, recursive=True)
     timings["run_shards_s"] = seconds
-    commit_injection(out, shards, tasks.num_rows, settings)
+    fp = commit_injection(out, shards, tasks.num_rows, settings, records, params.get("run_id"))
     timings["total_s"] = time.perf_counter() - t0
     summary = run_summary(results, len(shards), tasks.num_rows, seconds)
     reasons: dict[str, int] = {}
@@ -99,7 +103,7 @@ def inject_tier(params: dict, runner, log) -> dict:
     for p in cache_problems:
         log(f"{p['problem']} -> {p['tasks']} task(s) not_cached"
             + (f"; quarantined to {p['quarantined']}, re-fetched by the next coadd_cache fill" if p["quarantined"] else ""))
-    return {"run": summary, "reasons_run": dict(sorted(reasons.items())), "cache_problems": cache_problems,
+    return {"run": summary, "fingerprint": fp, "reasons_run": dict(sorted(reasons.items())), "cache_problems": cache_problems,
             "stamps_per_s": round(summary["stamps_run"] / seconds, 1) if results and seconds > 0 else None,
             "max_shard_seconds": round(max([r["seconds"] for r in results], default=0.0), 3),
             "timings": {k: round(v, 3) for k, v in timings.items()}}

@@ -23,9 +23,16 @@ import pyarrow.parquet as pq
 from darkhalo_assets import schemas
 from darkhalo_assets.layout import layout
 from darkhalo_assets.storage.datasets import SUCCESS
+from darkhalo_assets.storage.provenance import digest_bytes, fingerprint
 from darkhalo_assets.stages.injection.inject import STAMP_SCHEMA, InjectionSettings, inject_brick
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.survey.base import Survey, survey_named
+
+
+# The code version of injected_cutouts (the asset's and every shard's fingerprint carry it).
+# 4c-2: per-band masks, arc shot noise option, lens axes (#13); cached files sha256-checked before use (#12).
+# 4c-3: shards reused only when their content fingerprint matches.
+CODE_VERSION = "4c-3"
 
 
 def plan_shards(tasks: pa.Table, shard_tasks: int) -> list[tuple[str, pa.Table]]:
@@ -72,10 +79,38 @@ def _brick_groups(tasks: pa.Table) -> list[pa.Table]:
     return [tasks.take(pa.array(g)) for g in groups]
 
 
+def shard_provenance(shards: list[tuple[str, pa.Table]], cache: Store, settings: InjectionSettings,
+                     survey: Survey | str, code_version: str | None) -> dict[str, dict]:
+    """Per shard, what its outputs are made from: the content of its tasks, the commit records
+    (sizes, sha256) of its bricks' coadds (a brick cached since, or re-fetched, changes it),
+    the settings, the survey and the code version; ``fingerprint`` hashes them all."""
+    survey_def = survey_named(survey)
+    bricks = sorted({b for _, t in shards for b in pc.unique(t.column("brickname")).to_pylist()})
+    urls = {b: cache.url(survey_def.cache_path(b, layout.commit_marker)) for b in bricks}
+    # One concurrent fetch of the small records (S3 too), not a request per brick in turn.
+    found = cache.fs.cat(list(urls.values()), on_error="omit") if urls else {}
+    found = {k.split("://", 1)[-1]: v for k, v in found.items()}
+    brick_digest = {b: digest_bytes(found[u.split("://", 1)[-1]]) if u.split("://", 1)[-1] in found else None
+                    for b, u in urls.items()}
+    base = {"settings": asdict(settings), "survey": survey_def.name, "code_version": code_version}
+    out = {}
+    for name, t in shards:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, t.schema) as w:
+            w.write_table(t)
+        shard_bricks = pc.unique(t.column("brickname")).to_pylist()
+        prov = {**base, "tasks": digest_bytes(sink.getvalue()),
+                "coadds": fingerprint(**{b: brick_digest[b] for b in shard_bricks})}
+        out[name] = {"fingerprint": fingerprint(**prov), "provenance": prov}
+    return out
+
+
 def run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, out_root: str,
-              out_options: dict, settings: InjectionSettings, survey: str = "dr10_south") -> dict:
-    """Inject one shard and commit it (stamps, then metrics); any engine's worker calls this.
-    ``survey`` is a registered survey name (names travel to workers, objects need not)."""
+              out_options: dict, settings: InjectionSettings, survey: str = "dr10_south",
+              record: dict | None = None) -> dict:
+    """Inject one shard and commit it (stamps, metrics, then ``record``: its fingerprint and the
+    run that wrote it); any engine's worker calls this. ``survey`` is a registered survey name
+    (names travel to workers, objects need not)."""
     cache, out = Store(cache_root, cache_options), Store(out_root, out_options)
     survey_def = survey_named(survey)
     t0, c0 = time.time(), time.process_time()
@@ -89,6 +124,8 @@ def run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, 
         pq.write_table(st, fh, **_STAMP_WRITE)
     with out.open_write_atomic(layout.metrics_shard(name)) as fh:
         pq.write_table(mt, fh, compression="zstd")
+    if record is not None:
+        out.write_bytes_atomic(layout.shard_record(name), json.dumps(record, indent=1, sort_keys=True).encode())
     reasons = pc.value_counts(mt.column("cutout_reason")).to_pylist()
     return {"shard": name, "tasks": mt.num_rows, "stamps": st.num_rows, "seconds": time.time() - t0,
             "cpu_seconds": time.process_time() - c0,
@@ -96,26 +133,52 @@ def run_shard(name: str, tasks: pa.Table, cache_root: str, cache_options: dict, 
             "cache_problems": cache_problems}   # bricks found corrupt (quarantined) or unreadable
 
 
-def prepare_output(out: Store, shards: list[tuple[str, pa.Table]], force: bool) -> list[tuple[str, pa.Table]]:
-    """Uncommit the tier, drop shards of another plan, and return the shards still to run."""
+def prepare_output(out: Store, shards: list[tuple[str, pa.Table]], force: bool,
+                   records: dict[str, dict] | None = None) -> list[tuple[str, pa.Table]]:
+    """Uncommit the tier, drop shards of another plan, and return the shards still to run.
+
+    With ``records`` (``shard_provenance``), a shard is reused only when its commit record holds
+    the same fingerprint: same task ids but changed task rows, coadds or settings re-do it."""
     names = {n for n, _ in shards}
     out.rm(SUCCESS)
-    for sub in (layout.metrics_dir, layout.stamps_dir):
+    for sub, ext in ((layout.metrics_dir, ".parquet"), (layout.stamps_dir, ".parquet"), (layout.commits_dir, ".json")):
         for f in out.ls(sub):   # shards of another plan (inputs changed) are not ours any more
-            if f.removesuffix(".parquet") not in names or f.startswith("."):
+            if f.removesuffix(ext) not in names or f.startswith("."):
                 out.rm(f"{sub}/{f}")
-    return [(n, t) for n, t in shards if force or not out.exists(layout.metrics_shard(n))]
+    present = {f.removesuffix(".parquet") for f in out.ls(layout.metrics_dir)}
+    recorded = {f.removesuffix(".json") for f in out.ls(layout.commits_dir)}
+    todo = []
+    for n, t in shards:
+        if not force and n in present and (records is None or (n in recorded and _recorded_fingerprint(out, n)
+                                                                == records[n]["fingerprint"])):
+            continue
+        out.rm(layout.shard_record(n))   # before anything of the shard is replaced
+        todo.append((n, t))
+    return todo
+
+
+def _recorded_fingerprint(out: Store, shard: str) -> str | None:
+    try:
+        return json.loads(out.read_bytes(layout.shard_record(shard))).get("fingerprint")
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def commit_injection(out: Store, shards: list[tuple[str, pa.Table]], n_tasks: int,
-                     settings: InjectionSettings) -> None:
+                     settings: InjectionSettings, records: dict[str, dict] | None = None,
+                     run_id: str | None = None) -> str | None:
     """The tier's commit marker, written once every shard's metrics file exists."""
     present = set(out.ls(layout.metrics_dir))   # one listing, not a request per shard (S3)
     missing = [n for n, _ in shards if f"{n}.parquet" not in present]
     if missing:
         raise RuntimeError(f"{len(missing)} shard(s) have no metrics file (e.g. {missing[0]}); not committing")
     record = {"shards": sorted(n for n, _ in shards), "tasks": n_tasks, "settings": asdict(settings)}
+    fp = None
+    if records is not None:
+        fp = fingerprint(**{n: records[n]["fingerprint"] for n, _ in shards})
+        record.update(fingerprint=fp, run_id=run_id)
     out.write_bytes_atomic(SUCCESS, json.dumps(record, indent=1).encode())
+    return fp
 
 
 def run_summary(results: list[dict], n_shards: int, n_tasks: int, seconds: float) -> dict:
@@ -131,30 +194,32 @@ def run_summary(results: list[dict], n_shards: int, n_tasks: int, seconds: float
 
 def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int = 2000, workers: int = 1,
                   force: bool = False, settings: InjectionSettings = InjectionSettings(),
-                  survey: Survey | str = "dr10_south",
+                  survey: Survey | str = "dr10_south", code_version: str | None = CODE_VERSION,
+                  run_id: str | None = None,
                   progress: Callable[[str], None] = lambda msg: None) -> dict:
     """Inject every task of ``survey``'s cached coadds; return counts by outcome and per-shard timings."""
     shards = plan_shards(tasks, shard_tasks)
-    todo = prepare_output(out, shards, force)
+    records = shard_provenance(shards, cache, settings, survey, code_version)
+    todo = prepare_output(out, shards, force, records)
     progress(f"{len(shards)} shards, {len(shards) - len(todo)} already committed, {len(todo)} to run")
     done, results = len(shards) - len(todo), []
     t0 = time.time()
     args = (cache.root, cache.storage_options, out.root, out.storage_options, settings, survey_named(survey).name)
     if workers <= 1:
         for n, t in todo:
-            results.append(run_shard(n, t, *args))
+            results.append(run_shard(n, t, *args, record={**records[n], "run_id": run_id}))
             done += 1
             progress(f"shard {done}/{len(shards)}: {results[-1]['tasks']} tasks in {results[-1]['seconds']:.1f}s")
     else:
         with ProcessPoolExecutor(workers) as pool:
-            futs = [pool.submit(run_shard, n, t, *args) for n, t in todo]
+            futs = [pool.submit(run_shard, n, t, *args, record={**records[n], "run_id": run_id}) for n, t in todo]
             for f in as_completed(futs):
                 results.append(f.result())
                 done += 1
                 progress(f"shard {done}/{len(shards)}: {results[-1]['tasks']} tasks in {results[-1]['seconds']:.1f}s")
     seconds = time.time() - t0
-    commit_injection(out, shards, tasks.num_rows, settings)
-    return run_summary(results, len(shards), tasks.num_rows, seconds)
+    fp = commit_injection(out, shards, tasks.num_rows, settings, records, run_id)
+    return {**run_summary(results, len(shards), tasks.num_rows, seconds), "fingerprint": fp}
 
 
 def read_metrics(out: Store, columns: list[str] | None = None) -> pa.Table:
@@ -176,4 +241,4 @@ def stamp_files(out: Store) -> list[str]:
 
 
 __all__ = ["STAMP_SCHEMA", "InjectionSettings", "commit_injection", "plan_shards", "prepare_output",
-           "read_metrics", "run_injection", "run_shard", "run_summary", "stamp_files"]
+           "read_metrics", "run_injection", "run_shard", "run_summary", "shard_provenance", "stamp_files"]

@@ -4,10 +4,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (AllPartitionMapping, AssetCheckResult, AssetCheckSpec, AssetDep, AssetExecutionContext,
-                     MaterializeResult, asset)
+                     DataVersion, MaterializeResult, asset)
 
 from darkhalo_assets import schemas
-from darkhalo_assets.storage.datasets import read_dataset, write_dataset
+from darkhalo_assets.storage.datasets import read_dataset, read_success, write_dataset
+from darkhalo_assets.storage.lease import asset_lease
+from darkhalo_assets.storage.provenance import fingerprint
 from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
@@ -18,9 +20,12 @@ from darkhalo_assets.partitions import tier_partitions
 from darkhalo_assets.layout import layout
 
 
+CODE_VERSION_TASKS = "4b-tasks-3"  # -2: the manifests' lens axis columns; -3: content fingerprint (manifests, blacklist) in the commit record
+
+
 @asset(
     partitions_def=tier_partitions, group_name="injection", kinds={"parquet"}, owners=["team:darkhalo"],
-    code_version="4b-tasks-2",   # 4b-tasks-2: the manifests' lens axis columns
+    code_version=CODE_VERSION_TASKS,
     deps=["injection_manifests", "brick_blacklist",   # both per tier: identity mappings
           AssetDep("coadd_cache", partition_mapping=AllPartitionMapping())],
     check_specs=[AssetCheckSpec("no_blacklisted_bricks", asset="injection_tasks", blocking=True,
@@ -34,7 +39,13 @@ def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
     tier = context.partition_key
     cfg = config.phase4()
     store, cache = data_store.store(), data_store.cache_store()
+    with asset_lease(context, store):
+        return _write_tasks(context, cfg, tier, store, cache, survey)
+
+
+def _write_tasks(context, cfg, tier: str, store, cache, survey) -> MaterializeResult:
     blacklist = read_blacklist(store, tier)
+    prints = {}
     removed, kept, not_cached, overlap = {}, {}, {}, 0
     # One listing of the cache, not a request per brick (180k HEADs on S3 would take hours).
     srv = survey.definition
@@ -51,12 +62,19 @@ def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
             not_cached[exp_id] = {"bricks": len(nc), "tasks": n_nc}
             context.log.warning(f"{exp_id}: {n_nc} tasks on {len(nc)} bricks not yet cached (kept; "
                                 "materialize coadd_cache for them)")
-        write_dataset(store, layout.injection_tasks(exp_id), [t], schema=schemas.MANIFEST)
+        # Made from the manifest (its content fingerprint) minus the blacklist, by this code.
+        prov = {"manifest": (read_success(store, layout.manifest(exp_id)) or {}).get("fingerprint"),
+                "blacklist": sorted(blacklist), "code_version": CODE_VERSION_TASKS}
+        prints[exp_id] = fingerprint(**prov)
+        write_dataset(store, layout.injection_tasks(exp_id), [t], schema=schemas.MANIFEST, fingerprint=prints[exp_id],
+                      extra={"run_id": context.run.run_id})
         kept[exp_id] = t.num_rows
         overlap += int(pc.sum(pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))
                               ).as_py() or 0)
     return MaterializeResult(
-        metadata={"dagster/row_count": sum(kept.values()), "tasks_per_experiment": counts_markdown("experiment", kept),
+        data_version=DataVersion(fingerprint(**prints)),
+        metadata={"dagster/row_count": sum(kept.values()), "run_id": context.run.run_id,
+                  "fingerprints": json_md(prints), "tasks_per_experiment": counts_markdown("experiment", kept),
                   "removed_blacklisted_tasks": json_md(removed), "blacklisted_bricks": len(blacklist),
                   "tasks_on_uncached_bricks": json_md(not_cached)},
         check_results=[AssetCheckResult(check_name="no_blacklisted_bricks", passed=overlap == 0,

@@ -10,6 +10,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, DataV
 
 from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import write_table
+from darkhalo_assets.storage.lease import asset_lease
 from darkhalo_assets.stages.manifests.build import build_bricks_manifest, build_tier_bricks_manifest
 from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.storage.specs import store_spec
@@ -21,7 +22,7 @@ from darkhalo_assets.partitions import TIERS, brick_partitions, tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.layout import layout
 
-CODE_VERSION_4A = "4a-2"   # 4a-2: manifests carry the lens axes (lens_axis_ratio, lens_pa_fixed_deg)
+CODE_VERSION_4A = "4a-3"   # 4a-2: manifests carry the lens axes; 4a-3: content provenance in the commit records
 BRICKS_CHUNK = 10_000  # SQLite caps the size of one insert; register keys in chunks.
 
 MANIFEST_CHECKS = [
@@ -57,8 +58,9 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
     store = data_store.store()
     params = {"tier": tier, "force": bool(config.force), "config_overrides": config.config_overrides or "",
               "part_rows": compute.part_rows, "data_store": store_spec(store),
-              "phase3": phase3_inputs(data_store, phase3)}
-    job = compute.run_job(context, "darkhalo_assets.stages.manifests.job:build_tier_manifests", params)
+              "phase3": phase3_inputs(data_store, phase3), "run_id": context.run.run_id, "code_version": CODE_VERSION_4A}
+    with asset_lease(context, store):
+        job = compute.run_job(context, "darkhalo_assets.stages.manifests.job:build_tier_manifests", params)
     run, summary = job.summary, job.summary["summary"]
     engine_metadata = {**job.metadata, "engine/parts_written": run["parts_written"],
                        "engine/rows_written": run["rows_written"], "engine/bytes_written": run["bytes_written"],
@@ -70,8 +72,13 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
         context.log.warning(f"tier {tier}: {summary['warning']}")
     rows = {e: v["rows"] for e, v in summary["experiments"].items()}
     return MaterializeResult(
+        data_version=DataVersion(summary["fingerprint"]),
         metadata={
             "dagster/row_count": sum(rows.values()),
+            "fingerprint": summary["fingerprint"], "run_id": context.run.run_id,
+            "written_by_run": json_md({e: (context.run.run_id if v["action"] == "written" else v.get("run_id"))
+                                       for e, v in summary["experiments"].items()}),
+            "provenance": json_md(summary.get("provenance", {})),
             "rows_per_experiment": counts_markdown("experiment", rows),
             "controls_per_experiment": json_md({e: v["controls"] for e, v in summary["experiments"].items()}),
             "dropped_rows_by_reason": counts_markdown("reason", summary["dropped_rows"]),
@@ -125,8 +132,9 @@ def bricks_manifest(context: AssetExecutionContext, data_store: DataStoreResourc
     """
     tier = context.partition_key
     store = data_store.store()
-    table = build_tier_bricks_manifest(store, tier)
-    write_table(store, layout.bricks_manifest(tier), table)
+    with asset_lease(context, store):
+        table = build_tier_bricks_manifest(store, tier)
+        write_table(store, layout.bricks_manifest(tier), table)
     keys = table.column("brickname").to_pylist()
     existing = set(context.instance.get_dynamic_partitions(brick_partitions.name))
     new = [k for k in keys if k not in existing]
@@ -144,7 +152,7 @@ def bricks_manifest(context: AssetExecutionContext, data_store: DataStoreResourc
     return MaterializeResult(data_version=DataVersion(hashlib.sha256(content).hexdigest()[:16]), metadata={
         "dagster/row_count": table.num_rows, "n_tasks": int(pc.sum(table["n_tasks"]).as_py() or 0),
         "n_galaxies": int(pc.sum(table["n_galaxies"]).as_py() or 0),
-        "newly_registered_partitions": len(new), "registered_partitions_total": len(existing) + len(new),
+        "run_id": context.run.run_id, "newly_registered_partitions": len(new), "registered_partitions_total": len(existing) + len(new),
         "bricks_all_tiers": union.num_rows, "bricks_per_tier": json_md(per_tier),
         "path": MetadataValue.path(store.url(layout.bricks_manifest(tier))),
         "bricks_preview": MetadataValue.md("\n".join(f"- `{k}`" for k in keys[:20]) + ("\n- ..." if len(keys) > 20 else "")),

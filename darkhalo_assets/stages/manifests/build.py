@@ -52,7 +52,8 @@ def build_tier_manifests(store: Store, cand: Candidates, cfg: Phase4Config, tier
         rel = layout.manifest(exp_id)
         if not force and is_committed(store, rel, fp):
             rec = read_success(store, rel)
-            experiments[exp_id] = {"rows": rec["rows"], "controls": rec.get("controls", 0), "action": "skipped"}
+            experiments[exp_id] = {"rows": rec["rows"], "controls": rec.get("controls", 0), "action": "skipped",
+                                   "run_id": rec.get("run_id")}
             progress(f"{exp_id}: already committed ({rec['rows']:,} rows), skipped")
             continue
         progress(f"{exp_id}: writing {count_rows(sample, cfg):,} tasks")

@@ -25,19 +25,29 @@ _STAGED: dict[str, object] = {}
 
 
 def read_input(spec: dict):
-    """A Phase 3 table: a committed dataset in the data store, or a Parquet dataset URI."""
+    """``(table, content digest)`` of a Phase 3 table: a committed dataset in the data store, or a
+    Parquet dataset URI (its files hashed in name order)."""
     import pyarrow.dataset as pads
-    from darkhalo_assets.storage.datasets import read_dataset
+    from darkhalo_assets.storage.provenance import digest_files, read_dataset_digested
     if spec["kind"] == "dataset":
-        return read_dataset(store_from_spec(spec), spec["rel"])
+        return read_dataset_digested(store_from_spec(spec), spec["rel"])
     if spec["kind"] == "parquet":
         opts = spec.get("storage_options") or {}
         if opts:
             import fsspec
             protocol, path = spec["uri"].split("://", 1)
-            return pads.dataset(path, format="parquet", filesystem=fsspec.filesystem(protocol, **opts)).to_table()
-        return pads.dataset(spec["uri"], format="parquet").to_table()
+            ds = pads.dataset(path, format="parquet", filesystem=fsspec.filesystem(protocol, **opts))
+        else:
+            ds = pads.dataset(spec["uri"], format="parquet")
+        return ds.to_table(), digest_files(ds.filesystem, sorted(ds.files))
     raise ValueError(f"unknown Phase 3 input kind {spec['kind']!r} (dataset | parquet)")
+
+
+def input_provenance(digests: dict[str, str], code_version: str | None) -> dict:
+    """What the manifests are made from: the content of each Phase 3 table (``read_input``'s
+    digests) and the code; the config joins in ``tier_fingerprint``. Row counts alone let a
+    rewritten catalog pass as unchanged."""
+    return {**digests, "code_version": code_version}
 
 
 def slice_name(k: int) -> str:
@@ -66,8 +76,10 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     from darkhalo_assets.config.phase4 import load_config
     from darkhalo_assets.stages.manifests import build
     from darkhalo_assets.stages.manifests.checks import manifest_check_values
-    from darkhalo_assets.stages.manifests.parts import (PART_ROWS, commit_experiment, input_fingerprint, n_parts,
-                                                        part_galaxies, slice_payload, uncommit)
+    from darkhalo_assets.stages.manifests.parts import (PART_ROWS, commit_experiment, n_parts, part_galaxies,
+                                                        slice_payload, uncommit)
+    from darkhalo_assets.storage.datasets import read_success
+    from darkhalo_assets.storage.provenance import fingerprint, what_changed
     from darkhalo_assets.stages.manifests.sampling import (check_guardrail, count_control_rows, count_tasks,
                                                            prepare_candidates, row_ends, sample_tier)
     from darkhalo_assets.storage.datasets import is_committed
@@ -79,12 +91,15 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     cfg = load_config(yaml.safe_load(overrides) if overrides.strip() else None)
     part_rows = int(params.get("part_rows") or PART_ROWS)
     store = store_from_spec(params["data_store"])
-    tables = {name: read_input(spec) for name, spec in params["phase3"].items()}
+    read = {name: read_input(spec) for name, spec in params["phase3"].items()}
+    tables = {name: t for name, (t, _) in read.items()}
+    provenance = input_provenance({name: d for name, (_, d) in read.items()}, params.get("code_version"))
+    del read
     parent, bricks, selections = (tables["parent_catalog"], tables["bricks_with_region"],
                                   tables["region_selections"])
     timings["read_inputs_s"] = time.perf_counter() - t0
     cand = prepare_candidates(parent, bricks, selections, cfg)
-    fp_input = input_fingerprint(parent, bricks, selections)
+    fp_input = fingerprint(**provenance)
     del parent, bricks, selections, tables
     sample = sample_tier(cand, cfg, tier)
     check_guardrail(count_tasks(sample, cfg), cfg)
@@ -92,6 +107,9 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     timings["sample_s"] = time.perf_counter() - t0 - timings["read_inputs_s"]
 
     todo = [e for e in cfg.experiments(tier) if force or not is_committed(store, layout.manifest(e[0]), fp)]
+    for e in todo:
+        if not force and store.exists(layout.manifest(e[0])):
+            log(f"{e[0]}: rebuilding, {what_changed(read_success(store, layout.manifest(e[0])), provenance)}")
     ends = row_ends(sample, cfg)
     n_rows = int(ends[-1]) if ends.size else 0
     parts = range(n_parts(n_rows, part_rows)) if todo else range(0)
@@ -124,11 +142,12 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     for e in todo:
         done = [w for w in written if w["experiment_id"] == e[0]]
         commit_experiment(store, layout.manifest(e[0]), done, fingerprint=fp, experiment_id=e[0],
-                          controls=n_controls)
+                          controls=n_controls, extra={"run_id": params.get("run_id"), "provenance": provenance})
     # Every experiment is committed now, so this only samples again and writes the brick list and summary.
     summary = build.build_tier_manifests(store, cand, cfg, tier, input_fingerprint=fp_input, force=False)
     for e in todo:
         summary["experiments"][e[0]]["action"] = "written"
+    summary["run_id"], summary["provenance"] = params.get("run_id"), provenance
     store.write_bytes_atomic(layout.stage_config(tier), json.dumps(summary, indent=1, sort_keys=True,
                                                                       default=str).encode())
     t2 = time.perf_counter()

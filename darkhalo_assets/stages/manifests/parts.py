@@ -31,11 +31,6 @@ PART_ROWS = 1_000_000
 ROW_GROUP_ROWS = 256_000
 
 
-def input_fingerprint(parent: pa.Table, bricks: pa.Table, selections: pa.Table) -> str:
-    """The Phase 3 input fingerprint the injection_manifests asset puts into ``_SUCCESS``."""
-    return f"{parent.num_rows}:{bricks.num_rows}:{selections.num_rows}"
-
-
 @dataclass
 class TierPayload:
     """Sampled galaxies ``[g_offset, g_offset + n)`` of a tier, compacted: what a part needs."""
@@ -150,7 +145,7 @@ def uncommit(store: Store, rel: str) -> None:
 
 
 def commit_experiment(store: Store, rel: str, parts: list[dict], *, fingerprint: str, experiment_id: str,
-                      controls: int) -> dict:
+                      controls: int, extra: dict | None = None) -> dict:
     """Write ``_SUCCESS`` (last) for parts that all exist; the same record write_dataset writes."""
     parts = sorted(parts, key=lambda p: p["file"])
     missing = [p["file"] for p in parts if not store.exists(f"{rel}/{p['file']}")]
@@ -161,6 +156,6 @@ def commit_experiment(store: Store, rel: str, parts: list[dict], *, fingerprint:
         parts = [{"file": part_name(0), "rows": 0}]
     record = {"parts": [{"file": p["file"], "rows": int(p["rows"])} for p in parts],
               "rows": int(sum(p["rows"] for p in parts)), "fingerprint": fingerprint,
-              "controls": int(controls), "experiment_id": experiment_id}
+              "controls": int(controls), "experiment_id": experiment_id, **(extra or {})}
     store.write_bytes_atomic(f"{rel}/{SUCCESS}", json.dumps(record, indent=1, sort_keys=True).encode())
     return record

@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 
 from darkhalo_assets import schemas
 from darkhalo_assets.storage.datasets import read_dataset, write_dataset
+from darkhalo_assets.storage.lease import lease
 from darkhalo_assets.storage.store import Store
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
@@ -54,6 +55,11 @@ def phase3_tables(context: AssetExecutionContext, data_store: DataStoreResource,
                 "uri": phase3.uri(name), "dagster/row_count": ds.count_rows()})
         return
     store = data_store.store()
+    with lease(store, "phase3", f"run {context.run.run_id} (phase3 tables)", log=context.log.info):
+        yield from _write_synthetic(context, store, phase3)
+
+
+def _write_synthetic(context, store: Store, phase3: Phase3SourceResource):
     t0 = time.time()
     spec, tables, coadds = phase3.generate_synthetic(context.log.info)
     survey = Store(phase3.survey_root)
