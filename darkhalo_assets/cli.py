@@ -31,21 +31,21 @@ def _ensure_instance_home() -> Path:
     return home
 
 
-def _materialize(defs, instance, selection, *, partition_key=None, tags=None, run_config=None, label=""):
-    from dagster import materialize
-
+def _materialize(defs, instance, job_name: str, *, partition_key=None, tags=None, run_config=None, label=""):
+    """Run one of the code location's named stage jobs (darkhalo_assets/jobs.py), so the run
+    shows in the UI as that job with its tier or brick range, not as an ephemeral asset job."""
     t0 = time.time()
-    assets = list(defs.assets)
-    result = materialize(assets, selection=selection, instance=instance, partition_key=partition_key,
-                         tags=tags, run_config=run_config, resources=defs.resources, raise_on_error=False)
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(instance=instance, partition_key=partition_key, tags=tags,
+                                    run_config=run_config, raise_on_error=False)
     status = "ok" if result.success else "FAILED"
-    print(f"[darkhalo] {label or selection}: {status} in {time.time() - t0:.1f}s (run {result.run_id[:8]})",
+    print(f"[darkhalo] {label or job_name}: {status} in {time.time() - t0:.1f}s (run {result.run_id[:8]})",
           flush=True)
     if not result.success:
         for ev in result.all_events:
             if ev.is_failure:
                 print(f"  {ev.message}", file=sys.stderr)
-        raise SystemExit(f"materialization of {label or selection} failed; see the run in the Dagster UI")
+        raise SystemExit(f"job {job_name} ({label}) failed; see the run in the Dagster UI")
     return result
 
 
@@ -75,24 +75,24 @@ def run_tier(tier: str, force: bool = False) -> None:
     instance = DagsterInstance.get()
     rc = {"force": force}
     cfg = lambda *keys: {"ops": {k: {"config": rc} for k in keys}}
-    _materialize(defs, instance, ["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"],
-                 label="phase3 (synthetic sky)")
-    _materialize(defs, instance, ["injection_manifests"], partition_key=tier,
-                 run_config=cfg("injection_manifests"), label=f"injection_manifests[{tier}]")
-    _materialize(defs, instance, ["bricks_manifest"], partition_key=tier, label=f"bricks_manifest[{tier}]")
+    tier_tag = {"darkhalo/tier": tier}
+    _materialize(defs, instance, "phase3", label="phase3 (synthetic sky)")
+    _materialize(defs, instance, "manifests", partition_key=tier, tags=tier_tag,
+                 run_config=cfg("injection_manifests"), label=f"manifests[{tier}]")
     from darkhalo_assets.readers import read_tier_bricks
     tier_bricks = set(read_tier_bricks(defs.resources["data_store"].store(), tier))
     for batch in tier_brick_batches(instance.get_dynamic_partitions(brick_partitions.name), tier_bricks,
                                     BRICKS_PER_RUN):
-        _materialize(defs, instance, ["coadd_cache"], run_config=cfg("coadd_cache"),
-                     tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1]},
+        _materialize(defs, instance, "coadd_cache", run_config=cfg("coadd_cache"),
+                     tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1], **tier_tag,
+                           "darkhalo/bricks": f"{batch[0]}...{batch[-1]} ({len(batch)})"},
                      label=f"coadd_cache[{batch[0]}...{batch[-1]}] ({len(batch)} bricks)")
-    _materialize(defs, instance, ["brick_blacklist"], partition_key=tier, label=f"brick_blacklist[{tier}]")
-    downstream = [k for k in ("injection_tasks", "injected_cutouts", "completeness_surfaces",
-                              "seeing_wall_plots", "ranking_mode_ablation")
-                  if any(k in [a.to_user_string() for a in ad.keys] for ad in defs.assets)]
-    _materialize(defs, instance, downstream, partition_key=tier, run_config=cfg(*downstream),
-                 label=f"{', '.join(downstream)}[{tier}]")
+    _materialize(defs, instance, "brick_blacklist", partition_key=tier, tags=tier_tag, label=f"brick_blacklist[{tier}]")
+    _materialize(defs, instance, "injection", partition_key=tier, tags=tier_tag,
+                 run_config=cfg("injection_tasks", "injected_cutouts"), label=f"injection[{tier}]")
+    _materialize(defs, instance, "completeness", partition_key=tier, tags=tier_tag,
+                 run_config=cfg("completeness_surfaces", "seeing_wall_plots", "ranking_mode_ablation"),
+                 label=f"completeness[{tier}]")
     from darkhalo_assets.report import print_tier_report
     print_tier_report(tier)
 

@@ -1,10 +1,11 @@
 """The darkhalo code location: every asset, check, job and resource in one Definitions."""
 from __future__ import annotations
 
-from dagster import Definitions, define_asset_job
+from dagster import Definitions
 
 from resources import resources_for_env
 
+from darkhalo_assets.jobs import stage_jobs
 from darkhalo_assets.stages.coadds import assets as coadds
 from darkhalo_assets.stages.completeness import assets as completeness
 from darkhalo_assets.stages.injection import assets as injection
@@ -16,12 +17,8 @@ ALL_ASSETS = [phase3.phase3_tables, manifests.injection_manifests, manifests.bri
               coadds.coadd_cache, coadds.brick_blacklist, tasks.injection_tasks, injection.injected_cutouts,
               completeness.completeness_surfaces, completeness.seeing_wall_plots, completeness.ranking_mode_ablation]
 
-phase3_job = define_asset_job("phase3_job", selection=["parent_catalog", "bricks_with_region",
-                                                       "region_selections", "region_metrics"],
-                              description="Generate (local) or validate (aws) the frozen Phase 3 inputs")
-
 defs = Definitions(
     assets=ALL_ASSETS,
-    jobs=[phase3_job, coadds.fill_tier_coadd_cache],
+    jobs=[*stage_jobs, coadds.fill_tier_coadd_cache],
     resources=resources_for_env(),
 )

@@ -16,7 +16,7 @@ from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.storage.specs import store_spec
 from resources.storage import DataStoreResource
 
-from darkhalo_assets.metadata import json_md, png_markdown
+from darkhalo_assets.metadata import png_markdown, table_md, timings_table
 from darkhalo_assets.partitions import tier_partitions
 from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.config.run_config import Phase4RunConfig
@@ -61,7 +61,7 @@ def _surfaces(context, compute, data_store, tier: str, options: dict, view: str)
     s = job.summary
     engine_md = {**job.metadata, "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
                  "engine/partitions": s["partitions"], "engine/counts_mib": s["count_mib"],
-                 "engine/timings_s": json_md(s["timings"])}
+                 "engine/timings_s": timings_table(s["timings"])}
     return read_surfaces(store, tier, view), engine_md
 
 def _save_png(store, rel: str, fig_writer, *args) -> str:
@@ -98,10 +98,10 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     ok = "test" not in used or config.final_evaluation
     return MaterializeResult(
         metadata={"dagster/row_count": len(s), "summary": MetadataValue.md(f"```\n{summary}\n```"),
-                  "splits_used": json_md(used), "path": MetadataValue.path(store.url(layout.completeness(tier))),
+                  "splits_used": ", ".join(used) or "none", "path": MetadataValue.path(store.url(layout.completeness(tier))),
                   "engine": engine_md["engine/name"], **engine_md},
         check_results=[AssetCheckResult(check_name="holdout_splits_used", passed=ok,
-                                        metadata={"splits_used": json_md(used),
+                                        metadata={"splits_used": ", ".join(used) or "none",
                                                   "final_evaluation": config.final_evaluation})])
 
 def _summary_text(tier, overall, theta, res, interval: str, level: float) -> str:
@@ -134,14 +134,46 @@ def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunCon
     surfaces = read_surfaces(store, tier, tables=("surfaces",))["surfaces"]
     wall = seeing_wall(surfaces, threshold=config.wall_threshold)
     write_table(store, layout.completeness(tier, "seeing_wall.parquet"), pa.Table.from_pandas(wall, preserve_index=False))
-    md = {"wall": MetadataValue.md(wall.to_markdown(index=False) if len(wall) else "no wall found")}
+    md = {"wall": wall_table(wall) if len(wall) else MetadataValue.text("no wall found (no theta_E x PSF curve)"),
+          "wall_table": MetadataValue.path(store.url(layout.completeness(tier, "seeing_wall.parquet")))}
     for name, fn, args in (("seeing_wall.png", plots.plot_seeing_wall, (surfaces, wall)),
                            ("theta_psf_heatmap.png", plots.plot_theta_psf_heatmap, (surfaces,)),
                            ("depth_ebv.png", plots.plot_vs_depth_ebv, (surfaces,))):
         rel = layout.plot(tier, name)
         _save_png(store, rel, fn, *args)
-        md[name.removesuffix(".png")] = png_markdown(store, rel, name)
+        md[name.removesuffix(".png")] = png_markdown(store, rel, name, data_store.public_url)
     return MaterializeResult(metadata=md)
+
+
+# What the wall's status says, in words (walls.py: seeing_wall).
+WALL_STATUS = {"crossed": "crosses the threshold inside the sampled PSF range",
+               "below_at_min_fwhm": "already below at the sharpest PSF sampled: wall < min sampled",
+               "above_at_max_fwhm": "never below in the sampled PSF range: wall > max sampled",
+               "no_data": "no tasks on this curve"}
+WALL_ROWS_SHOWN = 60
+
+
+def _fwhm(v: float) -> str:
+    return "< min sampled" if v == float("-inf") else "> max sampled" if v == float("inf") else \
+        "" if v != v else f"{v:.2f}"
+
+
+def wall_table(wall: pd.DataFrame) -> MetadataValue:
+    """The seeing wall as a UI table: bounds that fall outside the sampled PSF range read as
+    such (the bootstrap stores them as -inf/+inf), the status in words."""
+    threshold = float(wall["threshold"].iloc[0])
+    rows = [{"experiment_id": r.experiment_id, "criterion": r.criterion, "subset": r.subset,
+             "theta_e": r.theta_e, "wall_fwhm": _fwhm(r.wall_fwhm), "wall_lo": _fwhm(r.wall_lo),
+             "wall_hi": _fwhm(r.wall_hi), "status": WALL_STATUS.get(r.status, r.status), "n_bins": r.n_bins, "n": r.n}
+            for r in wall.head(WALL_ROWS_SHOWN).itertuples()]
+    axis = wall["psf_axis"].iloc[0]
+    return table_md(rows, {
+        "experiment_id": None, "criterion": None, "subset": None, "theta_e": None,
+        "wall_fwhm": (f"{axis} where completeness falls below {threshold:g} (isotonic fit)", "arcsec"),
+        "wall_lo": ("Lower end of the bootstrap interval; '< min sampled' = not bounded in the sampled range", "arcsec"),
+        "wall_hi": ("Upper end of the bootstrap interval; '> max sampled' = not bounded in the sampled range", "arcsec"),
+        "status": ("Whether the curve crosses the threshold: " + "; ".join(f"{k} = {v}" for k, v in WALL_STATUS.items()), ""),
+        "n_bins": None, "n": None})
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
@@ -161,6 +193,7 @@ def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRu
     write_table(store, layout.completeness(tier, "ranking_mode_ablation.parquet"), pa.Table.from_pandas(table, preserve_index=False))
     rel = layout.plot(tier, "ranking_mode_ablation.png")
     _save_png(store, rel, plots.plot_ranking_ablation, table)
-    return MaterializeResult(metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
-                                       "table": MetadataValue.md(table.head(40).to_markdown(index=False)),
+    return MaterializeResult(metadata={"dagster/row_count": len(table),
+                                       "plot": png_markdown(store, rel, "ablation", data_store.public_url),
+                                       "table": table_md(table.head(40).to_dict("records"), list(table.columns)),
                                        "engine": engine_md["engine/name"], **engine_md})
