@@ -83,11 +83,11 @@ def run_tier(tier: str, force: bool = False) -> None:
     tier_bricks = set(read_tier_bricks(defs.resources["data_store"].store(), tier))
     for batch in tier_brick_batches(instance.get_dynamic_partitions(brick_partitions.name), tier_bricks,
                                     BRICKS_PER_RUN):
-        _materialize(defs, instance, "coadd_cache", run_config=cfg("coadd_cache"),
+        _materialize(defs, instance, "coadds", run_config=cfg("coadd_cache"),
                      tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1], **tier_tag,
                            "darkhalo/bricks": f"{batch[0]}...{batch[-1]} ({len(batch)})"},
                      label=f"coadd_cache[{batch[0]}...{batch[-1]}] ({len(batch)} bricks)")
-    _materialize(defs, instance, "brick_blacklist", partition_key=tier, tags=tier_tag, label=f"brick_blacklist[{tier}]")
+    _materialize(defs, instance, "blacklist", partition_key=tier, tags=tier_tag, label=f"brick_blacklist[{tier}]")
     _materialize(defs, instance, "injection", partition_key=tier, tags=tier_tag,
                  run_config=cfg("injection_tasks", "injected_cutouts"), label=f"injection[{tier}]")
     _materialize(defs, instance, "completeness", partition_key=tier, tags=tier_tag,

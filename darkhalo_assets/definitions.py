@@ -1,7 +1,14 @@
 """The darkhalo code location: every asset, check, job and resource in one Definitions."""
 from __future__ import annotations
 
-from dagster import Definitions
+import warnings
+
+from dagster import BetaWarning, Definitions
+
+# BackfillPolicy is marked beta in 1.13 and says so each time a process loads this code location
+# (webserver, daemon, every run, the CLI); Dagster is pinned, so the warning asks nothing of an
+# operator. Filtered before the stages define their assets.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 
 from resources import resources_for_env
 
