@@ -120,3 +120,20 @@ def test_every_stage_has_a_named_job_and_the_code_location_loads():
     for name in ("manifests", "blacklist", "injection", "completeness"):
         assert jobs[name].partitions_def.get_partition_keys() == tier_keys, name
         assert jobs[name].tags["darkhalo/stage"]
+
+
+def test_asset_descriptions_link_to_their_stage_page_which_the_server_renders(outputs):
+    from darkhalo_assets.definitions import DOCS_URL
+
+    _, url = outputs
+    pages = {}
+    for a in defs.assets:
+        for key, desc in a.descriptions_by_key.items():
+            assert f"]({DOCS_URL}/" in desc, key
+            pages[key.to_user_string()] = desc[desc.rindex(f"]({DOCS_URL}/") + len(DOCS_URL) + 3:-1]
+    assert pages["seeing_wall_plots"] == "stage_4d_completeness.md"
+    for page in set(pages.values()):
+        r = requests.get(f"{url}/docs/{page}", timeout=30)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html") and "<h1>" in r.text, page
+    for path in ("/docs/../README.md", "/docs/%2e%2e/README.md", "/docs/no_such_page.md", "/docs/"):
+        assert requests.get(url + path, timeout=30).status_code == 404, path

@@ -20,13 +20,14 @@ pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop EXIT
 trap 'exit 130' INT TERM
-if [ "${DARKHALO_ENV:-local}" = local ]; then
-  # Runs record plot links to DARKHALO_OUTPUTS_URL (default http://127.0.0.1:3030): serve it.
-  url=${DARKHALO_OUTPUTS_URL:-http://127.0.0.1:3030}
-  port=${url##*:}; port=${port%%/*}
-  "$REPO/.venv/bin/python" -m resources.outputs_server --root "$DARKHALO_DATA_DIR/outputs" --port "$port" &
-  pids+=($!)
-fi
+# Runs record plot links to DARKHALO_OUTPUTS_URL (default http://127.0.0.1:3030; on aws the
+# CloudFront URL, and this server then only serves the docs the asset descriptions link to).
+url=${DARKHALO_OUTPUTS_URL:-http://127.0.0.1:3030}
+port=${url##*:}; port=${port%%/*}
+[ "${DARKHALO_ENV:-local}" = local ] || port=3030
+export DARKHALO_DOCS_URL=${DARKHALO_DOCS_URL:-http://127.0.0.1:$port/docs}
+"$REPO/.venv/bin/python" -m resources.outputs_server --root "$DARKHALO_DATA_DIR/outputs" --port "$port" &
+pids+=($!)
 "$REPO/.venv/bin/dagster-daemon" run -w "$REPO/workspace.yaml" &
 pids+=($!)
 "$REPO/.venv/bin/dagster-webserver" -h 127.0.0.1 -p "$UI_PORT" -w "$REPO/workspace.yaml" &
