@@ -17,7 +17,11 @@ mkdir -p "$DAGSTER_HOME"
 cd "$DAGSTER_HOME"
 
 pids=()
-stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+stop() {  # TERM, then KILL what is still up after 10 s (a webserver still loading code ignores TERM)
+  kill "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.2; done
+  kill -9 "${pids[@]}" 2>/dev/null || true
+}
 trap stop EXIT
 trap 'exit 130' INT TERM
 # Runs record plot links to DARKHALO_OUTPUTS_URL (default http://127.0.0.1:3030; on aws the

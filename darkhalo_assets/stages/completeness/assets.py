@@ -134,14 +134,15 @@ def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunCon
     surfaces = read_surfaces(store, tier, tables=("surfaces",))["surfaces"]
     wall = seeing_wall(surfaces, threshold=config.wall_threshold)
     write_table(store, layout.completeness(tier, "seeing_wall.parquet"), pa.Table.from_pandas(wall, preserve_index=False))
-    md = {"wall": wall_table(wall) if len(wall) else MetadataValue.text("no wall found (no theta_E x PSF curve)"),
-          "wall_table": MetadataValue.path(store.url(layout.completeness(tier, "seeing_wall.parquet")))}
+    md = {}
     for name, fn, args in (("seeing_wall.png", plots.plot_seeing_wall, (surfaces, wall)),
                            ("theta_psf_heatmap.png", plots.plot_theta_psf_heatmap, (surfaces,)),
                            ("depth_ebv.png", plots.plot_vs_depth_ebv, (surfaces,))):
         rel = layout.plot(tier, name)
         _save_png(store, rel, fn, *args)
         md[name.removesuffix(".png")] = png_markdown(store, rel, name, data_store.public_url)
+    md["wall"] = wall_table(wall) if len(wall) else MetadataValue.text("no wall found (no theta_E x PSF curve)")
+    md["wall_table"] = MetadataValue.path(store.url(layout.completeness(tier, "seeing_wall.parquet")))
     return MaterializeResult(metadata=md)
 
 
@@ -162,13 +163,16 @@ def wall_table(wall: pd.DataFrame) -> MetadataValue:
     """The seeing wall as a UI table: bounds that fall outside the sampled PSF range read as
     such (the bootstrap stores them as -inf/+inf), the status in words."""
     threshold = float(wall["threshold"].iloc[0])
-    rows = [{"experiment_id": r.experiment_id, "criterion": r.criterion, "subset": r.subset,
+    # The tier is the page's partition: the experiment reads "stamp64 grz" (narrow columns, no cut-off).
+    rows = [{"experiment": " ".join(r.experiment_id.split("_")[1:3]).replace("bands", ""),
+             "criterion": r.criterion, "subset": r.subset,
              "theta_e": r.theta_e, "wall_fwhm": _fwhm(r.wall_fwhm), "wall_lo": _fwhm(r.wall_lo),
              "wall_hi": _fwhm(r.wall_hi), "status": WALL_STATUS.get(r.status, r.status), "n_bins": r.n_bins, "n": r.n}
             for r in wall.head(WALL_ROWS_SHOWN).itertuples()]
     axis = wall["psf_axis"].iloc[0]
     return table_md(rows, {
-        "experiment_id": None, "criterion": None, "subset": None, "theta_e": None,
+        "experiment": ("Experiment of the tier: stamp size and bands ({tier}_stamp{N}_bands{b}_grid{grid})", ""),
+        "criterion": None, "subset": None, "theta_e": None,
         "wall_fwhm": (f"{axis} where completeness falls below {threshold:g} (isotonic fit)", "arcsec"),
         "wall_lo": ("Lower end of the bootstrap interval; '< min sampled' = not bounded in the sampled range", "arcsec"),
         "wall_hi": ("Upper end of the bootstrap interval; '> max sampled' = not bounded in the sampled range", "arcsec"),
