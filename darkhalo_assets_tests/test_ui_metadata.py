@@ -137,3 +137,55 @@ def test_asset_descriptions_link_to_their_stage_page_which_the_server_renders(ou
         assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html") and "<h1>" in r.text, page
     for path in ("/docs/../README.md", "/docs/%2e%2e/README.md", "/docs/no_such_page.md", "/docs/"):
         assert requests.get(url + path, timeout=30).status_code == 404, path
+
+
+def test_ui_start_command_starts_quietly_and_stops_everything(tmp_path):
+    """README's UI command: webserver, daemon and outputs server up, no warning for a newcomer to
+    interpret in the terminal, and Ctrl-C (SIGINT to the script) stops all of them."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from support_dagster_ui import REPO, free_port
+
+    ui_port, out_port = free_port(), free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DARKHALO_DATA_DIR": str(tmp_path / "data"),
+           "DARKHALO_UI_PORT": str(ui_port), "DARKHALO_OUTPUTS_URL": f"http://127.0.0.1:{out_port}",
+           "DAGSTER_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "ui.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(["bash", str(REPO / "scripts/ui.sh")], env=env, cwd=tmp_path, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        loaded = '"assetNodes"'
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            try:
+                r = requests.post(f"http://127.0.0.1:{ui_port}/graphql",
+                                  json={"query": "{ assetNodes { id } }"}, timeout=10)
+                if r.ok and loaded in r.text and '"id"' in r.text:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        else:
+            raise AssertionError(f"UI not up in 400 s:\n{log.read_text()[-4000:]}")
+        assert requests.get(f"http://127.0.0.1:{out_port}/docs/operators.md", timeout=30).ok
+        while "Instance is configured with the following daemons" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(1)
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(60)
+        for port in (ui_port, out_port):
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://127.0.0.1:{port}/", timeout=10)
+        text = log.read_text()
+        assert "warn" not in text.lower(), text
+        assert "dagster.yaml" not in text and "dg dev" not in text, text
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
