@@ -388,13 +388,13 @@ def test_runs_list_shows_the_stage_job_names(stack, operations):
 
 @pytest.mark.browser
 @needs_browser
-def test_launch_dialog_one_tier_is_a_run_several_are_a_backfill(stack, operations):
+def test_launch_dialog_one_tier_is_a_run_several_are_a_backfill(stack):
     """What docs/operators.md walks through: the asset's Materialize dialog launches one run for
     one tier and a backfill for more."""
     with chromium_page(viewport=(1600, 1000)) as page:
         _open(page, f"{stack.url}/assets/injection_manifests")
         page.get_by_role("button", name="Materialize…").click()
-        dialog = page.get_by_role("dialog")
+        dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
         dialog.get_by_text("Partition selection").wait_for()
         dialog.get_by_text("Select a partition or create one").click()
         page.locator("[role=menuitem]").filter(has_text=TIER).first.click()
