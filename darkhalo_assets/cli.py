@@ -15,11 +15,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # The run tags Dagster's single-run backfills put on a run over a partition range (documented tag
 # names; dagster exports no public constant for them, and private modules are off limits).
-ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
-ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-# Dagster's partition-range run tags (public names live only in dagster._core).
 PARTITION_RANGE_START, PARTITION_RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -31,18 +26,17 @@ def _ensure_instance_home() -> Path:
     return home
 
 
-def _materialize(defs, instance, selection, *, partition_key=None, tags=None, run_config=None, label="",
+def _materialize(defs, instance, job_name: str, *, partition_key=None, tags=None, run_config=None, label="",
                  fatal=True):
-    """Materialize ``selection``; a failure stops the command unless ``fatal`` is False (then the
-    result is returned and the caller decides)."""
-    from dagster import materialize
-
+    """Run one of the code location's named stage jobs (darkhalo_assets/jobs.py), so the run
+    shows in the UI as that job with its tier or brick range, not as an ephemeral asset job. A
+    failure stops the command unless ``fatal`` is False (then the caller decides)."""
     t0 = time.time()
-    assets = list(defs.assets)
-    result = materialize(assets, selection=selection, instance=instance, partition_key=partition_key,
-                         tags=tags, run_config=run_config, resources=defs.resources, raise_on_error=False)
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(instance=instance, partition_key=partition_key, tags=tags,
+                                    run_config=run_config, raise_on_error=False)
     status = "ok" if result.success else "FAILED"
-    print(f"[darkhalo] {label or selection}: {status} in {time.time() - t0:.1f}s (run {result.run_id[:8]})",
+    print(f"[darkhalo] {label or job_name}: {status} in {time.time() - t0:.1f}s (run {result.run_id[:8]})",
           flush=True)
     if not result.success:
         for ev in result.all_events:
@@ -55,7 +49,7 @@ def _materialize(defs, instance, selection, *, partition_key=None, tags=None, ru
                 if cause:
                     print("  " + cause.strip().replace("\n", "\n  "), file=sys.stderr)
         if fatal:
-            raise SystemExit(f"materialization of {label or selection} failed; see the run in the Dagster UI")
+            raise SystemExit(f"job {job_name} ({label}) failed; see the run in the Dagster UI")
     return result
 
 
@@ -99,10 +93,10 @@ def run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> No
     # would pull them from under the first one's readers. It waits, saying for whom.
     with lease(defs.resources["data_store"].store(), "darkhalo_run", f"darkhalo run --tier {tier}",
                log=lambda msg: print(f"[darkhalo] {msg}", flush=True)):
-        _run_tier(tier, force)
+        _run_tier(tier, force, reverify_cache)
 
 
-def _run_tier(tier: str, force: bool = False) -> None:
+def _run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> None:
     from dagster import DagsterInstance
 
     from darkhalo_assets.definitions import defs
@@ -110,21 +104,21 @@ def _run_tier(tier: str, force: bool = False) -> None:
     instance = DagsterInstance.get()
     rc = {"force": force}
     cfg = lambda *keys: {"ops": {k: {"config": rc} for k in keys}}
-    _materialize(defs, instance, ["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"],
-                 label="phase3 (synthetic sky)")
-    _materialize(defs, instance, ["injection_manifests"], partition_key=tier,
-                 run_config=cfg("injection_manifests"), label=f"injection_manifests[{tier}]")
-    _materialize(defs, instance, ["bricks_manifest"], partition_key=tier, label=f"bricks_manifest[{tier}]")
+    tier_tag = {"darkhalo/tier": tier}
+    _materialize(defs, instance, "phase3", label="phase3 (synthetic sky)")
+    _materialize(defs, instance, "manifests", partition_key=tier, tags=tier_tag,
+                 run_config=cfg("injection_manifests"), label=f"manifests[{tier}]")
     from darkhalo_assets.readers import read_tier_bricks
     tier_bricks = set(read_tier_bricks(defs.resources["data_store"].store(), tier))
     failed = fill_tier_cache(defs, instance, tier_bricks,
-                             {"ops": {"coadd_cache": {"config": {**rc, "reverify": reverify_cache}}}})
-    _materialize(defs, instance, ["brick_blacklist"], partition_key=tier, label=f"brick_blacklist[{tier}]")
-    downstream = [k for k in ("injection_tasks", "injected_cutouts", "completeness_surfaces",
-                              "seeing_wall_plots", "ranking_mode_ablation")
-                  if any(k in [a.to_user_string() for a in ad.keys] for ad in defs.assets)]
-    _materialize(defs, instance, downstream, partition_key=tier, run_config=cfg(*downstream),
-                 label=f"{', '.join(downstream)}[{tier}]")
+                             {"ops": {"coadd_cache": {"config": {**rc, "reverify": reverify_cache}}}},
+                             tags=tier_tag)
+    _materialize(defs, instance, "blacklist", partition_key=tier, tags=tier_tag, label=f"brick_blacklist[{tier}]")
+    _materialize(defs, instance, "injection", partition_key=tier, tags=tier_tag,
+                 run_config=cfg("injection_tasks", "injected_cutouts"), label=f"injection[{tier}]")
+    _materialize(defs, instance, "completeness", partition_key=tier, tags=tier_tag,
+                 run_config=cfg("completeness_surfaces", "seeing_wall_plots", "ranking_mode_ablation"),
+                 label=f"completeness[{tier}]")
     from darkhalo_assets.report import print_tier_report
     print_tier_report(tier)
     if failed:
@@ -136,7 +130,7 @@ def _run_tier(tier: str, force: bool = False) -> None:
                          f"`darkhalo run --tier {tier}` (cached bricks are kept)")
 
 
-def fill_tier_cache(defs, instance, tier_bricks: set[str], run_config: dict) -> dict[str, str]:
+def fill_tier_cache(defs, instance, tier_bricks: set[str], run_config: dict, tags: dict | None = None) -> dict[str, str]:
     """Fill the cache for the tier's bricks in batches of ``BRICKS_PER_RUN`` partitions, as a UI
     backfill would; a failed batch fails only its own bricks and the next batch runs. Returns the
     bricks not cached, with why. A key the DR10 tiling refuses (empty, malformed, or well formed but
@@ -152,8 +146,9 @@ def fill_tier_cache(defs, instance, tier_bricks: set[str], run_config: dict) -> 
         print(f"[darkhalo] coadd_cache[{brick!r}] refused: {why}", file=sys.stderr, flush=True)
     for batch in tier_brick_batches(instance.get_dynamic_partitions(brick_partitions.name),
                                     tier_bricks - set(refused), BRICKS_PER_RUN):
-        result = _materialize(defs, instance, ["coadd_cache"], run_config=run_config,
-                              tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1]},
+        result = _materialize(defs, instance, "coadds", run_config=run_config,
+                              tags={PARTITION_RANGE_START: batch[0], PARTITION_RANGE_END: batch[-1], **(tags or {}),
+                                    "darkhalo/bricks": f"{batch[0]}...{batch[-1]} ({len(batch)})"},
                               label=f"coadd_cache[{batch[0]}...{batch[-1]}] ({len(batch)} bricks)", fatal=False)
         if not result.success:
             failed.update(failed_bricks(instance, result.run_id, batch))

@@ -1,6 +1,5 @@
 """The end-of-run summary the README's main command prints: completeness and plot paths."""
 import json
-import os
 
 from darkhalo_assets.layout import layout
 from resources import resources_for_env
@@ -29,7 +28,7 @@ def print_tier_report(tier: str) -> None:
         for n in names:
             print(f"  {store.url(f'{plots}/{n}')}")
     print(f"outputs: {store.root}")
-    print(f"Dagster UI: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} .venv/bin/dagster dev -w workspace.yaml")
+    print("Dagster UI (with the plots inline): ./scripts/ui.sh, then open http://127.0.0.1:3000")
 
 
 def _print_seeing_wall(store, tier: str) -> None:

@@ -79,6 +79,7 @@ query Mats($key: AssetKeyInput!, $partitions: [String!]) {
           ... on MarkdownMetadataEntry { mdStr }
           ... on JsonMetadataEntry { jsonString }
           ... on PathMetadataEntry { path }
+          ... on TableMetadataEntry { table { records schema { columns { name description } } } }
         }
       }
     }
@@ -91,6 +92,9 @@ query CheckExecutions($key: AssetKeyInput!, $name: String!) {
     runId status evaluation { success partition }
   }
 }"""
+
+RUNS = """
+{ runsOrError(limit: 200) { ... on Runs { results { runId jobName status tags { key value } } } } }"""
 
 DAEMON_HEALTH = """
 { instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"""

@@ -32,6 +32,8 @@ from support_dagster_graphql import ASSET_NODES, DAEMON_HEALTH, LOCATION_NAME, G
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 ARTIFACTS_UI = REPO / "artifacts" / "ui"
+# Screenshots docs/operators.md shows: the browser tests retake them on every run.
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = os.environ.get("DARKHALO_CHROMIUM", "/usr/bin/chromium")
 # Debian's chromium, driven by Playwright's protocol client (no `playwright install`).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -141,20 +143,30 @@ class LoggedProcess:
 # -- the stack ---------------------------------------------------------------------------------
 
 class DagsterStack:
-    """``dagster-webserver`` (and optionally ``dagster-daemon run``) over one DAGSTER_HOME."""
+    """``dagster-webserver`` (and optionally ``dagster-daemon run``) over one DAGSTER_HOME, with the
+    outputs server the plots are linked to (``scripts/ui.sh`` starts the same three)."""
 
     def __init__(self, home: Path, data_dir: Path, log_dir: Path, *, daemon: bool = True, port: int | None = None):
         self.home, self.data_dir, self.log_dir = home, data_dir, log_dir
         self.port = port or free_port()
         self.want_daemon = daemon
+        self.outputs_port = free_port()
+        self.outputs_url = f"http://127.0.0.1:{self.outputs_port}"
         self.env = stack_env(home, data_dir)
+        # Runs (launched by the daemon, which passes its environment on) record plot links here.
+        self.env.update(DARKHALO_OUTPUTS_URL=self.outputs_url, DARKHALO_DOCS_URL=f"{self.outputs_url}/docs")
         self.webserver: LoggedProcess | None = None
         self.daemon: LoggedProcess | None = None
+        self.outputs: LoggedProcess | None = None
         self.url = f"http://127.0.0.1:{self.port}"
         self.gql = GraphQLClient(self.url)
 
     def start(self) -> "DagsterStack":
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.outputs = LoggedProcess(
+            "outputs", [str(VENV_BIN / "python"), "-m", "resources.outputs_server", "--root",
+                        str(self.data_dir / "outputs"), "--port", str(self.outputs_port)],
+            env=self.env, cwd=REPO, log_path=self.log_dir / "outputs.log")
         self.webserver = LoggedProcess(
             "webserver", [str(VENV_BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
                           "-w", "workspace.yaml"], env=self.env, cwd=REPO, log_path=self.log_dir / "webserver.log")
@@ -175,6 +187,14 @@ class DagsterStack:
             time.sleep(0.5)
         else:
             raise TimeoutError(f"webserver did not answer /server_info in {timeout_s:.0f}s\n{self.logs()}")
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(self.outputs_url + "/docs/operators.md", timeout=5).ok:
+                    break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"outputs server did not answer in {timeout_s:.0f}s\n{self.logs()}")
         while time.monotonic() < deadline:
             self._check_alive()
             with contextlib.suppress(GraphQLError, requests.RequestException):
@@ -199,16 +219,16 @@ class DagsterStack:
         raise TimeoutError(f"daemon not healthy after {timeout_s:.0f}s\n{self.logs()}")
 
     def _check_alive(self) -> None:
-        for p in (self.webserver, self.daemon):
+        for p in (self.webserver, self.daemon, self.outputs):
             if p is not None and not p.alive():
                 raise RuntimeError(f"{p.name} exited with {p.proc.returncode}\n{self.logs()}")
 
     def logs(self, n_chars: int = 6000) -> str:
         return "\n".join(f"----- {p.name} log ({p.log_path}) -----\n{p.log_tail(n_chars)}"
-                         for p in (self.webserver, self.daemon) if p is not None)
+                         for p in (self.webserver, self.daemon, self.outputs) if p is not None)
 
     def stop(self) -> None:
-        for p in (self.daemon, self.webserver):
+        for p in (self.daemon, self.webserver, self.outputs):
             if p is not None:
                 p.stop()
 

@@ -7,9 +7,10 @@ registers the brick partitions), then do what an operator does for a tier:
   - backfill ``injection_manifests`` for the ``debug`` tier (partition picker -> backfill),
   - fill the coadd cache for the whole tier in one action (the ``fill_tier_coadd_cache`` job),
   - backfill two single bricks of ``coadd_cache`` with ``force`` (re-fetch),
-  - materialize ``brick_blacklist[debug]`` and the tier's downstream assets up to the plots.
+  - launch the stage jobs ``blacklist``, ``injection`` and ``completeness`` for the tier.
 The daemon's backfill loop ticks every 30 s, so the file takes about 2-3 minutes.
-Screenshots land in artifacts/ui/ (git-ignored).
+Screenshots land in artifacts/ui/ (git-ignored); those docs/operators.md shows are also written
+to docs/screenshots/.
 """
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import requests
 import yaml
 
-from support_dagster_graphql import (ASSET_NODES, asset_materializations, backfill_runs, check_executions,
+from support_dagster_graphql import (ASSET_NODES, RUNS, asset_materializations, backfill_runs, check_executions,
                                      launch_asset_backfill, launch_run, run_failure_messages, run_tags,
                                      wait_for_backfills, wait_for_runs)
-from support_dagster_ui import (ARTIFACTS_UI, CHROMIUM, CHROMIUM_INSTALL, REPO, DagsterStack, chromium_available,
+from support_dagster_ui import (ARTIFACTS_UI, CHROMIUM, CHROMIUM_INSTALL, DOCS_SCREENSHOTS, REPO, DagsterStack,
+                                chromium_available,
                                 chromium_page, dismiss_onboarding, make_dagster_home, seed_instance)
 
 from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
@@ -43,6 +46,11 @@ GROUP_OF = {"parent_catalog": "phase3", "bricks_with_region": "phase3", "region_
             "seeing_wall_plots": "completeness", "ranking_mode_ablation": "completeness"}
 DOWNSTREAM = ["injection_tasks", "injected_cutouts", "completeness_surfaces", "seeing_wall_plots",
               "ranking_mode_ablation"]
+# The stage jobs (darkhalo_assets/jobs.py) the tier's last steps run as, in order.
+STAGE_RUNS = ["blacklist", "injection", "completeness"]
+# Assets whose metadata shows tables, never JSON (coadd_cache's per-brick metadata is issue 14's
+# other half and is checked by its own tests).
+TABLE_ASSETS = ["injection_manifests", "bricks_manifest", "brick_blacklist", *DOWNSTREAM]
 TIER_FILL_JOB = "fill_tier_coadd_cache"
 TIMEOUT_S = 300
 
@@ -97,10 +105,10 @@ def operations(stack):
     out["pair_backfill"] = launch_asset_backfill(
         gql, ["coadd_cache"], out["pair"], title="two bricks, force",
         run_config={"ops": {"coadd_cache": {"config": {"force": True}}}})
-    out["blacklist"] = launch_run(gql, "__ASSET_JOB", asset_keys=["brick_blacklist"], partition=TIER)
-    _expect_success(stack, [out["blacklist"]])
-    out["downstream"] = launch_run(gql, "__ASSET_JOB", asset_keys=DOWNSTREAM, partition=TIER)
-    _expect_success(stack, [out["downstream"]])
+    for job in STAGE_RUNS:  # as the Launchpad of each job does, tagged with the tier as the CLI does
+        out[job] = launch_run(gql, job, partition=TIER, tags={"darkhalo/tier": TIER})
+        _expect_success(stack, [out[job]])
+    out["downstream"] = out["completeness"]
     print(f"[dagster-ui] tier fill, blacklist and downstream runs done at {time.monotonic() - t0:.0f}s")
     out["backfills"] = wait_for_backfills(gql, [out["tier_backfill"], out["pair_backfill"]], TIMEOUT_S,
                                           on_timeout=stack.logs)
@@ -209,25 +217,57 @@ def test_two_brick_backfill_is_one_batched_run_that_refetches_exactly_those_bric
 
 
 @pytest.mark.browser
-def test_plot_metadata_is_the_png_written_to_the_store(stack, operations):
+def test_plot_metadata_is_a_short_link_to_the_png_written_to_the_store(stack, operations):
     mats = [m for m in asset_materializations(stack.gql, "seeing_wall_plots", [TIER])
             if m["runId"] == operations["downstream"]]
     assert len(mats) == 1
-    images = {e["label"]: e["mdStr"] for e in mats[0]["metadataEntries"] if "data:image/png" in (e.get("mdStr") or "")}
-    assert images, [e["label"] for e in mats[0]["metadataEntries"]]
-    for label, md in images.items():
-        data = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", md).group(1))
-        assert data[:8] == b"\x89PNG\r\n\x1a\n", label
+    links = {e["label"]: re.search(r"!\[[^]]*\]\(([^)\s]+)\)", e["mdStr"]).group(1)
+             for e in mats[0]["metadataEntries"] if e["__typename"] == "MarkdownMetadataEntry"}
+    assert set(links) == {"seeing_wall", "theta_psf_heatmap", "depth_ebv"}, links
+    for label, link in links.items():
+        md = _metadata(mats[0])[label]["mdStr"]
+        assert len(md) < 1000, f"{label}: the UI folds markdown of 1000+ characters behind a click"
+        assert link.startswith(stack.outputs_url + "/"), link
+        served = requests.get(link, timeout=60)
         on_disk = list((stack.data_dir / "outputs").rglob(f"{label}.png"))
-        assert len(on_disk) == 1 and on_disk[0].read_bytes() == data, label
+        assert served.status_code == 200 and served.content[:8] == b"\x89PNG\r\n\x1a\n", label
+        assert len(on_disk) == 1 and on_disk[0].read_bytes() == served.content, label
+
+
+@pytest.mark.browser
+def test_no_metadata_entry_is_json_where_a_table_was_promised(stack, operations):
+    for asset in TABLE_ASSETS:
+        mats = asset_materializations(stack.gql, asset, [TIER])
+        assert mats, asset
+        latest = max(mats, key=lambda m: float(m["timestamp"]))
+        kinds = {e["label"]: e["__typename"] for e in latest["metadataEntries"]}
+        assert not [k for k, t in kinds.items() if t == "JsonMetadataEntry"], (asset, kinds)
+        for e in latest["metadataEntries"]:
+            if e["__typename"] == "TableMetadataEntry":  # every column of every table says what it is
+                cols = e["table"]["schema"]["columns"]
+                assert all(c["description"] for c in cols), (asset, e["label"], cols)
+    wall = _metadata(max(asset_materializations(stack.gql, "seeing_wall_plots", [TIER]),
+                         key=lambda m: float(m["timestamp"])))["wall"]
+    assert wall["__typename"] == "TableMetadataEntry"
+    records = [json.loads(r) for r in wall["table"]["records"]]
+    assert records and not [r for r in records for v in r.values() if str(v).lower() in ("inf", "-inf", "nan")]
+    assert all(r["status"] for r in records)  # said in words, e.g. "never below ...: wall > max sampled"
 
 
 # -- the UI in Chromium ------------------------------------------------------------------------
 
-def _shot(page, name: str) -> Path:
+def _shot(page_or_element, name: str, docs: bool = False) -> Path:
+    """A screenshot (of a page, or of one element such as a dialog) in artifacts/ui/, and with
+    ``docs`` also in docs/screenshots/, where docs/operators.md shows it."""
     ARTIFACTS_UI.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS_UI / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    if hasattr(page_or_element, "goto"):
+        page_or_element.screenshot(path=str(path), full_page=True)
+    else:
+        page_or_element.screenshot(path=str(path))
+    if docs:
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
     return path
 
 
@@ -302,13 +342,67 @@ def test_asset_pages_show_metadata_checks_and_partitions(stack, operations):
 
 @pytest.mark.browser
 @needs_browser
-def test_plot_renders_as_an_image_on_the_asset_page(stack, operations):
+def test_plot_shows_on_the_asset_page_without_a_click(stack, operations):
     with chromium_page(viewport=(1600, 1400)) as page:
         _open(page, f"{stack.url}/assets/seeing_wall_plots?partition={TIER}")
-        # The UI folds markdown over 1000 characters behind "[Show Markdown]"; a plot always is.
-        row = page.locator("tr", has=page.get_by_text("seeing_wall", exact=True))
-        row.get_by_text("[Show Markdown]").click()
-        img = page.locator('img[src^="data:image/png"]').first
+        img = page.locator(f'img[src^="{stack.outputs_url}/"][src*="seeing_wall.png"]').first
         img.wait_for()
-        assert img.evaluate("e => e.complete && e.naturalWidth") > 100
-        _shot(page, "seeing_wall_plots_plot")
+        img.scroll_into_view_if_needed()
+        page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=img.element_handle(), timeout=60_000)
+        assert img.evaluate("e => e.naturalWidth") > 100
+        assert page.get_by_text("[Show Markdown]").count() == 0
+        # The wall table renders as a table with its explained status column.
+        row = page.locator("tr", has=page.get_by_text("wall", exact=True)).first
+        assert row.locator("table th", has_text="status").count() == 1
+        _shot(page, "seeing_wall_plots_page")
+        _shot(page.locator("tr", has=img).first, "seeing_wall_plots_plot", docs=True)
+
+
+@pytest.mark.browser
+@needs_browser
+def test_asset_pages_render_tables_not_json(stack, operations):
+    with chromium_page(viewport=(1600, 1400)) as page:
+        for asset in TABLE_ASSETS:
+            _open(page, f"{stack.url}/assets/{asset}?partition={TIER}")
+            page.get_by_text("Metadata", exact=True).first.wait_for()
+            page.locator("tr", has=page.get_by_text("dagster/row_count", exact=True)).or_(
+                page.get_by_text("Show schema")).first.wait_for()
+            assert page.get_by_text("[Show JSON]").count() == 0, asset
+        _open(page, f"{stack.url}/assets/injected_cutouts?partition={TIER}")
+        page.get_by_text("arc_snr_quantiles", exact=True).first.wait_for()
+        _shot(page, "injected_cutouts_metadata")
+
+
+@pytest.mark.browser
+@needs_browser
+def test_runs_list_shows_the_stage_job_names(stack, operations):
+    runs = {r["runId"]: r for r in stack.gql.query(RUNS)["runsOrError"]["results"]}
+    for job in STAGE_RUNS:
+        assert runs[operations[job]]["jobName"] == job
+        assert run_tags(runs[operations[job]]).get("darkhalo/tier") == TIER
+    with chromium_page(viewport=(1600, 1000)) as page:
+        _open(page, f"{stack.url}/runs")
+        for job in [*STAGE_RUNS, TIER_FILL_JOB]:
+            page.locator(f'a[href*="/jobs/{job}"]').first.wait_for()
+        _shot(page, "runs_list", docs=True)
+
+
+@pytest.mark.browser
+@needs_browser
+def test_launch_dialog_one_tier_is_a_run_several_are_a_backfill(stack):
+    """What docs/operators.md walks through: the asset's Materialize dialog launches one run for
+    one tier and a backfill for more."""
+    with chromium_page(viewport=(1600, 1000)) as page:
+        _open(page, f"{stack.url}/assets/injection_manifests")
+        page.get_by_role("button", name="Materialize…").click()
+        dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+        dialog.get_by_text("Partition selection").wait_for()
+        dialog.get_by_text("Select a partition or create one").click()
+        page.locator("[role=menuitem]").filter(has_text=TIER).first.click()
+        page.keyboard.press("Escape")
+        dialog.get_by_role("button", name="Launch 1 run").wait_for()
+        _shot(dialog, "launch_dialog_one_tier", docs=True)
+        dialog.get_by_role("button", name="All", exact=True).click()
+        dialog.get_by_role("button", name="Launch backfill").wait_for()
+        _shot(dialog, "launch_dialog_all_tiers", docs=True)
+        dialog.get_by_role("button", name="Cancel").click()

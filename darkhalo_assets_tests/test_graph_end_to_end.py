@@ -169,7 +169,7 @@ def test_tasks_on_uncached_bricks_are_reported_not_dropped(graph):
         res = materialize(ALL_ASSETS, selection=["injection_tasks"], partition_key="debug",
                           instance=graph["instance"], resources=graph["resources"])
         md = res.asset_materializations_for_node("injection_tasks")[0].metadata
-        reported = md["tasks_on_uncached_bricks"].value
+        reported = {r.data["experiment_id"]: r.data for r in md["tasks_on_uncached_bricks"].records}
         tasks = pa.concat_tables([read_dataset(out, f"phase4b/injection_tasks/{e}") for e in reported])
         on_brick = tasks.filter(pa.compute.equal(tasks["brickname"], brick)).num_rows
         assert on_brick > 0 and sum(v["tasks"] for v in reported.values()) == on_brick

@@ -3,6 +3,8 @@
 local: outputs and cache under ``DARKHALO_DATA_DIR`` (default ./data), a synthetic survey
        served on 127.0.0.1, the local engine.
 aws:   outputs and cache on S3 (``DARKHALO_S3_ROOT``), NERSC's DR10 tree, Phase 3 from S3.
+``DARKHALO_OUTPUTS_URL`` is where a browser reads the outputs root (local default: the outputs
+server scripts/ui.sh starts; aws: the CloudFront URL of the outputs prefix, unset = plots inlined).
 ``DARKHALO_SURVEY`` picks the survey (dr10_south | dr10_north; default dr10_south): locally it
 is the synthetic sky and coadd tree generated and served, on aws the tree fetched.
 """
@@ -16,6 +18,8 @@ from resources.storage import DataStoreResource
 from resources.survey import NERSC_DR10_URL, SurveyResource
 
 ENVIRONMENTS = ("local", "aws")
+# Where scripts/ui.sh serves the local outputs (resources/outputs_server.py) for the UI's plots.
+OUTPUTS_URL = "http://127.0.0.1:3030"
 
 
 def resources_for_env(env: str | None = None) -> dict:
@@ -26,7 +30,8 @@ def resources_for_env(env: str | None = None) -> dict:
         phase3 = Phase3SourceResource(mode="synthetic", survey_root=f"{data}/synthetic_survey", survey=survey)
         return {
             "data_store": DataStoreResource(root=f"{data}/outputs", cache_root=f"{data}/coadd_cache",
-                                            allowed_cache_prefix=data),
+                                            allowed_cache_prefix=data,
+                                            public_url=os.environ.get("DARKHALO_OUTPUTS_URL", OUTPUTS_URL)),
             "survey": SurveyResource(survey=survey, synthetic_root=phase3.survey_root,
                                      brick_pixels=phase3.brick_pixels, backoff_base_s=0.2),
             "phase3": phase3,
@@ -42,7 +47,9 @@ def resources_for_env(env: str | None = None) -> dict:
             "data_store": DataStoreResource(root=f"{root}/outputs",
                                             cache_root=os.environ.get("DARKHALO_CACHE_ROOT",
                                                                       "s3://darkhaloscope/dr10/coadd_cache"),
-                                            allowed_cache_prefix=os.environ.get("DARKHALO_CACHE_PREFIX")),
+                                            allowed_cache_prefix=os.environ.get("DARKHALO_CACHE_PREFIX"),
+                                            # the CloudFront (or S3 website) URL of {root}/outputs
+                                            public_url=os.environ.get("DARKHALO_OUTPUTS_URL")),
             "survey": SurveyResource(survey=os.environ.get("DARKHALO_SURVEY", "dr10_south"),
                                      base_url=os.environ.get("DARKHALO_SURVEY_URL", NERSC_DR10_URL)),
             "phase3": Phase3SourceResource(

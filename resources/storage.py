@@ -20,6 +20,8 @@ class DataStoreResource(ConfigurableResource):
     cache_root: str = Field(default="data/coadd_cache", description="DR10 coadd cache root: <root>/<brick>/<file>")
     allowed_cache_prefix: str | None = Field(default=None, description="Refuse a cache_root outside this prefix")
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (moto/MinIO); None = AWS")
+    public_url: str | None = Field(default=None, description="URL a browser reads `root` at (the outputs server "
+                                   "locally, CloudFront on aws): plots show inline in the UI; None = inlined PNGs")
 
     def _options(self, root: str) -> dict:
         if root.startswith("s3://") and self.s3_endpoint_url:

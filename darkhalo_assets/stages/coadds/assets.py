@@ -175,11 +175,26 @@ def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResourc
     # The data version is the list downstream reads: a re-run that finds the same missing bricks
     # (even with fresher evidence times) leaves injection_tasks[tier] fresh, a new one makes it stale.
     return MaterializeResult(data_version=DataVersion(hashlib.sha256(listing).hexdigest()[:16]), metadata={
-        "dagster/row_count": len(names), "bricks": json_md(names), "tier_bricks": len(bricks),
+        "dagster/row_count": len(names), "bricks": ", ".join(names) or "none", "tier_bricks": len(bricks),
         "path": MetadataValue.path(store.url(layout.blacklist_parquet(tier))),
-        "evidence": MetadataValue.md("| brick | status | url | time |\n|---|---|---|---|\n" + "\n".join(
-            f"| {r['brickname']} | {r['missing']['status']} | {r['missing']['url']} | {r['missing']['time']} |"
-            for r in records[:50]))})
+        "names_json": MetadataValue.path(store.url(layout.blacklist_json(tier))),
+        "evidence_files": MetadataValue.path(store.url(layout.missing_dir)),
+        "evidence": blacklist_evidence_table(records[:50])})
+
+
+def blacklist_evidence_table(records: list[dict]):
+    """The evidence as a table that says where each URL pointed: the survey as it was at fetch
+    time (a 127.0.0.1 URL was the synthetic survey's server of that run, gone once it ended)."""
+    from darkhalo_assets.metadata import table_md
+
+    rows = [{"brickname": r["brickname"], "status_code": r["missing"]["status"], "file": r["missing"]["file"],
+             "url": r["missing"]["url"], "time": r["missing"]["time"],
+             "evidence": layout.missing_evidence(r["brickname"])} for r in records]
+    return table_md(rows, {
+        "brickname": None, "status_code": None, "file": None,
+        "url": ("URL requested upstream at fetch time (NERSC on aws; a 127.0.0.1 URL was the synthetic survey "
+                "server of that local run, stopped since: its files are under <data>/synthetic_survey)", ""),
+        "time": None, "evidence": ("The brick's evidence record, under the outputs root", "")})
 
 
 @op(out=Out(Nothing), pool="downloads")

@@ -21,7 +21,7 @@ from darkhalo_assets.engines.base import ComputeEngine
 from darkhalo_assets.storage.specs import store_spec
 from resources.storage import DataStoreResource
 
-from darkhalo_assets.metadata import json_md, png_markdown
+from darkhalo_assets.metadata import png_markdown, table_md, timings_table
 from darkhalo_assets.partitions import tier_partitions
 from darkhalo_assets.config.defaults import COMPLETENESS
 from darkhalo_assets.config.run_config import Phase4RunConfig
@@ -69,7 +69,7 @@ def _surfaces(context, compute, data_store, tier: str, options: dict, view: str)
     engine_md = {**job.metadata, "fingerprint": s["fingerprint"], "run_id": context.run.run_id,
                  "engine/metrics_rows": s["n_rows"], "engine/shards": s["shards"],
                  "engine/partitions": s["partitions"], "engine/counts_mib": s["count_mib"],
-                 "engine/timings_s": json_md(s["timings"])}
+                 "engine/timings_s": timings_table(s["timings"])}
     return read_surfaces(store, tier, view), engine_md
 
 def _save_png(store, rel: str, fig_writer, *args) -> str:
@@ -107,19 +107,34 @@ def completeness_surfaces(context: AssetExecutionContext, config: CompletenessRu
     return MaterializeResult(
         data_version=DataVersion(engine_md["fingerprint"]),
         metadata={"dagster/row_count": len(s), "summary": MetadataValue.md(f"```\n{summary}\n```"),
-                  "criteria": MetadataValue.md(_criteria_markdown(res["criteria"])),
-                  "splits_used": json_md(used), "path": MetadataValue.path(store.url(layout.completeness(tier))),
+                  "criteria": _criteria_table(res["criteria"]),
+                  "splits_used": ", ".join(used) or "none", "path": MetadataValue.path(store.url(layout.completeness(tier))),
                   "engine": engine_md["engine/name"], **engine_md},
         check_results=[AssetCheckResult(check_name="holdout_splits_used", passed=ok,
-                                        metadata={"splits_used": json_md(used),
+                                        metadata={"splits_used": ", ".join(used) or "none",
                                                   "final_evaluation": config.final_evaluation})])
 
-def _criteria_markdown(criteria: pd.DataFrame) -> str:
+def _criteria_table(criteria: pd.DataFrame) -> MetadataValue:
     """Per criterion and experiment: n beside n_unscored (rows without a score, counted as
     misses, or left out of n by a classifier) and the FPR on the experiment's own controls."""
     cols = ["criterion", "experiment_id", "kind", "threshold", "n", "n_unscored", "n_controls", "n_controls_unscored",
             "k_controls_detected", "fpr", "fpr_lo", "fpr_hi", "note"]
-    return criteria[[c for c in cols if c in criteria]].to_markdown(index=False) if len(criteria) else "no criteria"
+    if not len(criteria):
+        return MetadataValue.text("no criteria")
+    docs = {"threshold": ("The criterion's detection threshold (blind detector: score calibrated on controls)", ""),
+            "kind": ("truth (a rule on true quantities) or an image-based detector", ""),
+            "n": ("Injections counted (unscored ones count as misses for detectors)", "count"),
+            "n_unscored": ("Injections with no score (NaN), counted as misses by detectors, left out by classifiers",
+                           "count"),
+            "n_controls": ("Distinct control hosts of the experiment (replicates counted once)", "count"),
+            "n_controls_unscored": ("Controls with no score", "count"),
+            "k_controls_detected": ("Controls above the threshold (false positives)", "count"),
+            "fpr": ("False-positive rate on the experiment's own controls", "fraction"),
+            "fpr_lo": ("Lower end of the FPR interval", "fraction"),
+            "fpr_hi": ("Upper end of the FPR interval", "fraction"),
+            "note": ("Why a criterion is not measured here, if it is not", "")}
+    present = [c for c in cols if c in criteria]
+    return table_md(criteria[present].to_dict("records"), {c: docs.get(c) for c in present})
 
 def _summary_text(tier, overall, theta, res, interval: str, level: float) -> str:
     splits = res["splits"]
@@ -158,16 +173,56 @@ def seeing_wall_plots(context: AssetExecutionContext, config: CompletenessRunCon
     write_table(store, layout.completeness(tier, "seeing_wall.parquet"), pa.Table.from_pandas(wall, preserve_index=False))
     image_based = list(dict.fromkeys(report.loc[report["kind"] != "truth", "criterion"].astype(str)))
     lead = lead_criterion(wall[(wall["subset"] == "all") & (wall["group_by"] == "all")], prefer=image_based)
-    md = {"wall": MetadataValue.md(wall.to_markdown(index=False) if len(wall) else "no wall found"),
-          "lead_criterion": MetadataValue.text(str(lead))}
+    md = {"lead_criterion": MetadataValue.text(str(lead))}
     plot_wall = functools.partial(plots.plot_seeing_wall, criterion=lead, threshold=config.wall_threshold)
     for name, fn, args in (("seeing_wall.png", plot_wall, (surfaces, wall)),
                            ("theta_psf_heatmap.png", plots.plot_theta_psf_heatmap, (surfaces,)),
                            ("depth_ebv.png", plots.plot_vs_depth_ebv, (surfaces,))):
         rel = layout.plot(tier, name)
         _save_png(store, rel, fn, *args)
-        md[name.removesuffix(".png")] = png_markdown(store, rel, name)
+        md[name.removesuffix(".png")] = png_markdown(store, rel, name, data_store.public_url)
+    md["wall"] = wall_table(wall) if len(wall) else MetadataValue.text("no wall found (no theta_E x PSF curve)")
+    md["wall_table"] = MetadataValue.path(store.url(layout.completeness(tier, "seeing_wall.parquet")))
     return MaterializeResult(metadata=md)
+
+
+# What the wall's status says, in words (walls.py: seeing_wall).
+WALL_STATUS = {"crossed": "crosses the threshold inside the sampled PSF range",
+               "below_at_min_fwhm": "already below at the sharpest PSF sampled: wall < min sampled",
+               "above_at_max_fwhm": "never below in the sampled PSF range: wall > max sampled",
+               "no_data": "no tasks on this curve"}
+WALL_ROWS_SHOWN = 60
+
+
+def _fwhm(v: float) -> str:
+    return "< min sampled" if v == float("-inf") else "> max sampled" if v == float("inf") else \
+        "" if v != v else f"{v:.2f}"
+
+
+def wall_table(wall: pd.DataFrame) -> MetadataValue:
+    """The seeing wall as a UI table: bounds that fall outside the sampled PSF range read as
+    such (the bootstrap stores them as -inf/+inf), the status in words."""
+    threshold = float(wall["threshold"].iloc[0])
+    # The tier is the page's partition: the experiment reads "stamp64 grz" (narrow columns, no cut-off).
+    rows = [{"experiment": " ".join(r.experiment_id.split("_")[1:3]).replace("bands", ""),
+             "criterion": r.criterion, "subset": r.subset,
+             "theta_e": r.theta_e, "wall_fwhm": _fwhm(r.wall_fwhm), "wall_lo": _fwhm(r.wall_lo),
+             "wall_hi": _fwhm(r.wall_hi), "status": WALL_STATUS.get(r.status, r.status),
+             "set_by_cut": bool(getattr(r, "set_by_cut", False)), "cut_fwhm": _fwhm(getattr(r, "cut_fwhm", float("nan"))),
+             "n_bins": r.n_bins, "n": r.n}
+            for r in wall.head(WALL_ROWS_SHOWN).itertuples()]
+    axis = wall["psf_axis"].iloc[0]
+    return table_md(rows, {
+        "experiment": ("Experiment of the tier: stamp size and bands ({tier}_stamp{N}_bands{b}_grid{grid})", ""),
+        "criterion": None, "subset": None, "theta_e": None,
+        "wall_fwhm": (f"{axis} where completeness falls below {threshold:g} (isotonic fit)", "arcsec"),
+        "wall_lo": ("Lower end of the bootstrap interval; '< min sampled' = not bounded in the sampled range", "arcsec"),
+        "wall_hi": ("Upper end of the bootstrap interval; '> max sampled' = not bounded in the sampled range", "arcsec"),
+        "status": ("Whether the curve crosses the threshold: " + "; ".join(f"{k} = {v}" for k, v in WALL_STATUS.items()), ""),
+        "set_by_cut": ("True: the wall sits at the criterion's own hard cut (e.g. theta_E/FWHM >= 0.8), so it restates "
+                       "the rule rather than measuring the data", ""),
+        "cut_fwhm": ("PSF FWHM beyond which the criterion cannot pass at this theta_E (its hard cut)", "arcsec"),
+        "n_bins": None, "n": None})
 
 @asset(
     partitions_def=tier_partitions, group_name="completeness", kinds={"matplotlib", "parquet"}, owners=["team:darkhalo"],
@@ -188,6 +243,6 @@ def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRu
     rel = layout.plot(tier, "ranking_mode_ablation.png")
     _save_png(store, rel, plots.plot_ranking_ablation, table)
     return MaterializeResult(data_version=DataVersion(engine_md["fingerprint"]),
-                             metadata={"dagster/row_count": len(table), "plot": png_markdown(store, rel, "ablation"),
-                                       "table": MetadataValue.md(table.head(40).to_markdown(index=False)),
+                                       "plot": png_markdown(store, rel, "ablation", data_store.public_url),
+                                       "table": table_md(table.head(40).to_dict("records"), list(table.columns)),
                                        "engine": engine_md["engine/name"], **engine_md})

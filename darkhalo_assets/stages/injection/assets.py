@@ -14,7 +14,8 @@ from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
 from darkhalo_assets.stages.injection.gallery import write_gallery
-from darkhalo_assets.metadata import counts_markdown, json_md, png_markdown, table_schema
+from darkhalo_assets.metadata import (counts_table, human_seconds, png_markdown, quantiles_table, table_md,
+                                     table_schema, timings_table)
 from darkhalo_assets.partitions import tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.engines.base import ComputeEngine
@@ -67,28 +68,37 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
                  "engine/tasks_run": run["tasks_run"], "engine/stamps_run": run["stamps_run"],
                  "engine/stamps_per_s": float(summary["stamps_per_s"] or 0.0),
                  "engine/max_shard_seconds": summary["max_shard_seconds"],
-                 "engine/outcomes_run": json_md(summary["reasons_run"]),
-                 "engine/timings_s": json_md(summary["timings"])}
+                 "engine/max_shard_time": human_seconds(summary["max_shard_seconds"]),
+                 "engine/outcomes_run": counts_table("cutout_reason", summary["reasons_run"],
+                                                     value_doc=("Tasks run in this run with this outcome", "count")),
+                 "engine/timings_s": timings_table(summary["timings"])}
     if summary.get("cache_problems"):   # corrupt cached bricks: quarantined, their tasks not_cached
-        engine_md["cache_problems"] = json_md(summary["cache_problems"][:50])
+        engine_md["cache_problems"] = table_md(
+            [{k: p.get(k) for k in ("brickname", "problem", "tasks", "quarantined")} for p in summary["cache_problems"][:50]],
+            {"brickname": None, "problem": ("What failed: the file and how it differs from _SUCCESS, or the read error", ""),
+             "tasks": ("Tasks on the brick, reported not_cached", "count"),
+             "quarantined": ("Where the bad files were moved (re-fetched by the next coadd_cache fill)", "")})
         context.log.warning(f"{len(summary['cache_problems'])} cached brick(s) failed verification or could not be "
                             f"read; their tasks are not_cached: " + "; ".join(
                                 p["problem"] for p in summary["cache_problems"][:5]))
     task_ids = pa.concat_tables([read_dataset(store, layout.injection_tasks(e), columns=["task_id"]) for e in experiments])
     m = read_metrics(out, columns=METRICS_FOR_METADATA)
     reasons = dict(zip(*np.unique(np.asarray(m.column("cutout_reason").to_pylist(), dtype=str), return_counts=True)))
-    md = {"dagster/row_count": m.num_rows, "outcomes": counts_markdown("cutout_reason", {k: int(v) for k, v in reasons.items()}),
-          "run": json_md(run), "path": MetadataValue.path(out.root), "fingerprint": summary["fingerprint"],
+    md = {"dagster/row_count": m.num_rows,
+          "outcomes": counts_table("cutout_reason", {k: int(v) for k, v in reasons.items()},
+                                   value_doc=("Tasks of the tier with this outcome", "count")),
+          "run": run_table(run), "path": MetadataValue.path(out.root), "fingerprint": summary["fingerprint"],
           "run_id": context.run.run_id, "engine": engine_md["engine/name"], **engine_md}
     inj = m.filter(pc.and_(m.column("cutout_ok"), pc.invert(m.column("is_control"))))
     if inj.num_rows:
         snr = inj.column("arc_snr").to_numpy()
         mu = inj.column("magnification").to_numpy()
-        md["arc_snr_quantiles"] = json_md({q: round(float(np.nanquantile(snr, q)), 2) for q in (0.1, 0.5, 0.9)})
-        md["magnification_quantiles"] = json_md({q: round(float(np.nanquantile(mu, q)), 2) for q in (0.1, 0.5, 0.9)})
+        md["arc_snr_quantiles"] = quantiles_table({"arc_snr": snr}, unit="sigma")
+        md["magnification_quantiles"] = quantiles_table({"magnification": mu})
         try:
             rel = write_gallery(out, m)
-            md["gallery"] = png_markdown(out, rel, f"Injected examples, tier {tier}")
+            public = data_store.public_url and f"{data_store.public_url.rstrip('/')}/{layout.injection(tier)}"
+            md["gallery"] = png_markdown(out, rel, f"Injected examples, tier {tier}", public)
         except Exception as e:  # a gallery must not fail the science output; say why it is absent
             context.log.warning(f"gallery not written: {e}")
     accounted = m.num_rows == task_ids.num_rows and pc.count_distinct(m.column("task_id")).as_py() == m.num_rows \
@@ -96,3 +106,19 @@ def injected_cutouts(context: AssetExecutionContext, config: InjectionRunConfig,
     return MaterializeResult(data_version=DataVersion(summary["fingerprint"]), metadata=md, check_results=[AssetCheckResult(
         check_name="every_task_accounted_for", passed=accounted,
         metadata={"tasks": task_ids.num_rows, "metrics_rows": m.num_rows})])
+
+
+# What each count of the injection job's run summary means.
+RUN_FIELDS = {"shards": "Shards of the tier (units of resume)", "shards_run": "Shards computed in this run",
+              "tasks": "Tasks of the tier", "tasks_run": "Tasks computed in this run",
+              "stamps_run": "Stamps rendered in this run (one per band per task)",
+              "seconds": "Wall time of the shards [s]", "tasks_per_s": "Tasks per wall second",
+              "cpu_seconds": "CPU time of the shard processes [s]", "tasks_per_cpu_s": "Tasks per CPU second"}
+
+
+def run_table(run: dict) -> MetadataValue:
+    """The run summary as a table: what each number counts (skipped shards were done before)."""
+    return table_md([{"count": k, "value": v, "meaning": RUN_FIELDS.get(k, "")} for k, v in run.items()
+                     if isinstance(v, (int, float, str)) or v is None],
+                    {"count": ("Counter of the injection job", ""), "value": ("Its value in this run", ""),
+                     "meaning": ("What it counts", "")})

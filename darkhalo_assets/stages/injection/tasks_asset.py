@@ -14,7 +14,7 @@ from resources.storage import DataStoreResource
 from resources.survey import SurveyResource
 
 from darkhalo_assets.readers import read_blacklist
-from darkhalo_assets.metadata import counts_markdown, json_md, table_schema
+from darkhalo_assets.metadata import counts_markdown, counts_table, table_md, table_schema
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.partitions import tier_partitions
 from darkhalo_assets.layout import layout
@@ -74,8 +74,17 @@ def _write_tasks(context, cfg, tier: str, store, cache, survey) -> MaterializeRe
     return MaterializeResult(
         data_version=DataVersion(fingerprint(**prints)),
         metadata={"dagster/row_count": sum(kept.values()), "run_id": context.run.run_id,
-                  "fingerprints": json_md(prints), "tasks_per_experiment": counts_markdown("experiment", kept),
-                  "removed_blacklisted_tasks": json_md(removed), "blacklisted_bricks": len(blacklist),
-                  "tasks_on_uncached_bricks": json_md(not_cached)},
+                  "tasks_per_experiment": counts_markdown("experiment", kept),
+                  "fingerprints": counts_table("input", prints, value="fingerprint",
+                                               key_doc=("Input the tier's tasks were built from", ""),
+                                               value_doc=("Content fingerprint of that input (xxh3)", "")),
+                  "removed_blacklisted_tasks": counts_table(
+                      "experiment_id", removed, value="tasks",
+                      value_doc=("Tasks removed: their brick is on the tier's brick_blacklist", "count")),
+                  "blacklisted_bricks": len(blacklist),
+                  "tasks_on_uncached_bricks": table_md(
+                      [{"experiment_id": e, **v} for e, v in not_cached.items()],
+                      {"experiment_id": None, "bricks": ("Bricks not yet in the coadd cache", "count"),
+                       "tasks": ("Tasks on those bricks (kept; materialize coadd_cache for them)", "count")})},
         check_results=[AssetCheckResult(check_name="no_blacklisted_bricks", passed=overlap == 0,
                                         metadata={"overlapping_tasks": overlap})])

@@ -17,7 +17,8 @@ from darkhalo_assets.storage.specs import store_spec
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 
-from darkhalo_assets.metadata import counts_markdown, json_md, table_schema
+from darkhalo_assets.metadata import (counts_markdown, counts_table, human_bytes, json_md, table_md, table_schema,
+                                     timings_table)
 from darkhalo_assets.partitions import TIERS, brick_partitions, tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.layout import layout
@@ -64,9 +65,9 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
     run, summary = job.summary, job.summary["summary"]
     engine_metadata = {**job.metadata, "engine/parts_written": run["parts_written"],
                        "engine/rows_written": run["rows_written"], "engine/bytes_written": run["bytes_written"],
+                       "engine/written": human_bytes(run["bytes_written"]),
                        "engine/max_part_seconds": run["max_part_seconds"],
-                       "engine/sum_part_seconds": run["sum_part_seconds"], "engine/timings_s": json_md(run["timings"]),
-                       "engine/experiments": json_md({e: v["action"] for e, v in summary["experiments"].items()})}
+                       "engine/sum_part_seconds": run["sum_part_seconds"], "engine/timings_s": timings_table(run["timings"])}
     checks = manifest_check_results(run["checks"])
     if "warning" in summary:
         context.log.warning(f"tier {tier}: {summary['warning']}")
@@ -76,23 +77,42 @@ def injection_manifests(context: AssetExecutionContext, config: Phase4RunConfig,
         metadata={
             "dagster/row_count": sum(rows.values()),
             "fingerprint": summary["fingerprint"], "run_id": context.run.run_id,
-            "written_by_run": json_md({e: (context.run.run_id if v["action"] == "written" else v.get("run_id"))
-                                       for e, v in summary["experiments"].items()}),
-            "provenance": json_md(summary.get("provenance", {})),
+            "provenance": counts_table("input", summary.get("provenance", {}), value="fingerprint",
+                                       key_doc=("A Phase 3 table read, or the code version", ""),
+                                       value_doc=("Its content hash (xxh3), or the version", "")),
             "rows_per_experiment": counts_markdown("experiment", rows),
-            "controls_per_experiment": json_md({e: v["controls"] for e, v in summary["experiments"].items()}),
+            "experiments": table_md([{"experiment_id": e, "rows": v["rows"], "controls": v["controls"],
+                                      "action": v["action"],
+                                      "written_by_run": context.run.run_id if v["action"] == "written" else v.get("run_id")}
+                                     for e, v in summary["experiments"].items()],
+                                    {"experiment_id": None, "rows": ("Tasks in the manifest", "count"),
+                                     "controls": ("Control tasks (no lens injected)", "count"),
+                                     "action": ("written in this run, or skipped (already committed, same inputs)",
+                                                ""),
+                                     "written_by_run": ("Id of the run whose commit is on disk", "")}),
             "dropped_rows_by_reason": counts_markdown("reason", summary["dropped_rows"]),
-            "galaxies_per_group": json_md(summary["galaxies_per_group"]),
-            "galaxies_per_stratum": json_md(summary["galaxies_per_stratum"]),
-            "strata_edges": json_md(summary["strata_edges"]),
+            "galaxies_per_group": counts_table(
+                "selection_set|split", summary["galaxies_per_group"],
+                key_doc=("Selection set and region split", ""), value="galaxies",
+                value_doc=("Galaxies sampled", "count")),
+            "galaxies_per_stratum": counts_table(
+                "stratum", summary["galaxies_per_stratum"],
+                key_doc=("Sampling stratum: bin index per stratification variable", ""), value="galaxies",
+                value_doc=("Galaxies sampled", "count")),
+            "strata_edges": table_md([{"variable": k, "edges": ", ".join(f"{x:.3g}" for x in v)}
+                                      for k, v in summary["strata_edges"].items()],
+                                     {"variable": ("Stratification variable", ""),
+                                      "edges": ("Bin edges (in the variable's unit; see the column schema)", "")}),
             "n_galaxies": summary["n_galaxies"], "n_tasks": summary["n_tasks"], "n_bricks": summary["n_bricks"],
             "grid": summary["grid"], "n_configs": summary["n_configs"],
-            "parameters": json_md({k: summary[k] for k in ("sampling", "n_per_config", "n_per_split",
-                                                           "control_frac", "replicates", "stamp_sizes",
-                                                           "bandsets", "selection_policy", "split_seed",
-                                                           "max_total_tasks_soft", "lrg_flag")}),
+            "parameters": table_md([{"parameter": k, "value": ", ".join(map(str, summary[k]))
+                                     if isinstance(summary[k], (list, tuple)) else str(summary[k])}
+                                    for k in ("sampling", "n_per_config", "n_per_split", "control_frac", "replicates",
+                                              "stamp_sizes", "bandsets", "selection_policy", "split_seed",
+                                              "max_total_tasks_soft", "lrg_flag")],
+                                   {"parameter": ("Tier parameter (phase4.yaml, with run config overrides)", ""),
+                                    "value": ("Value used", "")}),
             "stage_config": MetadataValue.path(store.url(layout.stage_config(tier))),
-            "experiments_written_or_skipped": json_md({e: v["action"] for e, v in summary["experiments"].items()}),
             "engine": engine_metadata["engine/name"], **engine_metadata,
         },
         check_results=checks,
@@ -153,7 +173,9 @@ def bricks_manifest(context: AssetExecutionContext, data_store: DataStoreResourc
         "dagster/row_count": table.num_rows, "n_tasks": int(pc.sum(table["n_tasks"]).as_py() or 0),
         "n_galaxies": int(pc.sum(table["n_galaxies"]).as_py() or 0),
         "run_id": context.run.run_id, "newly_registered_partitions": len(new), "registered_partitions_total": len(existing) + len(new),
-        "bricks_all_tiers": union.num_rows, "bricks_per_tier": json_md(per_tier),
+        "bricks_all_tiers": union.num_rows,
+        "bricks_per_tier": counts_table("tier", per_tier, value="bricks",
+                                        value_doc=("Bricks the tier uses (registered so far)", "count")),
         "path": MetadataValue.path(store.url(layout.bricks_manifest(tier))),
         "bricks_preview": MetadataValue.md("\n".join(f"- `{k}`" for k in keys[:20]) + ("\n- ..." if len(keys) > 20 else "")),
     })

@@ -14,7 +14,7 @@ from darkhalo_assets.storage.store import Store
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
 
-from darkhalo_assets.metadata import table_schema
+from darkhalo_assets.metadata import human_seconds, table_md, table_schema
 from darkhalo_assets.layout import layout
 
 PHASE3 = {
@@ -73,6 +73,9 @@ def _write_synthetic(context, store: Store, phase3: Phase3SourceResource):
         yield MaterializeResult(asset_key=name, metadata={
             "dagster/row_count": t.num_rows, "path": store.url(layout.phase3_table(name)),
             "synthetic_seed": spec.seed, "survey_root": phase3.survey_root,
-            "coverage_gaps": MetadataValue.json(tables.missing_bricks),
-            "coadds": MetadataValue.json({k: v for k, v in coadds.items() if isinstance(v, (int, float, str))}),
-            "seconds": round(time.time() - t0, 2)})
+            "coverage_gaps": MetadataValue.text(", ".join(tables.missing_bricks) or "none"),
+            "coadds": table_md([{"quantity": k, "value": v} for k, v in coadds.items()
+                                if isinstance(v, (int, float, str))],
+                               {"quantity": ("What the synthetic coadd generation counted or took", ""),
+                                "value": ("Its value", "")}),
+            "seconds": round(time.time() - t0, 2), "duration": human_seconds(time.time() - t0)})
