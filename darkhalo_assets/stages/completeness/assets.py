@@ -243,6 +243,7 @@ def ranking_mode_ablation(context: AssetExecutionContext, config: CompletenessRu
     rel = layout.plot(tier, "ranking_mode_ablation.png")
     _save_png(store, rel, plots.plot_ranking_ablation, table)
     return MaterializeResult(data_version=DataVersion(engine_md["fingerprint"]),
+                             metadata={"dagster/row_count": len(table),
                                        "plot": png_markdown(store, rel, "ablation", data_store.public_url),
                                        "table": table_md(table.head(40).to_dict("records"), list(table.columns)),
                                        "engine": engine_md["engine/name"], **engine_md})
