@@ -21,7 +21,7 @@ from darkhalo_assets.partitions import TIERS, brick_partitions, tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.layout import layout
 
-CODE_VERSION_4A = "4a-1"
+CODE_VERSION_4A = "4a-2"
 BRICKS_CHUNK = 10_000  # SQLite caps the size of one insert; register keys in chunks.
 
 MANIFEST_CHECKS = [
