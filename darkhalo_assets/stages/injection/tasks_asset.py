@@ -55,6 +55,11 @@ def injection_tasks(context: AssetExecutionContext, config: Phase4RunConfig,
         kept[exp_id] = t.num_rows
         overlap += int(pc.sum(pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))
                               ).as_py() or 0)
+    if not sum(kept.values()):
+        # An honest empty result, not a failure: the checks below and downstream pass on zero rows.
+        context.log.warning(f"empty tier {tier}: no injection tasks (no parent row passed the LRG flag "
+                            f"{cfg.lrg_flag!r} and the tier's sampling; see injection_manifests' "
+                            "dropped_rows_by_reason); downstream outputs of this tier will be empty")
     return MaterializeResult(
         metadata={"dagster/row_count": sum(kept.values()), "tasks_per_experiment": counts_markdown("experiment", kept),
                   "removed_blacklisted_tasks": json_md(removed), "blacklisted_bricks": len(blacklist),
