@@ -34,10 +34,17 @@ def _ensure_instance_home() -> Path:
 def _materialize(defs, instance, selection, *, partition_key=None, tags=None, run_config=None, label=""):
     from dagster import materialize
 
+    from darkhalo_assets.run_liveness import PoolWaitReporter, process_tags, reap_dead_runs
+
+    say = lambda msg: print(msg, flush=True)
+    # Runs executed by a process that was killed hold their pool slots forever; free them first.
+    reap_dead_runs(instance, say)
     t0 = time.time()
     assets = list(defs.assets)
-    result = materialize(assets, selection=selection, instance=instance, partition_key=partition_key,
-                         tags=tags, run_config=run_config, resources=defs.resources, raise_on_error=False)
+    with PoolWaitReporter(instance, say):
+        result = materialize(assets, selection=selection, instance=instance, partition_key=partition_key,
+                             tags={**(tags or {}), **process_tags()}, run_config=run_config,
+                             resources=defs.resources, raise_on_error=False)
     status = "ok" if result.success else "FAILED"
     print(f"[darkhalo] {label or selection}: {status} in {time.time() - t0:.1f}s (run {result.run_id[:8]})",
           flush=True)
