@@ -36,9 +36,7 @@ def test_aws_environment_lists_every_missing_or_malformed_variable_at_load(tmp_p
                  "DARKHALO_EMR_SERVERLESS_APP_ID is not set",
                  "DARKHALO_EMR_SERVERLESS_ROLE_ARN='admin' is not an IAM role ARN"):
         assert part in err, part
-
-
-def test_complete_aws_environment_loads(tmp_path):
+    # and a complete environment loads
     r = _load_code_location(tmp_path, DARKHALO_ENV="aws", DARKHALO_S3_ROOT="s3://b/darkhalo",
                             DARKHALO_CACHE_ROOT="s3://b/cache", DARKHALO_PHASE3_ROOT="s3://b/phase3",
                             AWS_REGION="eu-west-1")
