@@ -31,10 +31,17 @@ def _materialize(defs, instance, job_name: str, *, partition_key=None, tags=None
     """Run one of the code location's named stage jobs (darkhalo_assets/jobs.py), so the run
     shows in the UI as that job with its tier or brick range, not as an ephemeral asset job. A
     failure stops the command unless ``fatal`` is False (then the caller decides)."""
+    from darkhalo_assets.run_liveness import PoolWaitReporter, process_tags, reap_dead_runs
+
+    say = lambda msg: print(msg, flush=True)
+    # Runs executed by a process that was killed hold their pool slots forever; free them first.
+    reap_dead_runs(instance, say)
     t0 = time.time()
     job = defs.resolve_job_def(job_name)
-    result = job.execute_in_process(instance=instance, partition_key=partition_key, tags=tags,
-                                    run_config=run_config, raise_on_error=False)
+    with PoolWaitReporter(instance, say):
+        result = job.execute_in_process(instance=instance, partition_key=partition_key,
+                                        tags={**(tags or {}), **process_tags()}, run_config=run_config,
+                                        raise_on_error=False)
     status = "ok" if result.success else "FAILED"
     print(f"[darkhalo] {label or job_name}: {status} in {time.time() - t0:.1f}s (run {result.run_id[:8]})",
           flush=True)

@@ -80,6 +80,23 @@ def test_run_config_overrides_are_checked_too():
         Phase4RunConfig(config_overrides="replicatess: 7").phase4()
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("[1, 2]", "config_overrides: expected a YAML mapping of config keys (e.g. 'replicates: 3'), got a list"),
+    ("replicates", "config_overrides: expected a YAML mapping of config keys (e.g. 'replicates: 3'), got a str"),
+    ("replicates: [3", "config_overrides: not valid YAML at line 1"),
+    ("replicates: abc", "config_overrides: invalid Phase 4 configuration (1 problem): replicates: Input should be "
+                        "a valid integer"),
+    ("tiers: {debug: {control_frac: x}}", "config_overrides: invalid Phase 4 configuration (1 problem): "
+                                          "tiers.debug.control_frac: must be a number, got 'x'"),
+])
+def test_malformed_run_config_overrides_name_the_key_and_the_expected_type(text, expected):
+    """Item 13: a list, a string or bad YAML is a ValueError naming config_overrides and the shape
+    it needs (was AttributeError: 'list' object has no attribute 'items')."""
+    with pytest.raises(ValueError) as e:
+        Phase4RunConfig(config_overrides=text).phase4()
+    assert type(e.value) is ValueError and expected in str(e.value), str(e.value)
+
+
 def test_every_problem_is_listed_at_once():
     msg = problems_of({"replicates": 0, "replicatess": 1, "control_replicates": 9, "bandsets": ["gx"],
                        "tiers": {"x": {"grid": "grid_smal", "sampling": "per_config"}}})

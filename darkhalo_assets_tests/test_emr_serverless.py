@@ -291,7 +291,8 @@ def test_aws_environment_builds_the_serverless_engine_from_its_variables(monkeyp
     for k, v in {"DARKHALO_ENGINE": "emr_serverless", "DARKHALO_EMR_SERVERLESS_APP_ID": "00fabc123def4567",
                  "DARKHALO_EMR_SERVERLESS_ROLE_ARN": ROLE, "AWS_REGION": REGION,
                  "DARKHALO_EMR_CODE_PREFIX": "s3://code/serverless", "DARKHALO_EMR_LOG_URI": "s3://logs/serverless/",
-                 "DARKHALO_EMR_SUBNET": "subnet-0abc1234"}.items():
+                 "DARKHALO_EMR_SUBNET": "subnet-0abc1234", "DARKHALO_S3_ROOT": "s3://b/darkhalo",
+                 "DARKHALO_CACHE_ROOT": "s3://b/cache", "DARKHALO_PHASE3_ROOT": "s3://b/phase3"}.items():
         monkeypatch.setenv(k, v)
     compute = resources_for_env("aws")["compute"]
     assert isinstance(compute, EmrServerlessEngine)

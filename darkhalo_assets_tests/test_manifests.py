@@ -163,6 +163,25 @@ def test_nan_photometry_and_bad_brick_names_are_counted_not_silently_dropped(pha
     assert sum(cand.dropped.values()) + cand.n == cand.n_parent
 
 
+def test_nan_coordinates_have_their_own_reason_not_nan_photometry(phase3):
+    """A parent row without a position is a catalog defect, counted apart from missing photometry."""
+    parent, cfg = phase3.parent_catalog, load_config()
+    keep = np.flatnonzero(parent[cfg.lrg_flag].to_numpy(zero_copy_only=False)
+                          & np.isfinite(parent["rmag"].to_numpy(zero_copy_only=False))
+                          & np.isfinite(parent["zmag"].to_numpy(zero_copy_only=False)))[:7]
+    ra = parent["ra"].to_numpy().copy()
+    ra[keep[:4]] = np.nan
+    dec = parent["dec"].to_numpy().copy()
+    dec[keep[4:]] = np.inf
+    p = parent.set_column(parent.schema.get_field_index("ra"), "ra", pa.array(ra))
+    p = p.set_column(p.schema.get_field_index("dec"), "dec", pa.array(dec))
+    base = prepare_candidates(parent, phase3.bricks_with_region, phase3.region_selections, cfg).dropped
+    cand = prepare_candidates(p, phase3.bricks_with_region, phase3.region_selections, cfg)
+    assert cand.dropped["nan_coordinates"] == 7
+    assert cand.dropped["nan_photometry"] == base["nan_photometry"]
+    assert sum(cand.dropped.values()) + cand.n == cand.n_parent
+
+
 def test_guardrail_refuses_oversized_builds(phase3, tmp_path):
     cfg, cand = _cand(phase3, {"max_total_tasks_soft": 10})
     with pytest.raises(GuardrailExceeded, match="max_total_tasks_soft"):

@@ -4,9 +4,11 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -165,18 +167,41 @@ def test_real_coadds_read_over_http_with_ranges(tmp_path):
             assert fh.read(8) == paths[1].read_bytes()[2880:2888]
 
 
-def test_cli_prints_base_url_and_serves_until_interrupted(tree):
+def _first_line(proc: subprocess.Popen, timeout: float) -> str:
+    """The process's first stdout line, or fail after ``timeout`` s (a bare readline could block
+    the suite forever if the server never starts)."""
+    box: "queue.Queue[str]" = queue.Queue()
+    threading.Thread(target=lambda: box.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        return box.get(timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"the survey server printed no URL within {timeout:.0f}s")
+
+
+@pytest.mark.parametrize("sig, serve_first", [(signal.SIGINT, True), (signal.SIGINT, False),
+                                              (signal.SIGTERM, True)])
+def test_cli_prints_base_url_and_serves_until_interrupted(tree, sig, serve_first):
+    """SIGINT or SIGTERM stops the server with rc 0 and no traceback, also when it arrives the
+    moment the URL is printed and while a client holds a keep-alive connection open. Generous
+    timeouts: the suite runs on a busy 2-core machine."""
     root, payload = tree
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "darkhalo_assets.synthetic.server", "--root", str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    conn = None
     try:
-        base = proc.stdout.readline().strip()
+        base = _first_line(proc, timeout=120).strip()
         assert base.startswith("http://127.0.0.1:") and base.endswith(URL_PREFIX)
-        assert requests.get(base + REL, timeout=10).content == payload
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0
+        if serve_first:
+            assert requests.get(base + REL, timeout=60).content == payload
+            conn = http.client.HTTPConnection("127.0.0.1", int(base.split(":")[2].split("/")[0]), timeout=60)
+            conn.request("HEAD", URL_PREFIX + REL)   # keep-alive: the connection stays open
+            assert conn.getresponse().status == 200
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 0
     finally:
+        if conn is not None:
+            conn.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -8,9 +8,10 @@ uses against NERSC.
 from __future__ import annotations
 
 from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from darkhalo_assets.config.defaults import FETCH
+from darkhalo_assets.storage.url_secrets import refuse_credentials_in_url
 from darkhalo_assets.survey.base import Survey, survey_named
 from darkhalo_assets.survey.dr10 import DR10_SOUTH
 
@@ -19,6 +20,9 @@ NERSC_DR10_URL = DR10_SOUTH.release_url
 
 class SurveyResource(ConfigurableResource):
     """Which survey, where its coadds come from, and how hard to try."""
+
+    # A refused value may hold a secret: validation errors must not echo it.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     survey: str = Field(default="dr10_south", description="Registered survey name (darkhalo_assets.survey): "
                                                           "dr10_south | dr10_north")
@@ -34,6 +38,11 @@ class SurveyResource(ConfigurableResource):
     concurrency: int = Field(default=FETCH.concurrency, description="Concurrent brick downloads inside one run")
 
     _server: object = PrivateAttr(default=None)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, v: str) -> str:
+        return refuse_credentials_in_url(v, "survey base_url")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         if self.synthetic_root:

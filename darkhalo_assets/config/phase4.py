@@ -170,7 +170,34 @@ class Phase4Config:
 
 def load_config(overrides: dict | None = None) -> Phase4Config:
     """config/phase4.yaml with ``overrides`` merged over it; ValueError listing every problem."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f"invalid Phase 4 configuration (1 problem): the overrides must be a mapping of keys "
+                         f"(e.g. 'replicates: 3'), got {type(overrides).__name__} {overrides!r}")
     return Phase4Config(deep_merge(default_config_dict(), overrides))
+
+
+def load_config_overrides(text: str | None, source: str = "config_overrides") -> Phase4Config:
+    """The config with the YAML ``text`` (run config ``source``) merged over the file; a
+    ValueError naming ``source``, the line and the expected shape when the text is not a
+    YAML mapping, else ``load_config``'s list of problems (each with its key's path)."""
+    if not text or not text.strip():
+        return load_config()
+    try:
+        overrides = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{source}: not valid YAML{where} ({getattr(e, 'problem', None) or e}); expected a "
+                         "mapping of keys such as 'replicates: 3' or 'tiers: {debug: {n_per_config: 5}}'") from None
+    if overrides is None:
+        return load_config()
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{source}: expected a YAML mapping of config keys (e.g. 'replicates: 3'), got a "
+                         f"{type(overrides).__name__}: {text.strip()[:80]!r}")
+    try:
+        return load_config(overrides)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
 
 
 def validate_config(raw: dict) -> list[str]:

@@ -1,10 +1,9 @@
 """Run config shared by Phase 4 assets: overrides of config/phase4.yaml and the force switch."""
 
-import yaml
 from dagster import Config
 from pydantic import Field
 
-from darkhalo_assets.config.phase4 import Phase4Config, load_config
+from darkhalo_assets.config.phase4 import Phase4Config, load_config_overrides
 
 
 class Phase4RunConfig(Config):
@@ -13,4 +12,4 @@ class Phase4RunConfig(Config):
         default="", description="YAML merged over config/phase4.yaml, e.g. 'replicates: 3' or a new grid/tier")
 
     def phase4(self) -> Phase4Config:
-        return load_config(yaml.safe_load(self.config_overrides) if self.config_overrides.strip() else None)
+        return load_config_overrides(self.config_overrides)

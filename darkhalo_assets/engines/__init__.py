@@ -17,6 +17,8 @@ _ENGINE_CLASSES = {
     "pyspark": "darkhalo_assets.engines.pyspark_session:PySparkEngine",
 }
 
+ENGINE_NAMES = tuple(_ENGINE_CLASSES)
+
 
 def _load(name: str):
     module, _, cls = _ENGINE_CLASSES[name].partition(":")

@@ -1,15 +1,18 @@
 """The ``local`` engine: the job runs in the Dagster process; units run in a process pool."""
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, ClassVar, Sequence
 
 from darkhalo_assets.engines.base import ComputeEngine, JobResult, import_job, job_label, json_roundtrip
+from darkhalo_assets.engines.parent_death import die_with_parent
 
 
 class LocalRunner:
-    """Units in this process (``parallelism`` 1/None) or in a pool of ``parallelism`` processes.
+    """Units in this process (``parallelism`` 1/None) or in a pool of ``parallelism`` processes,
+    which die with this process (``engines.parent_death``).
 
     Logs progress (units done, elapsed) at most every ``progress_s`` seconds and at the end, so a
     long stage shows it is moving in the run's log.
@@ -39,7 +42,8 @@ class LocalRunner:
                 results[i] = fn(u)
                 done(i + 1)
             return results
-        with ProcessPoolExecutor(workers) as pool:
+        # Workers die with this process: a killed run must not leave them committing its units.
+        with ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(fn, u): i for i, u in enumerate(units)}
             for k, f in enumerate(as_completed(futures), 1):
                 results[futures[f]] = f.result()

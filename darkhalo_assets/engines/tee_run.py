@@ -5,7 +5,7 @@
 The spark engine launches spark-submit through this, so the driver's output reaches the
 Dagster compute logs and also stays in a file a failure message can point to. SIGINT and
 SIGTERM are passed on to the child (Dagster's PipesSubprocessClient sends SIGINT on cancel);
-the exit code is the child's.
+the exit code is the child's. Both die with their parent (``engines.parent_death``).
 """
 from __future__ import annotations
 
@@ -13,14 +13,21 @@ import signal
 import subprocess
 import sys
 
+from darkhalo_assets.engines.parent_death import die_with_parent, preexec_die_with_parent
+
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
         print("usage: python -m darkhalo_assets.engines.tee_run LOGFILE -- COMMAND...", file=sys.stderr)
         return 2
     log_path, cmd = argv[0], argv[2:]
+    # If the Dagster process is killed, SIGTERM reaches us and is passed on (a graceful Spark
+    # stop); if we are killed, the kernel kills spark-submit (and with it the local driver,
+    # whose executors are its threads and whose Python workers exit when it does).
+    die_with_parent(sig=signal.SIGTERM)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                preexec_fn=preexec_die_with_parent(signal.SIGKILL))
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
         out = sys.stdout.buffer

@@ -8,13 +8,14 @@ written for ``https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr10/`` only 
 GET and HEAD; a single ``Range: bytes=a-b`` is honoured (206), which fsspec's HTTP
 filesystem needs to read tile sections. Paths are confined to ``root``: dot segments,
 encoded separators, NUL, backslashes and symlinks leading outside are refused.
-Usage:  python -m darkhalo_assets.synthetic.server --root DIR [--port N]
+Usage:  python -m darkhalo_assets.synthetic.server --root DIR [--port N]  (SIGINT or SIGTERM stops it, rc 0)
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -232,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", required=True, help="directory holding south/coadd/... or north/coadd/...")
     ap.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     args = ap.parse_args(argv)
+    # Handlers before the URL is printed: a client may signal as soon as it has read it, and a
+    # KeyboardInterrupt raised between the print and a try block would exit with a traceback.
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
     srv = SurveyServer(args.root, port=args.port).start()
-    print(srv.base_url, flush=True)
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        print(srv.base_url, flush=True)
+        while not stopping.wait(1.0):   # a timed wait: the handler runs at once on every platform
+            pass
     finally:
         srv.stop()
     return 0

@@ -71,6 +71,11 @@ def _write_tasks(context, cfg, tier: str, store, cache, survey) -> MaterializeRe
         kept[exp_id] = t.num_rows
         overlap += int(pc.sum(pc.is_in(t.column("brickname"), value_set=pa.array(sorted(blacklist), pa.string()))
                               ).as_py() or 0)
+    if not sum(kept.values()):
+        # An honest empty result, not a failure: the checks below and downstream pass on zero rows.
+        context.log.warning(f"empty tier {tier}: no injection tasks (no parent row passed the LRG flag "
+                            f"{cfg.lrg_flag!r} and the tier's sampling; see injection_manifests' "
+                            "dropped_rows_by_reason); downstream outputs of this tier will be empty")
     return MaterializeResult(
         data_version=DataVersion(fingerprint(**prints)),
         metadata={"dagster/row_count": sum(kept.values()), "run_id": context.run.run_id,

@@ -23,7 +23,7 @@ from darkhalo_assets.partitions import TIERS, brick_partitions, tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.layout import layout
 
-CODE_VERSION_4A = "4a-3"   # 4a-2: manifests carry the lens axes; 4a-3: content provenance in the commit records
+CODE_VERSION_4A = "4a-3"   # 4a-2: lens axes, nan_coordinates reason; 4a-3: content provenance in the commit records
 BRICKS_CHUNK = 10_000  # SQLite caps the size of one insert; register keys in chunks.
 
 MANIFEST_CHECKS = [

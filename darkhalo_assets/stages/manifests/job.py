@@ -72,8 +72,7 @@ def write_part_unit(unit: dict) -> dict:
 def build_tier_manifests(params: dict, runner, log) -> dict:
     """Build, write and commit one tier's manifests; summary: the stage summary, checks, run numbers."""
     import json
-    import yaml
-    from darkhalo_assets.config.phase4 import load_config
+    from darkhalo_assets.config.phase4 import load_config_overrides
     from darkhalo_assets.stages.manifests import build
     from darkhalo_assets.stages.manifests.checks import manifest_check_values
     from darkhalo_assets.stages.manifests.parts import (PART_ROWS, commit_experiment, n_parts, part_galaxies,
@@ -87,8 +86,7 @@ def build_tier_manifests(params: dict, runner, log) -> dict:
     timings = {}
     t0 = time.perf_counter()
     tier, force = params["tier"], bool(params.get("force", False))
-    overrides = params.get("config_overrides") or ""
-    cfg = load_config(yaml.safe_load(overrides) if overrides.strip() else None)
+    cfg = load_config_overrides(params.get("config_overrides") or "")
     part_rows = int(params.get("part_rows") or PART_ROWS)
     store = store_from_spec(params["data_store"])
     read = {name: read_input(spec) for name, spec in params["phase3"].items()}

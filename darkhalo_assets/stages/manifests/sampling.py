@@ -98,8 +98,12 @@ def prepare_candidates(parent: pa.Table, bricks: pa.Table, selections: pa.Table,
         bad = pc.filter(t.column("brickname"), pc.invert(valid_name)).to_pylist()[:5]
         log.warning("rejecting %d rows with invalid brick names, e.g. %r", n_bad_names, bad)
     t = drop(valid_name.to_numpy(zero_copy_only=False), "invalid_brickname", t)
+    # A row without a position is a catalog defect, not a faint galaxy: its own reason, checked
+    # first, so nan_photometry counts only rows whose photometry is missing.
+    placed = np.isfinite(_np(t, "ra", np.float64)) & np.isfinite(_np(t, "dec", np.float64))
+    t = drop(placed, "nan_coordinates", t)
     finite = np.ones(t.num_rows, dtype=bool)
-    for c in ("ra", "dec", "rmag", "zmag"):
+    for c in ("rmag", "zmag"):
         finite &= np.isfinite(_np(t, c, np.float64))
     t = drop(finite, "nan_photometry", t)
 

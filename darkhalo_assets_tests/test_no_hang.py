@@ -1,0 +1,219 @@
+"""Runs that never hang, processes that never leak (#12 items 8, 9): real processes, killed
+with SIGKILL. Every wait polls with a generous deadline (a busy 2-core machine)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+REPO = Path(__file__).resolve().parents[1]
+DEADLINE_S = 240
+
+
+def poll(predicate, what: str, timeout: float = DEADLINE_S, every: float = 0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def gone(pid: int) -> bool:
+    """No such process, or a zombie nobody reaped yet (it runs nothing any more)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=DEADLINE_S)
+
+
+# A `darkhalo run`-like process: the CLI's own _materialize over one asset in the "downloads"
+# pool that, when told to hold, keeps its slot until released (never, here: it is killed).
+CLI_RUN = textwrap.dedent('''
+    import os, sys, time
+    from pathlib import Path
+    from dagster import Definitions, DagsterInstance, asset
+    from darkhalo_assets.cli import _materialize
+
+    flags, name, hold = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "hold"
+
+    @asset(pool="downloads")
+    def slot_user() -> None:
+        (flags / f"{name}.started").write_text(str(os.getpid()))
+        end = time.monotonic() + 900
+        while hold and time.monotonic() < end and not (flags / "release").exists():
+            time.sleep(0.2)
+
+    _materialize(Definitions(assets=[slot_user]), DagsterInstance.get(), ["slot_user"], label=name)
+    print("DONE", flush=True)
+''')
+
+
+@pytest.fixture
+def cli_env(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")   # pools: default_limit 2
+    (tmp_path / "cli_run.py").write_text(CLI_RUN)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    return tmp_path, env
+
+
+def test_killed_cli_runs_do_not_wedge_the_pool(cli_env):
+    """Item 8: two `darkhalo run`s killed with SIGKILL while holding both `downloads` slots; the
+    next run says at INFO what it waits for and since when, frees the dead runs' slots and finishes."""
+    tmp, env = cli_env
+
+    def start(name, hold, out=None):
+        return subprocess.Popen([sys.executable, str(tmp / "cli_run.py"), str(tmp), name, hold], cwd=REPO, env=env,
+                                stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    holders = [start("a", "hold"), start("b", "hold")]
+    procs = list(holders)
+    try:
+        poll(lambda: (tmp / "a.started").exists() and (tmp / "b.started").exists(), "both holders to take a slot")
+        with open(tmp / "c.log", "wb") as out:
+            waiter = start("c", "go", out)
+        procs.append(waiter)
+        log = lambda: (tmp / "c.log").read_text(errors="replace")
+        poll(lambda: "waits for a slot in pool 'downloads' since" in log(), "the waiting run's INFO line")
+        assert not (tmp / "c.started").exists()
+        for p in holders:
+            kill9(p)
+        assert waiter.wait(timeout=DEADLINE_S) == 0, log()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    text = log()
+    assert "DONE" in text and text.count("is gone; marked failed and freed its pool slots") == 2, text
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        statuses = sorted(r.status.value for r in instance.get_runs())
+        assert statuses == ["FAILURE", "FAILURE", "SUCCESS"], statuses
+        assert not instance.event_log_storage.get_concurrency_run_ids()
+
+
+def test_a_run_waiting_for_a_slot_stops_promptly_on_sigterm(cli_env):
+    """Item 8: a run blocked on a pool used to ignore SIGTERM and SIGINT (Dagster defers them to
+    asset code); now it cancels its run, withdraws its claim and exits, and the holder is unharmed."""
+    tmp, env = cli_env
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        instance.event_log_storage.set_concurrency_slots("downloads", 1)
+
+    def start(name, hold, out):
+        return subprocess.Popen([sys.executable, str(tmp / "cli_run.py"), str(tmp), name, hold], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+    with open(tmp / "a.log", "wb") as a_out, open(tmp / "c.log", "wb") as c_out:
+        holder = start("a", "hold", a_out)
+        procs = [holder]
+        try:
+            poll(lambda: (tmp / "a.started").exists(), "the holder to take the slot")
+            waiter = start("c", "go", c_out)
+            procs.append(waiter)
+            log = lambda: (tmp / "c.log").read_text(errors="replace")
+            poll(lambda: "waits for a slot in pool 'downloads' since" in log(), "the waiting run's INFO line")
+            waiter.send_signal(signal.SIGTERM)
+            assert waiter.wait(timeout=120) == 128 + signal.SIGTERM, log()
+            assert "SIGTERM received while step slot_user waited for a slot in pool 'downloads'" in log()
+            (tmp / "release").write_text("")
+            assert holder.wait(timeout=DEADLINE_S) == 0
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    assert not (tmp / "c.started").exists()
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        statuses = sorted(r.status.value for r in instance.get_runs())
+        assert statuses == ["CANCELED", "SUCCESS"], statuses
+        assert not instance.event_log_storage.get_concurrency_run_ids()
+
+
+# A parent running two long units on the local engine's process pool.
+POOL_PARENT = textwrap.dedent('''
+    import os, sys, time
+    from pathlib import Path
+    from darkhalo_assets.engines.local import LocalRunner
+
+    flags = Path(sys.argv[1])
+
+    def long_unit(i):
+        (flags / f"worker-{os.getpid()}").write_text(str(i))
+        end = time.monotonic() + 300   # a long shard
+        while time.monotonic() < end:
+            time.sleep(0.2)
+        (flags / f"committed-{i}").write_text("")   # its commit, for a run that may be dead by now
+        return i
+
+    if __name__ == "__main__":
+        LocalRunner().map(long_unit, range(2), parallelism=2)
+''')
+
+# tee_run (the spark engine's launcher) running a stand-in for a long spark-submit.
+TEE_PARENT = textwrap.dedent('''
+    import subprocess, sys
+    tee = subprocess.Popen([sys.executable, "-m", "darkhalo_assets.engines.tee_run", sys.argv[1] + "/tee.log", "--",
+                            sys.executable, "-c",
+                            "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(300)",
+                            sys.argv[1] + "/driver.pid"])
+    open(sys.argv[1] + "/tee.pid", "w").write(str(tee.pid))
+    tee.wait()
+''')
+
+
+def test_pool_workers_die_with_their_killed_parent(tmp_path):
+    """Item 9: after kill -9 of the parent mid-stage its workers stop at once and commit nothing."""
+    (tmp_path / "parent.py").write_text(POOL_PARENT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(tmp_path)], cwd=REPO, env=env)
+    workers: list[int] = []
+    try:
+        workers = poll(lambda: (w := [int(p.name.split("-")[1]) for p in tmp_path.glob("worker-*")]) and
+                       len(w) == 2 and w, "two pool workers to start")
+        kill9(parent)
+        poll(lambda: all(gone(pid) for pid in workers), "the workers to die with their parent", timeout=60)
+    finally:
+        if parent.poll() is None:
+            kill9(parent)
+        for pid in workers:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not list(tmp_path.glob("committed-*"))
+
+
+def test_spark_submit_launcher_dies_with_its_killed_parent(tmp_path):
+    """Item 9: the spark engine's tee_run and the command it launched (spark-submit's driver
+    locally) do not outlive a killed Dagster process."""
+    (tmp_path / "parent.py").write_text(TEE_PARENT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(tmp_path)], cwd=REPO, env=env)
+    pids: list[int] = []
+    try:
+        poll(lambda: (tmp_path / "driver.pid").exists() and (tmp_path / "driver.pid").read_text(),
+             "the stand-in driver to start")
+        pids = [int((tmp_path / n).read_text()) for n in ("tee.pid", "driver.pid")]
+        kill9(parent)
+        poll(lambda: all(gone(pid) for pid in pids), "tee_run and the driver to die with their parent", timeout=60)
+    finally:
+        if parent.poll() is None:
+            kill9(parent)
+        for pid in pids:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
