@@ -24,7 +24,7 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, Definitions, materialize
 from dagster_graphql.test.utils import define_out_of_process_workspace, execute_dagster_graphql
 
-from darkhalo_assets.cli import (ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, fill_tier_cache)
+from darkhalo_assets.cli import (PARTITION_RANGE_END, PARTITION_RANGE_START, fill_tier_cache)
 from darkhalo_assets.definitions import ALL_ASSETS
 from darkhalo_assets.engines.local import LocalEngine
 from darkhalo_assets.layout import layout
@@ -118,7 +118,7 @@ def _resources(tier, cache: Path, upstream=None) -> dict:
 def _range_run(tier, keys: list[str], resources: dict, force: bool = False):
     """One run over the registered keys from keys[0] to keys[-1], as a backfill of them launches it."""
     return materialize(ALL_ASSETS, selection=["coadd_cache"], instance=tier["instance"], resources=resources,
-                       tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+                       tags={PARTITION_RANGE_START: keys[0], PARTITION_RANGE_END: keys[-1]},
                        run_config={"ops": {"coadd_cache": {"config": {"force": force}}}}, raise_on_error=False)
 
 

@@ -8,7 +8,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
-from darkhalo_assets.cli import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from darkhalo_assets.cli import PARTITION_RANGE_END, PARTITION_RANGE_START
 
 from darkhalo_assets.definitions import ALL_ASSETS
 from darkhalo_assets.storage.datasets import read_dataset
@@ -51,7 +51,7 @@ def graph(tmp_path_factory):
     run(["injection_manifests"], partition_key="debug")
     run(["bricks_manifest"], partition_key="debug")
     bricks = instance.get_dynamic_partitions("bricks")
-    run(["coadd_cache"], tags={ASSET_PARTITION_RANGE_START_TAG: bricks[0], ASSET_PARTITION_RANGE_END_TAG: bricks[-1]})
+    run(["coadd_cache"], tags={PARTITION_RANGE_START: bricks[0], PARTITION_RANGE_END: bricks[-1]})
     run(["brick_blacklist"], partition_key="debug")
     last = run(DOWNSTREAM, partition_key="debug")
     return {"instance": instance, "out": Store(str(root / "out")), "cache": Store(str(root / "cache")),

@@ -117,7 +117,7 @@ def test_coadd_cache_partitions_backfilled_on_spark(survey, tmp_path):
     """The real ``coadd_cache`` asset, one run over a range of brick partitions on the spark engine:
     the local fetcher's files, the 404 recorded as evidence, the files_verified check evaluated."""
     from dagster import DagsterInstance
-    from darkhalo_assets.cli import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from darkhalo_assets.cli import PARTITION_RANGE_END, PARTITION_RANGE_START
 
     from darkhalo_assets.stages.coadds.assets import coadd_cache
     from darkhalo_assets.partitions import brick_partitions
@@ -136,7 +136,7 @@ def test_coadd_cache_partitions_backfilled_on_spark(survey, tmp_path):
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(brick_partitions.name, keys)
         result = materialize([coadd_cache], resources=resources, instance=instance, selection=[coadd_cache],
-                             tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+                             tags={PARTITION_RANGE_START: keys[0], PARTITION_RANGE_END: keys[-1]})
         assert result.success
         # a Pipes engine demands the asset's output (one per partition, first); each brick's own follows
         mats = [m for m in result.asset_materializations_for_node("coadd_cache") if "status" in m.metadata]

@@ -12,7 +12,7 @@ from dagster import (AssetKey, AssetRecordsFilter, DagsterInstance, DynamicParti
                      StaticPartitionsDefinition, materialize)
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
-from darkhalo_assets.cli import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from darkhalo_assets.cli import PARTITION_RANGE_END, PARTITION_RANGE_START
 from darkhalo_assets.definitions import ALL_ASSETS
 from darkhalo_assets.engines.local import LocalEngine
 from darkhalo_assets.layout import layout
@@ -80,7 +80,7 @@ def two_tiers(tmp_path_factory):
     run(["bricks_manifest"], partition_key="debug")
     run(["bricks_manifest"], partition_key=OTHER)
     bricks = instance.get_dynamic_partitions("bricks")
-    run(["coadd_cache"], tags={ASSET_PARTITION_RANGE_START_TAG: bricks[0], ASSET_PARTITION_RANGE_END_TAG: bricks[-1]})
+    run(["coadd_cache"], tags={PARTITION_RANGE_START: bricks[0], PARTITION_RANGE_END: bricks[-1]})
     for tier in ("debug", OTHER):
         run(["brick_blacklist"], partition_key=tier)
     run(["injection_tasks"], partition_key="debug")
