@@ -56,7 +56,16 @@ from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 
 SAMPLING_MODES = ("adaptive", "uniform")
 ADAPTIVE_REL_THRESHOLD = 1e-5
-FINE_REL_THRESHOLD = 1e-4
+# Adaptive refinement tolerances (per cell, in units of the unlensed source flux; see _refine).
+SAMPLING_ABS_TOL = 1e-6
+SAMPLING_REL_TOL = 1e-3
+# A cell whose source-plane footprint is wider than this many local scales of the profile may
+# hide light between its samples, whatever they say.
+_RESOLVE = 1.0
+# Safety stop only: the tolerances end refinement long before (a Sersic n = 4 cusp needs ~15).
+_MAX_LEVELS = 40
+# Below this cell size the ray tracing runs in float64 (float32 resolves ~1e-6" at 10").
+_FLOAT32_MIN_CELL_ARCSEC = 2e-4
 # Safety factor on the neighbour-difference estimate of a pixel's source-plane footprint
 # (the centre-to-corner distance is <= the largest neighbour step for a linear map).
 _FOOTPRINT_SAFETY = 1.5
@@ -91,7 +100,7 @@ def _uniform_axis(n: int, s: int) -> np.ndarray:
     return a
 
 
-def _check_inputs(shape, lens_xy, band_flux, psfs, supersample, sampling, max_supersample):
+def _check_inputs(shape, lens_xy, band_flux, psfs, supersample, sampling, sampling_tol):
     h, w = shape
     if h < 1 or w < 1:
         raise ValueError(f"stamp shape must be positive, got {shape!r}")
@@ -103,8 +112,10 @@ def _check_inputs(shape, lens_xy, band_flux, psfs, supersample, sampling, max_su
         raise ValueError(f"band fluxes must be finite and >= 0 nanomaggies, got {list(band_flux)!r}")
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
-    if not 1 <= supersample <= max_supersample:
-        raise ValueError(f"need 1 <= supersample <= max_supersample, got {supersample}, {max_supersample}")
+    if not 1 <= supersample <= 64:
+        raise ValueError(f"need 1 <= supersample <= 64, got {supersample}")
+    if not 0.0 < sampling_tol < 1.0:
+        raise ValueError(f"sampling_tol must be in (0, 1) of the source flux, got {sampling_tol!r}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,11 @@ class _Frame:
         if self.sa == 0.0 and self.ca == 1.0:
             return np.broadcast_arrays(tx, ty)
         return self.ca * tx + self.sa * ty, self.ca * ty - self.sa * tx
+
+    def points(self, cx: np.ndarray, cy: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Lens-frame angles of points at pixel coordinates (cx, cy)."""
+        dx, dy = (cx - self.x0) * self.p, (cy - self.y0) * self.p
+        return (self.ca * dx + self.sa * dy).astype(dtype), (self.ca * dy - self.sa * dx).astype(dtype)
 
     def subsamples(self, iy: np.ndarray, ix: np.ndarray, sg: int) -> tuple[np.ndarray, np.ndarray]:
         """Lens-frame angles (n, sg, sg) of the sg x sg sub-grid of pixels (iy, ix)."""
@@ -169,15 +185,67 @@ def _footprint(bx: np.ndarray, by: np.ndarray) -> np.ndarray:
     return step
 
 
-def _sample_pixels(iy, ix, sg, frame: _Frame, lens, src, want_min_r2=False):
-    """Mean surface brightness of pixels (iy, ix) on an sg x sg sub-grid (and each one's min R^2)."""
-    bxs, bys = ray_shoot(*frame.subsamples(iy, ix, sg), lens)
-    r2 = src.elliptical_radius2(bxs, bys).reshape(iy.size, -1)
-    min_r2 = r2.min(axis=1) if want_min_r2 else None
-    return src.profile_r2(r2, out=r2).mean(axis=1, dtype=np.float64), min_r2
+def _lipschitz(frame: _Frame, lens: LensParams, cx, cy, half_diag: float) -> np.ndarray:
+    """Upper bound of |d beta / d theta| over each cell (centre (cx, cy), half-diagonal in pixels).
+
+    The SIE's deflection Jacobian is the Hessian of an isothermal potential: eigenvalues 0 and
+    2 kappa <= theta_E / (sqrt(q) |theta|); the shear adds |gamma|. A cell that may contain
+    the lens centre has no bound (inf).
+    """
+    g = math.hypot(lens.gamma1, lens.gamma2)
+    if lens.theta_e == 0.0:
+        return np.full(np.shape(cx), 1.0 + g)
+    r_min = (np.hypot(cx - frame.x0, cy - frame.y0) - half_diag) * frame.p
+    with np.errstate(divide="ignore"):
+        bound = 1.0 + g + lens.theta_e / (math.sqrt(lens.q) * r_min)
+    return np.where(r_min > 0.0, bound, np.inf)
 
 
-def _unit_image_adaptive(shape, frame: _Frame, lens, src, s, s_max):
+def _refine(frame: _Frame, lens, src, pix, cx, cy, value, size: float, split: int, flux: np.ndarray,
+            abs_tol: float, rel_tol: float) -> int:
+    """Adaptive quadtree over cells; adds each pixel's converged integral into ``flux`` (flat).
+
+    A parent cell (centre (cx, cy), side ``size`` pixels, midpoint estimate ``value``) is split
+    into split x split children (then 2 x 2). Its children are accepted when they change its
+    estimate by <= abs_tol + rel_tol x their sum (the midpoint rule's error then is a fraction
+    of that change), unless a child may hide light: its source-plane footprint (Lipschitz bound
+    of the lens map) is wider than the profile's local scale and could reach surface brightness
+    worth abs_tol over the cell. Refinement stops only when every cell passes both tests.
+    Returns the finest split used, relative to a pixel.
+    """
+    p = frame.p
+    finest = 1
+    q_reach = 1.0 / math.sqrt(src.q)
+    for _ in range(_MAX_LEVELS):
+        if pix.size == 0:
+            break
+        child = size / split
+        finest = max(finest, int(round(1.0 / child)))
+        o = _sub_offsets(split) * size
+        ccx = (cx[:, None, None] + o[None, None, :]).repeat(split, axis=1).ravel()
+        ccy = (cy[:, None, None] + o[None, :, None]).repeat(split, axis=2).ravel()
+        dtype = frame.dtype if child * p >= _FLOAT32_MIN_CELL_ARCSEC else np.float64
+        bx, by = ray_shoot(*frame.points(ccx, ccy, dtype), lens)
+        r2 = src.elliptical_radius2(bx, by)
+        radius = np.sqrt(r2, dtype=np.float64)
+        area = (child * p) ** 2
+        v = src.profile_r2(r2, out=r2).astype(np.float64) * area
+        total = v.reshape(-1, split * split).sum(axis=1)
+        settled = np.abs(total - value) <= abs_tol + rel_tol * total
+        reach = _lipschitz(frame, lens, ccx, ccy, 0.5 * math.sqrt(2.0) * child) * (0.5 * math.sqrt(2.0) * child * p * q_reach)
+        r_lo = np.maximum(radius - reach, 0.0)
+        hidden = (src.profile_at_radius(r_lo) * area > abs_tol) & (reach > _RESOLVE * src.local_scale(r_lo))
+        go = np.repeat(~settled, split * split) | hidden
+        cpix = np.repeat(pix, split * split)
+        done = ~go
+        flux += np.bincount(cpix[done], weights=v[done], minlength=flux.size)
+        pix, cx, cy, value, size, split = cpix[go], ccx[go], ccy[go], v[go], child, 2
+    else:
+        flux += np.bincount(pix, weights=value, minlength=flux.size)
+    return finest
+
+
+def _unit_image_adaptive(shape, frame: _Frame, lens, src, s, abs_tol, rel_tol):
     h, w = shape
     x0, y0, p = frame.x0, frame.y0, frame.p
     bx, by = ray_shoot(*frame.grid(np.arange(w), np.arange(h)), lens)
@@ -186,61 +254,32 @@ def _unit_image_adaptive(shape, frame: _Frame, lens, src, s, s_max):
     step = _footprint(bx, by)
     if h == 1 or w == 1:
         step[:] = np.inf
-    # Pass 1: pixels whose footprint could hold a non-negligible piece of the source get the
-    # base s x s grid; the rest keep their centre sample.
+    # Pixels whose footprint could hold a non-negligible piece of the source are integrated
+    # adaptively, starting from the base s x s grid; the rest keep their centre sample.
     reach = _FOOTPRINT_SAFETY * step / math.sqrt(src.q)   # bound on the change of R in a pixel
     r_lo = np.maximum(np.sqrt(r2) - reach, 0.0)
     ref = float(src.enclosed_fraction(0.5 * p * math.sqrt(src.q)))
     sel = src.profile_at_radius(r_lo) * (p * p) >= ADAPTIVE_REL_THRESHOLD * ref
-    centre = np.zeros(shape, dtype=bool)
     if not lens.is_null:
+        # the neighbour-difference footprint is meaningless where the map is singular
         ic, jc = int(round(y0)), int(round(x0))
-        centre[max(ic - 1, 0): max(ic + 2, 0), max(jc - 1, 0): max(jc + 2, 0)] = True
-        sel |= centre
+        sel[max(ic - 1, 0): max(ic + 2, 0), max(jc - 1, 0): max(jc + 2, 0)] = True
     iy, ix = np.nonzero(sel)
     if iy.size == 0:
         return u, 0, 1
-    mean, min_r2 = _sample_pixels(iy, ix, s, frame, lens, src, want_min_r2=True)
-    u[iy, ix] = mean * (p * p)
-    # Pass 2: where the source is bright, a grid fine enough that its spacing mapped to the
-    # source plane resolves the profile (sources.SourceModel.sampling_step). The midpoint
-    # rule's O(d^2) error telescopes away inside a region of one spacing d, not across a change
-    # of d, so the fine region ends only where the profile is FINE_REL_THRESHOLD of its peak:
-    # a pixel joins it if any pass-1 sample, widened by its own footprint (a source smaller
-    # than the pass-1 spacing can fall between samples), reaches that radius. Dilated by one
-    # pixel for safety.
-    r_fine = src.radius_at_relative_sb(FINE_REL_THRESHOLD)
-    bright = np.zeros(shape, dtype=bool)
-    bright[iy, ix] = np.sqrt(min_r2) - reach[iy, ix] / s <= r_fine
-    if not bright.any():
-        return u, int(iy.size), s
-    grown = bright.copy()
-    grown[1:, :] |= bright[:-1, :]
-    grown[:-1, :] |= bright[1:, :]
-    grown[:, 1:] |= grown[:, :-1].copy()
-    grown[:, :-1] |= grown[:, 1:].copy()
-    # The factor is set where the sampling error comes from: the pixels that may hold an image
-    # of the source's centre (its kink or cusp); elsewhere in the region the profile is smooth
-    # and a coarser source-plane spacing there still integrates it well. Pixels within
-    # theta_E/2 of the lens (and the 3x3 around it), where the map is singular or strongly
-    # demagnifying (|mu| < 1 for an SIS), do not set it: an image there carries little flux.
-    # A sub-cell's corner is ~0.71 sub-steps from its sample; R grows <= 1/sqrt(q) per arcsec.
-    gap = np.sqrt(min_r2) - 0.75 * step[iy, ix] / (s * math.sqrt(src.q))
-    core = np.zeros(shape, dtype=bool)
-    core[iy, ix] = (gap <= max(float(gap.min()), 0.0)) & (np.hypot(ix - x0, iy - y0) * p >= 0.5 * lens.theta_e)
-    core &= ~centre
-    worst = float(step[core].max()) if core.any() else p
-    sg = int(min(max(math.ceil(worst / src.sampling_step()), s), s_max))
-    if sg > s:
-        fy, fx = np.nonzero(grown)
-        u[fy, fx] = _sample_pixels(fy, fx, sg, frame, lens, src)[0] * (p * p)
-    return u, int(iy.size), sg
+    flat = u.ravel()
+    pix = iy * w + ix
+    value = flat[pix].copy()
+    flat[pix] = 0.0
+    finest = _refine(frame, lens, src, pix, ix.astype(np.float64), iy.astype(np.float64), value, 1.0, s,
+                     flat, abs_tol, rel_tol)
+    return u, int(iy.size), finest
 
 
 def unit_lensed_image(shape: tuple[int, int], lens_xy: tuple[float, float], lens: LensParams,
                       source: SourceModel, *, pixel_scale: float = PIXEL_SCALE_ARCSEC,
-                      supersample: int = 4, sampling: str = "adaptive", max_supersample: int = 48,
-                      dtype=np.float32) -> tuple[np.ndarray, int, int]:
+                      supersample: int = 4, sampling: str = "adaptive",
+                      sampling_tol: float = SAMPLING_ABS_TOL, dtype=np.float32) -> tuple[np.ndarray, int, int]:
     """Pixel-integrated lensed image of a unit-flux extended source, before the PSF.
 
     Returns (U, n_supersampled_pixels, max_factor); U is (H, W) float64, flux per pixel.
@@ -250,7 +289,7 @@ def unit_lensed_image(shape: tuple[int, int], lens_xy: tuple[float, float], lens
     lens_f, src_f, frame = _to_lens_frame(lens, source, lens_xy, float(pixel_scale), dtype)
     if sampling == "uniform":
         return _unit_image_uniform(shape, frame, lens_f, src_f, supersample), shape[0] * shape[1], supersample
-    return _unit_image_adaptive(shape, frame, lens_f, src_f, supersample, max_supersample)
+    return _unit_image_adaptive(shape, frame, lens_f, src_f, supersample, sampling_tol, SAMPLING_REL_TOL)
 
 
 def _canvas(shape, h_max: int) -> tuple[int, int]:
@@ -305,7 +344,7 @@ def _render_point(shape, lens_xy, lens, source, band_flux, psfs, p, flux_tol, ke
 def render_arc(stamp_shape: int | tuple[int, int], lens_xy: tuple[float, float], lens: LensParams,
                source: SourceModel, band_flux: Sequence[float], psfs: Sequence[PSFSpec], *,
                pixel_scale: float = PIXEL_SCALE_ARCSEC, supersample: int = 4,
-               sampling: str = "adaptive", max_supersample: int = 48,
+               sampling: str = "adaptive", sampling_tol: float = SAMPLING_ABS_TOL,
                flux_tol: float = DEFAULT_FLUX_TOL, keep_unconvolved: bool = False,
                dtype=np.float32) -> Rendering:
     """Render one lensed source into a stamp in every band (see the module docstring).
@@ -320,7 +359,7 @@ def render_arc(stamp_shape: int | tuple[int, int], lens_xy: tuple[float, float],
     lens_xy = (float(lens_xy[0]), float(lens_xy[1]))
     band_flux = [float(f) for f in band_flux]
     psfs = [ps.quantized() for ps in psfs]
-    _check_inputs(shape, lens_xy, band_flux, psfs, supersample, sampling, max_supersample)
+    _check_inputs(shape, lens_xy, band_flux, psfs, supersample, sampling, sampling_tol)
     p = float(pixel_scale)
     if source.is_point:
         img, mu, unconv = _render_point(shape, lens_xy, lens, source, band_flux, psfs, p, flux_tol,
@@ -329,7 +368,7 @@ def render_arc(stamp_shape: int | tuple[int, int], lens_xy: tuple[float, float],
     else:
         unconv, n_sup, s_used = unit_lensed_image(shape, lens_xy, lens, source, pixel_scale=p,
                                                   supersample=supersample, sampling=sampling,
-                                                  max_supersample=max_supersample, dtype=dtype)
+                                                  sampling_tol=sampling_tol, dtype=dtype)
         mu = float(unconv.sum())
         img = _convolve_bands(unconv, band_flux, psfs, p, flux_tol)
     flux = np.asarray(band_flux)

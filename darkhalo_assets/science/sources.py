@@ -94,6 +94,12 @@ class LightProfile:
         """Surface brightness per unit flux as a function of R^2; may write into ``out``."""
         raise NotImplementedError
 
+    def local_scale(self, r: np.ndarray) -> np.ndarray:
+        """Scale over which the profile changes by ~e at elliptical radius r: I / |dI/dR|,
+        bounded by the core's size where the profile is flat (arcsec). The adaptive renderer
+        refines until a cell's source-plane footprint is smaller than this."""
+        return np.full(np.shape(r), self.inner_scale())
+
 
 @register(KIND, "point")
 @dataclass(frozen=True)
@@ -144,6 +150,9 @@ class Gaussian(LightProfile):
     def inner_scale(self) -> float:
         return self.sigma
 
+    def local_scale(self, r):
+        return self.sigma**2 / np.maximum(r, self.sigma)
+
     def profile_r2(self, r2, out=None):
         t = np.multiply(r2, -0.5 / self.sigma**2, out=out)
         np.exp(t, out=t)
@@ -181,6 +190,16 @@ class Sersic(LightProfile):
 
     def inner_scale(self) -> float:
         return self.r_eff / sersic_bn(self.n) ** self.n
+
+    def local_scale(self, r):
+        # I / |dI/dR| = n r_eff (R / r_eff)^(1 - 1/n) / b_n: zero at a cusp (n > 1), so cells
+        # on the centre refine until their flux bound is below tolerance; for n < 1 it grows
+        # without bound at the flat core, capped at R = inner_scale.
+        n, b = self.n, sersic_bn(self.n)
+        x = np.asarray(r, dtype=float) / self.r_eff
+        if n < 1.0:
+            x = np.maximum(x, b ** -n)
+        return n * self.r_eff / b * x ** (1.0 - 1.0 / n)
 
     def profile_r2(self, r2, out=None):
         b = sersic_bn(self.n)
@@ -310,6 +329,12 @@ class SourceModel:
         if flux != 1.0:
             sb *= flux
         return sb
+
+    def local_scale(self, radius) -> np.ndarray:
+        """The profile's local scale (arcsec along R) at elliptical radius ``radius``."""
+        r = np.asarray(radius, dtype=float)
+        scale = getattr(self.profile, "local_scale", None)
+        return scale(r) if scale is not None else np.full(r.shape, self.profile.inner_scale())
 
     def profile_at_radius(self, radius) -> np.ndarray:
         r = np.asarray(radius, dtype=float)
