@@ -196,6 +196,8 @@ class Sersic(LightProfile):
         # on the centre refine until their flux bound is below tolerance; for n < 1 it grows
         # without bound at the flat core, capped at R = inner_scale.
         n, b = self.n, sersic_bn(self.n)
+        if n == 1.0:
+            return np.full(np.shape(r), self.r_eff / b)
         x = np.asarray(r, dtype=float) / self.r_eff
         if n < 1.0:
             x = np.maximum(x, b ** -n)
