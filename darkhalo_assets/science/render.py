@@ -57,14 +57,14 @@ from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 SAMPLING_MODES = ("adaptive", "uniform")
 ADAPTIVE_REL_THRESHOLD = 1e-5
 # Adaptive refinement tolerances (per cell, in units of the unlensed source flux; see _refine).
-SAMPLING_ABS_TOL = 1e-5
-SAMPLING_REL_TOL = 1e-2
+SAMPLING_ABS_TOL = 3e-6
+SAMPLING_REL_TOL = 3e-3
 # A cusp (a profile whose local scale vanishes at the centre, Sersic n > 1) is underestimated
 # by the midpoint rule in every cell near it, so those errors add up instead of cancelling.
 SAMPLING_REL_TOL_CUSP = 2e-3
 # A cell whose source-plane footprint is wider than this many local scales of the profile may
 # hide light between its samples, whatever they say.
-_RESOLVE = 2.0
+_RESOLVE = 0.5
 # Each refined cell is split into _SPLIT x _SPLIT children (4 costs more samples than it saves
 # in per-level overhead).
 _SPLIT = 2
@@ -285,7 +285,8 @@ def _unit_image_adaptive(shape, frame: _Frame, lens, src, s, abs_tol, rel_tol):
     iy, ix = np.nonzero(sel)
     if iy.size == 0:
         return u, 0, 1
-    flat = u.ravel()
+    u = np.ascontiguousarray(u)    # the null lens's broadcast grid can come back Fortran-ordered
+    flat = u.reshape(-1)            # a view: _refine accumulates into it
     pix = iy * w + ix
     value = flat[pix].copy()
     flat[pix] = 0.0
