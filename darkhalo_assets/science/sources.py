@@ -19,7 +19,8 @@ major-axis half-light radius is r_eff/sqrt(q)) and the total-flux integrals do n
 Each profile is a small class registered by name (``@register(KIND, "<src_type>")``): its
 parameters (drawn from the manifest's source columns, ``PARAMETER_COLUMNS``), its surface
 brightness per unit flux as a function of R^2, its total flux and the scales the adaptive
-renderer needs. ``SourceModel`` holds the shape and position shared by every profile and
+renderer needs (``local_scale``: I / |dI/dR|, which vanishes at a Sersic n > 1 cusp).
+``SourceModel`` holds the shape and position shared by every profile and
 dispatches to its profile once per call (each call is vectorised over all positions).
 """
 from __future__ import annotations
@@ -63,8 +64,6 @@ class LightProfile:
     renderer maps it to its images analytically) — such a profile defines nothing else.
     """
     point = False
-    # Source-plane sampling step in units of ``inner_scale`` (see SourceModel.sampling_step).
-    step_per_scale = 1.0
 
     def _extended(self):
         if self.point:
@@ -126,7 +125,6 @@ class Point(LightProfile):
 @dataclass(frozen=True)
 class Gaussian(LightProfile):
     r_eff: float
-    step_per_scale = 1.0   # 1 sigma puts the aliasing error near 1e-8
 
     def __post_init__(self) -> None:
         _check_r_eff("gaussian", self.r_eff)
@@ -165,9 +163,6 @@ class Gaussian(LightProfile):
 class Sersic(LightProfile):
     r_eff: float
     n: float = 1.0
-    # The exponential's kinked centre aliases as ~9 (step / 2 pi scale)^3 in the worst
-    # sub-pixel phase: 0.3 keeps the total flux of a Sersic n = 1 within 1e-3.
-    step_per_scale = 0.3
 
     def __post_init__(self) -> None:
         _check_r_eff("sersic", self.r_eff)
@@ -286,12 +281,6 @@ class SourceModel:
         if not 0.0 < frac < 1.0:
             raise ValueError(f"relative surface brightness must be in (0, 1), got {frac!r}")
         return self.profile.radius_at_relative_sb(frac)
-
-    def sampling_step(self) -> float:
-        """Source-plane sampling step (arcsec) that resolves the profile's inner scale."""
-        if self.is_point:
-            return math.inf
-        return self.profile.step_per_scale * self.profile.inner_scale() * math.sqrt(self.q)
 
     # -- evaluation ------------------------------------------------------------------------
     def elliptical_radius2(self, bx, by) -> np.ndarray:

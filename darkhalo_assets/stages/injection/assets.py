@@ -35,7 +35,7 @@ class InjectionRunConfig(Phase4RunConfig):
 
 @asset(
     partitions_def=tier_partitions, group_name="injection", kinds={"parquet", "numpy"}, owners=["team:darkhalo"],
-    code_version="4c-1", deps=["injection_tasks"], pool="compute",
+    code_version="4c-2", deps=["injection_tasks"], pool="compute",
     check_specs=[AssetCheckSpec("every_task_accounted_for", asset="injected_cutouts", blocking=True,
                                 description="One metrics row per injection task, each with an outcome")],
     metadata={"dagster/column_schema": table_schema(schemas.INJECTION_METRICS)},
