@@ -71,6 +71,8 @@ _RESOLVE = 0.5
 # Each refined cell is split into _SPLIT x _SPLIT children (4 costs more samples than it saves
 # in per-level overhead).
 _SPLIT = 2
+# Cells farther than this many cell sizes from the lens centre see a linear lens map.
+_LINEAR_CELLS = 4.0
 # Safety stop only: the tolerances end refinement long before (a Sersic n = 4 cusp needs ~15).
 _MAX_LEVELS = 40
 # Below this cell size the ray tracing runs in float64 (float32 resolves ~1e-6" at 10").
@@ -251,7 +253,15 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
         if peak * area > abs_tol:
             # only children that would be accepted need the hidden-light test
             sub = np.nonzero(settled)[0]
-            reach = _lipschitz(lens, tx[sub], ty[sub], half * size * p) * (half * child * p * q_reach)
+            reach = _lipschitz(lens, tx[sub], ty[sub], half * size * p) * (half * child * p)
+            # Far from the lens centre (> _LINEAR_CELLS cells) the map is linear over the
+            # parent, so the children's own spread gives the footprint; the Lipschitz bound is up
+            # to 2x too wide along an arc.
+            bxs, bys = bx[sub].astype(np.float64), by[sub].astype(np.float64)
+            spread = np.sqrt(((bxs - bxs.mean(axis=1, keepdims=True)) ** 2
+                              + (bys - bys.mean(axis=1, keepdims=True)) ** 2).max(axis=1))
+            linear = np.hypot(tx[sub], ty[sub]) > _LINEAR_CELLS * size * p
+            reach = np.where(linear, np.minimum(reach, _FOOTPRINT_SAFETY * spread / (split - 1)), reach) * q_reach
             r_lo = np.maximum(np.sqrt(r2[sub], dtype=np.float64) - reach[:, None], 0.0)
             go[sub] = ((src.profile_at_radius(r_lo) * area > abs_tol)
                        & (reach[:, None] > _RESOLVE * src.local_scale(r_lo)))
