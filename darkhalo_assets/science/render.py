@@ -212,6 +212,13 @@ def _lipschitz(lens: LensParams, tx: np.ndarray, ty: np.ndarray, half_diag: floa
     return np.where(r_min > 0.0, bound, np.inf)
 
 
+def _dist2(bx: np.ndarray, by: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Squared source-plane distance between children a and b of every cell."""
+    dx = bx[:, a] - bx[:, b]
+    dy = by[:, a] - by[:, b]
+    return dx * dx + dy * dy
+
+
 def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: int, flux: np.ndarray,
             abs_tol: float, rel_tol: float) -> int:
     """Adaptive quadtree over cells; adds each pixel's converged integral into ``flux`` (flat).
@@ -249,26 +256,30 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
         v *= area
         total = v.sum(axis=1)
         settled = np.abs(total - value) <= abs_tol + rel_tol * total
-        go = np.ones(v.shape, dtype=bool)
         if peak * area > abs_tol:
-            # only children that would be accepted need the hidden-light test
-            sub = np.nonzero(settled)[0]
-            reach = _lipschitz(lens, tx[sub], ty[sub], half * size * p) * (half * child * p)
+            # Run on every cell, not just the settled ones: most are settled, and gathering them
+            # costs more than it saves (unsettled cells are refined whatever the test says).
+            reach = _lipschitz(lens, tx, ty, half * size * p) * (half * child * p)
             # Far from the lens centre (> _LINEAR_CELLS cells) the map is linear over the
             # parent, so the children's own spread gives the footprint; the Lipschitz bound is up
-            # to 2x too wide along an arc.
-            bxs, bys = bx[sub].astype(np.float64), by[sub].astype(np.float64)
-            spread = np.sqrt(((bxs - bxs.mean(axis=1, keepdims=True)) ** 2
-                              + (bys - bys.mean(axis=1, keepdims=True)) ** 2).max(axis=1))
-            linear = np.hypot(tx[sub], ty[sub]) > _LINEAR_CELLS * size * p
+            # to 2x too wide along an arc. For a linear map the children farthest from their
+            # mean are the corners: the spread is half the longer diagonal.
+            spread = 0.5 * np.sqrt(np.maximum(_dist2(bx, by, 0, kk - 1), _dist2(bx, by, split - 1, kk - split)),
+                                   dtype=np.float64)
+            linear = tx * tx + ty * ty > (_LINEAR_CELLS * size * p) ** 2
             reach = np.where(linear, np.minimum(reach, _FOOTPRINT_SAFETY * spread / (split - 1)), reach) * q_reach
-            r_lo = np.maximum(np.sqrt(r2[sub], dtype=np.float64) - reach[:, None], 0.0)
-            go[sub] = ((src.profile_at_radius(r_lo) * area > abs_tol)
-                       & (reach[:, None] > _RESOLVE * src.local_scale(r_lo)))
+            # The profile is monotone: "could reach surface brightness worth abs_tol" is "comes
+            # within r_bright of the centre", no profile evaluation needed.
+            r_bright = src.radius_at_relative_sb(abs_tol / (peak * area))
+            r_lo = np.sqrt(r2, dtype=np.float64)
+            r_lo -= reach[:, None]
+            np.maximum(r_lo, 0.0, out=r_lo)
+            go = (r_lo < r_bright) & (reach[:, None] > _RESOLVE * src.local_scale(r_lo))
+            go |= ~settled[:, None]
         else:
-            go[settled] = False
-        done = ~go
-        flux += np.bincount(np.broadcast_to(pix[:, None], v.shape)[done], weights=v[done], minlength=flux.size)
+            go = np.broadcast_to(~settled[:, None], v.shape)
+        # one weight per parent (its accepted children) keeps the bincount a quarter the size
+        flux += np.bincount(pix, weights=np.where(go, 0.0, v).sum(axis=1), minlength=flux.size)
         pi, ci = np.nonzero(go)
         pix, tx, ty, value, size, split = pix[pi], cx[pi, ci], cy[pi, ci], v[pi, ci], child, _SPLIT
     else:
