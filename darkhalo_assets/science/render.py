@@ -196,8 +196,8 @@ def _footprint(bx: np.ndarray, by: np.ndarray) -> np.ndarray:
     return step
 
 
-def _lipschitz(lens: LensParams, tx: np.ndarray, ty: np.ndarray, half_diag: float) -> np.ndarray:
-    """Upper bound of |d beta / d theta| over cells centred at lens-frame angles (tx, ty), arcsec.
+def _lipschitz(lens: LensParams, radius: np.ndarray, half_diag: float) -> np.ndarray:
+    """Upper bound of |d beta / d theta| over cells centred ``radius`` arcsec from the lens centre.
 
     The SIE's deflection Jacobian is the Hessian of an isothermal potential: eigenvalues 0 and
     2 kappa <= theta_E / (sqrt(q) |theta|); the shear adds |gamma|. A cell that may contain
@@ -205,11 +205,18 @@ def _lipschitz(lens: LensParams, tx: np.ndarray, ty: np.ndarray, half_diag: floa
     """
     g = math.hypot(lens.gamma1, lens.gamma2)
     if lens.theta_e == 0.0:
-        return np.full(np.shape(tx), 1.0 + g)
-    r_min = np.hypot(tx, ty) - half_diag
+        return np.full(np.shape(radius), 1.0 + g)
+    r_min = radius - half_diag
     with np.errstate(divide="ignore"):
         bound = 1.0 + g + lens.theta_e / (math.sqrt(lens.q) * r_min)
     return np.where(r_min > 0.0, bound, np.inf)
+
+
+@lru_cache(maxsize=8)
+def _ones(k: int) -> np.ndarray:
+    a = np.ones(k)
+    a.setflags(write=False)
+    return a
 
 
 def _dist2(bx: np.ndarray, by: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -236,6 +243,8 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
     q_reach = 1.0 / math.sqrt(src.q)
     peak = float(src.central_sb())
     half = 0.5 * math.sqrt(2.0)
+    probe = src.local_scale(np.array([0.0, 1.0, 10.0]))
+    fixed_scale = float(probe[0]) if probe.min() == probe.max() else None    # Sersic n = 1
     for _ in range(_MAX_LEVELS):
         if pix.size == 0:
             break
@@ -245,43 +254,56 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
         o = _sub_offsets(split) * (size * p)
         off_x = (frame.ca * o[None, :] + frame.sa * o[:, None]).ravel()    # [row sub-step, column sub-step]
         off_y = (frame.ca * o[:, None] - frame.sa * o[None, :]).ravel()
+        if child * p >= _FLOAT32_MIN_CELL_ARCSEC:
+            # add in the tracing dtype directly: no float64 temporaries to convert
+            tx, ty, off_x, off_y = (a.astype(frame.dtype, copy=False) for a in (tx, ty, off_x, off_y))
+        else:
+            tx, ty = tx.astype(np.float64, copy=False), ty.astype(np.float64, copy=False)
         cx = tx[:, None] + off_x[None, :]
         cy = ty[:, None] + off_y[None, :]
-        if child * p >= _FLOAT32_MIN_CELL_ARCSEC:
-            cx, cy = cx.astype(frame.dtype), cy.astype(frame.dtype)
         bx, by = ray_shoot(cx, cy, lens)
         r2 = src.elliptical_radius2(bx, by)
         area = (child * p) ** 2
         v = src.profile_r2(r2).astype(np.float64)
         v *= area
-        total = v.sum(axis=1)
+        ones = _ones(kk)
+        total = v @ ones    # a matrix-vector product sums the (n, kk) rows far faster than sum(axis=1)
         settled = np.abs(total - value) <= abs_tol + rel_tol * total
         if peak * area > abs_tol:
             # Run on every cell, not just the settled ones: most are settled, and gathering them
             # costs more than it saves (unsettled cells are refined whatever the test says).
-            reach = _lipschitz(lens, tx, ty, half * size * p) * (half * child * p)
+            radius = np.sqrt(tx * tx + ty * ty)
+            reach = _lipschitz(lens, radius, half * size * p) * (half * child * p)
             # Far from the lens centre (> _LINEAR_CELLS cells) the map is linear over the
             # parent, so the children's own spread gives the footprint; the Lipschitz bound is up
             # to 2x too wide along an arc. For a linear map the children farthest from their
             # mean are the corners: the spread is half the longer diagonal.
             spread = 0.5 * np.sqrt(np.maximum(_dist2(bx, by, 0, kk - 1), _dist2(bx, by, split - 1, kk - split)),
                                    dtype=np.float64)
-            linear = tx * tx + ty * ty > (_LINEAR_CELLS * size * p) ** 2
+            linear = radius > _LINEAR_CELLS * size * p
             reach = np.where(linear, np.minimum(reach, _FOOTPRINT_SAFETY * spread / (split - 1)), reach) * q_reach
             # The profile is monotone: "could reach surface brightness worth abs_tol" is "comes
             # within r_bright of the centre", no profile evaluation needed.
             r_bright = src.radius_at_relative_sb(abs_tol / (peak * area))
-            r_lo = np.sqrt(r2, dtype=np.float64)
-            r_lo -= reach[:, None]
-            np.maximum(r_lo, 0.0, out=r_lo)
-            go = (r_lo < r_bright) & (reach[:, None] > _RESOLVE * src.local_scale(r_lo))
+            if fixed_scale is not None:
+                # one scale everywhere: the width test is per parent, and R_lo < r_bright is
+                # R^2 < (r_bright + reach)^2, no square roots
+                go = (r2 < np.square(r_bright + reach)[:, None]) & (reach > _RESOLVE * fixed_scale)[:, None]
+            else:
+                r_lo = np.sqrt(r2, dtype=np.float64)
+                r_lo -= reach[:, None]
+                np.maximum(r_lo, 0.0, out=r_lo)
+                go = (r_lo < r_bright) & (reach[:, None] > _RESOLVE * src.local_scale(r_lo))
             go |= ~settled[:, None]
         else:
             go = np.broadcast_to(~settled[:, None], v.shape)
         # one weight per parent (its accepted children) keeps the bincount a quarter the size
-        flux += np.bincount(pix, weights=np.where(go, 0.0, v).sum(axis=1), minlength=flux.size)
-        pi, ci = np.nonzero(go)
-        pix, tx, ty, value, size, split = pix[pi], cx[pi, ci], cy[pi, ci], v[pi, ci], child, _SPLIT
+        flux += np.bincount(pix, weights=np.where(go, 0.0, v) @ ones, minlength=flux.size)
+        # flat indices: 1-d takes are cheaper than 2-d fancy indexing
+        keep = np.flatnonzero(go)
+        pix = pix.take(keep // kk)
+        tx, ty, value = cx.take(keep), cy.take(keep), v.take(keep)
+        size, split = child, _SPLIT
     else:
         flux += np.bincount(pix, weights=value, minlength=flux.size)
     return finest
