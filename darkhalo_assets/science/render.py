@@ -212,9 +212,9 @@ def _lipschitz(lens: LensParams, radius: np.ndarray, half_diag: float) -> np.nda
     return np.where(r_min > 0.0, bound, np.inf)
 
 
-@lru_cache(maxsize=8)
-def _ones(k: int) -> np.ndarray:
-    a = np.ones(k)
+@lru_cache(maxsize=16)
+def _ones(k: int, dtype) -> np.ndarray:
+    a = np.ones(k, dtype=dtype)
     a.setflags(write=False)
     return a
 
@@ -264,9 +264,10 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
         bx, by = ray_shoot(cx, cy, lens)
         r2 = src.elliptical_radius2(bx, by)
         area = (child * p) ** 2
-        v = src.profile_r2(r2).astype(np.float64)
+        # in the tracing dtype: float32 holds a cell's flux to ~1e-7, far below the tolerances
+        v = src.profile_r2(r2)
         v *= area
-        ones = _ones(kk)
+        ones = _ones(kk, v.dtype)
         total = v @ ones    # a matrix-vector product sums the (n, kk) rows far faster than sum(axis=1)
         settled = np.abs(total - value) <= abs_tol + rel_tol * total
         if peak * area > abs_tol:
@@ -287,14 +288,17 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
             r_bright = src.radius_at_relative_sb(abs_tol / (peak * area))
             if fixed_scale is not None:
                 # one scale everywhere: the width test is per parent, and R_lo < r_bright is
-                # R^2 < (r_bright + reach)^2, no square roots
-                go = (r2 < np.square(r_bright + reach)[:, None]) & (reach > _RESOLVE * fixed_scale)[:, None]
+                # R^2 < (r_bright + reach)^2, so one R^2 limit per parent decides its children
+                # (-1: none go on, a narrow cell; inf: all go on, an unsettled one)
+                limit = np.where(reach > _RESOLVE * fixed_scale, np.square(r_bright + reach), -1.0)
+                limit[~settled] = np.inf
+                go = r2 < limit.astype(r2.dtype)[:, None]
             else:
                 r_lo = np.sqrt(r2, dtype=np.float64)
                 r_lo -= reach[:, None]
                 np.maximum(r_lo, 0.0, out=r_lo)
                 go = (r_lo < r_bright) & (reach[:, None] > _RESOLVE * src.local_scale(r_lo))
-            go |= ~settled[:, None]
+                go |= ~settled[:, None]
         else:
             go = np.broadcast_to(~settled[:, None], v.shape)
         # one weight per parent (its accepted children) keeps the bincount a quarter the size
