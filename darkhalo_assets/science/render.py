@@ -206,10 +206,12 @@ def _lipschitz(lens: LensParams, radius: np.ndarray, half_diag: float) -> np.nda
     g = math.hypot(lens.gamma1, lens.gamma2)
     if lens.theta_e == 0.0:
         return np.full(np.shape(radius), 1.0 + g)
-    r_min = radius - half_diag
-    with np.errstate(divide="ignore"):
-        bound = 1.0 + g + lens.theta_e / (math.sqrt(lens.q) * r_min)
-    return np.where(r_min > 0.0, bound, np.inf)
+    r_min = np.subtract(radius, half_diag, dtype=np.float64)
+    bound = np.full(r_min.shape, np.inf)
+    # divide only where defined (no errstate context: this runs once per level)
+    np.divide(lens.theta_e / math.sqrt(lens.q), r_min, out=bound, where=r_min > 0.0)
+    bound += 1.0 + g
+    return bound
 
 
 @lru_cache(maxsize=16)
@@ -245,6 +247,7 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
     half = 0.5 * math.sqrt(2.0)
     probe = src.local_scale(np.array([0.0, 1.0, 10.0]))
     fixed_scale = float(probe[0]) if probe.min() == probe.max() else None    # Sersic n = 1
+    done_pix, done_flux = [], []
     for _ in range(_MAX_LEVELS):
         if pix.size == 0:
             break
@@ -301,15 +304,19 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
                 go |= ~settled[:, None]
         else:
             go = np.broadcast_to(~settled[:, None], v.shape)
-        # one weight per parent (its accepted children) keeps the bincount a quarter the size
-        flux += np.bincount(pix, weights=np.where(go, 0.0, v) @ ones, minlength=flux.size)
+        # one weight per parent (its accepted children); summed into flux once, after the loop
+        done_pix.append(pix)
+        done_flux.append(np.where(go, 0.0, v) @ ones)
         # flat indices: 1-d takes are cheaper than 2-d fancy indexing
         keep = np.flatnonzero(go)
         pix = pix.take(keep // kk)
         tx, ty, value = cx.take(keep), cy.take(keep), v.take(keep)
         size, split = child, _SPLIT
     else:
-        flux += np.bincount(pix, weights=value, minlength=flux.size)
+        done_pix.append(pix)
+        done_flux.append(value)
+    if done_pix:
+        flux += np.bincount(np.concatenate(done_pix), weights=np.concatenate(done_flux), minlength=flux.size)
     return finest
 
 
