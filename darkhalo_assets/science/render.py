@@ -25,7 +25,8 @@ Sampling modes (extended sources):
   halved while halving changes its flux by more than SAMPLING_ABS_TOL (of the source flux)
   + SAMPLING_REL_TOL of the cell, or while a cell's source-plane footprint (bounded by the
   lens map's Lipschitz constant, infinite on the lens centre) is wider than _RESOLVE local
-  scales of the profile where it could hold light worth SAMPLING_ABS_TOL. So the inner
+  scales of the profile where it could hold light worth SAMPLING_ABS_TOL (for Sersic n = 1,
+  _RESOLVE_SMOOTH away from the profile's tip). So the inner
   counter-image near the lens and a Sersic cusp are refined as deep as they need (2^16 x for a
   0.05" n = 4) while smooth arcs stop at 8-32x. Nothing is capped; the error is set by the
   tolerances: against the analytic finite-source SIS image and lenstronomy at 64x, stamp
@@ -68,6 +69,11 @@ SAMPLING_REL_TOL_CUSP = 2e-3
 # A cell whose source-plane footprint is wider than this many local scales of the profile may
 # hide light between its samples, whatever they say.
 _RESOLVE = 0.5
+# A profile of one local scale (Sersic n = 1) is smooth except at its tip (a cone, where the
+# midpoint rule's errors do not cancel): that tightness is needed only within _TIP_SCALES of
+# the centre; elsewhere _RESOLVE_SMOOTH local scales are enough.
+_RESOLVE_SMOOTH = 2.0
+_TIP_SCALES = 1.0
 # Each refined cell is split into _SPLIT x _SPLIT children (4 costs more samples than it saves
 # in per-level overhead).
 _SPLIT = 2
@@ -293,7 +299,9 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
                 # one scale everywhere: the width test is per parent, and R_lo < r_bright is
                 # R^2 < (r_bright + reach)^2, so one R^2 limit per parent decides its children
                 # (-1: none go on, a narrow cell; inf: all go on, an unsettled one)
-                limit = np.where(reach > _RESOLVE * fixed_scale, np.square(r_bright + reach), -1.0)
+                limit = np.where(reach > _RESOLVE * fixed_scale,
+                                 np.square(min(r_bright, _TIP_SCALES * fixed_scale) + reach), -1.0)
+                np.copyto(limit, np.square(r_bright + reach), where=reach > _RESOLVE_SMOOTH * fixed_scale)
                 limit[~settled] = np.inf
                 go = r2 < limit.astype(r2.dtype)[:, None]
             else:
