@@ -200,12 +200,17 @@ class Sersic(LightProfile):
 
     def profile_r2(self, r2, out=None):
         b = sersic_bn(self.n)
-        t = np.multiply(r2, 1.0 / self.r_eff**2, out=out)
         half_inv_n = 0.5 / self.n
-        # fast paths for common indices; np.power is ~4x slower than sqrt
         if half_inv_n == 0.5:
-            np.sqrt(t, out=t)
-        elif half_inv_n == 0.125:
+            # n = 1 (the common case): R itself, scaled once; one pass fewer
+            t = np.sqrt(r2, out=out)
+            t *= -b / self.r_eff
+            np.exp(t, out=t)
+            t *= self.central_sb()
+            return t
+        t = np.multiply(r2, 1.0 / self.r_eff**2, out=out)
+        # fast paths for common indices; np.power is ~4x slower than sqrt
+        if half_inv_n == 0.125:
             np.sqrt(t, out=t)
             np.sqrt(t, out=t)
             np.sqrt(t, out=t)
