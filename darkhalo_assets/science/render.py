@@ -254,15 +254,18 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
     probe = src.local_scale(np.array([0.0, 1.0, 10.0]))
     fixed_scale = float(probe[0]) if probe.min() == probe.max() else None    # Sersic n = 1
     done_pix, done_flux = [], []
+    unit_offsets = {}     # split -> lens-frame child offsets for a cell of side 1 pixel
     for _ in range(_MAX_LEVELS):
         if pix.size == 0:
             break
         child = size / split
         kk = split * split
         finest = max(finest, int(round(1.0 / child)))
-        o = _sub_offsets(split) * (size * p)
-        off_x = (frame.ca * o[None, :] + frame.sa * o[:, None]).ravel()    # [row sub-step, column sub-step]
-        off_y = (frame.ca * o[:, None] - frame.sa * o[None, :]).ravel()
+        if split not in unit_offsets:
+            o = _sub_offsets(split)
+            unit_offsets[split] = ((frame.ca * o[None, :] + frame.sa * o[:, None]).ravel(),    # [row sub-step,
+                                   (frame.ca * o[:, None] - frame.sa * o[None, :]).ravel())    # column sub-step]
+        off_x, off_y = (u * (size * p) for u in unit_offsets[split])
         if child * p >= _FLOAT32_MIN_CELL_ARCSEC:
             # add in the tracing dtype directly: no float64 temporaries to convert
             tx, ty, off_x, off_y = (a.astype(frame.dtype, copy=False) for a in (tx, ty, off_x, off_y))
