@@ -25,6 +25,12 @@ to ~1e-7 at equal supersampling), so it measures sampling error alone.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_injection_kernel.py            # ~1 min
     .venv/bin/python benchmarks/bench_injection_kernel.py --tasks 2000 --reference-tasks 60
+
+Last, the accuracy table over the issue #13 ranges (``--accuracy`` corners, 0 to skip): each
+source family at theta_E 0.3 / 1 / 3", beta/theta_E 0 / 0.75 / 0.9 / 1, against the analytic
+finite-source SIS image (darkhalo_assets_tests/support_lensing.py), after a Moffat PSF; the
+worst stamp-flux error, max |diff| / peak and centroid offset per family, and the mean time
+per unit image (the bar: 0.3%, 0.5%, 0.02 px).
 """
 from __future__ import annotations
 
@@ -120,6 +126,8 @@ def main() -> None:
     ap.add_argument("--reference-tasks", type=int, default=20,
                     help="tasks also rendered by lenstronomy at --reference-supersampling (slow)")
     ap.add_argument("--reference-supersampling", type=int, default=24)
+    ap.add_argument("--accuracy", choices=("corners", "all", "none"), default="corners",
+                    help="accuracy table: theta_E 1\" at beta/theta_E 0.75/0.9/1 (corners), the full grid, or none")
     ap.add_argument("--fwhm", type=float, nargs=3, default=[1.45, 1.25, 1.15], metavar=("G", "R", "Z"))
     args = ap.parse_args()
 
@@ -186,6 +194,42 @@ def main() -> None:
         for k in errs:
             print(f"  {k:22s}: pixel |err|/peak {max(errs[k]):.2e} ({np.median(errs[k]):.1e});"
                   f"  stamp flux |err| {max(flux[k]):.2e} ({np.median(flux[k]):.1e})")
+    if args.accuracy == "corners":
+        accuracy_table((1.0,), (0.75, 0.9, 1.0))
+    elif args.accuracy == "all":
+        accuracy_table((0.3, 1.0, 3.0), (0.0, 0.75, 0.9, 1.0))
+
+
+def accuracy_table(thetas, fracs) -> None:
+    import math
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "darkhalo_assets_tests"))
+    from support_lensing import sis_reference, stamp_errors
+
+    from darkhalo_assets.science.lens import LensParams
+    from darkhalo_assets.science.render import unit_lensed_image
+    from darkhalo_assets.science.sources import SourceModel
+    kernel = np.array(psf_kernel(PSFSpec(1.2, "moffat", 3.5)))
+    families = [("gaussian", 1.0, 0.01), ("gaussian", 1.0, 0.1), ("sersic", 0.5, 0.01), ("sersic", 1.0, 0.01),
+                ("sersic", 1.0, 0.1), ("sersic", 2.0, 0.01), ("sersic", 3.0, 0.05), ("sersic", 4.0, 0.05)]
+    print(f"accuracy against the analytic finite-source SIS image, theta_E {thetas}, beta/theta_E {fracs}, "
+          "source q 0.6 (worst over points; bar 3e-3, 5e-3, 0.02 px):")
+    for kind, n, r_eff in families:
+        worst, seconds, count = np.zeros(3), 0.0, 0
+        for te in thetas:
+            shape, xy = ((64, 64), (31.37, 32.21)) if te < 2 else ((80, 80), (39.62, 40.18))
+            for frac in fracs:
+                b = frac * te
+                src = SourceModel(kind, r_eff, q=0.6, pa_deg=25.0, n=n, x=b * math.cos(0.7), y=b * math.sin(0.7))
+                t0 = time.process_time()
+                unit = unit_lensed_image(shape, xy, LensParams(te), src)[0]
+                seconds += time.process_time() - t0
+                count += 1
+                ref, _ = sis_reference(shape, xy, te, kind, r_eff, n, 0.6, 25.0, src.x, src.y)
+                worst = np.maximum(worst, np.abs(stamp_errors(unit, ref, kernel)))
+        print(f"  {kind:8s} n={n:3.1f} r_eff={r_eff:4.2f}\": flux {worst[0]:.1e}  max|diff|/peak {worst[1]:.1e}"
+              f"  centroid {worst[2]:.3f} px  {1e3 * seconds / count:7.1f} ms/unit image")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def test_broad_gaussian_psf_on_a_small_stamp_keeps_the_analytic_flux_fraction():
     src = SourceModel("gaussian", r_eff=0.01)
     r = render_arc(n, (15.5, 15.5), NO_LENS, src, [100.0], [PSFSpec(fwhm, "gaussian")])
     expected = _fraction_in_square_gaussian(fwhm, n * P / 2)
-    assert r.injected_flux[0] == pytest.approx(100.0, rel=1e-6)
+    assert r.injected_flux[0] == pytest.approx(100.0, rel=1e-3)   # adaptive sampling: the 0.3% bar, with margin
     assert r.flux_in_stamp[0] / 100.0 == pytest.approx(expected, rel=2e-3)
     assert r.flux_in_stamp[0] < r.injected_flux[0]
 

@@ -30,7 +30,8 @@ from darkhalo_assets.survey.base import Survey, survey_named
 
 
 # The code version of injected_cutouts (the asset's and every shard's fingerprint carry it).
-# 4c-2: per-band masks, arc shot noise option, lens axes (#13); cached files sha256-checked before use (#12).
+# 4c-2: per-band masks, arc shot noise option, lens axes, converged source sampling (#13); cached files
+# sha256-checked before use (#12).
 # 4c-3: shards reused only when their content fingerprint matches.
 CODE_VERSION = "4c-3"
 
