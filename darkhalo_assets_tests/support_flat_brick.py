@@ -2,6 +2,8 @@
 stage 4c number can be checked against a value worked out by hand."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pyarrow as pa
 from astropy.io import fits
 
 from darkhalo_assets import schemas
+from darkhalo_assets.cache_integrity import SUCCESS_FORMAT
 from darkhalo_assets.layout import COMMIT_MARKER
 from darkhalo_assets.storage.store import Store
 from darkhalo_assets.survey.dr10 import DR10_SOUTH
@@ -53,7 +56,11 @@ def write_flat_brick(root: Path, *, invvar: dict[str, float], maskbits: np.ndarr
             hdus += [fits.CompImageHDU(np.zeros(shape, np.int16), _header(shape), name=n, compression_type="GZIP_1",
                                        tile_shape=(100, 100)) for n in ("WISEM1", "WISEM2")]
         fits.HDUList(hdus).writeto(d / f.filename(BRICK))
-    (d / COMMIT_MARKER).write_text("{}")
+    # The record a fill commits (name -> size, sha256): 4c checks each file against it before use.
+    files = {f.filename(BRICK): {"size": (d / f.filename(BRICK)).stat().st_size,
+                                 "sha256": hashlib.sha256((d / f.filename(BRICK)).read_bytes()).hexdigest()}
+             for f in DR10_SOUTH.coadd_files}
+    (d / COMMIT_MARKER).write_text(json.dumps({"format": SUCCESS_FORMAT, "brickname": BRICK, "files": files}))
     return Store(str(root))
 
 
