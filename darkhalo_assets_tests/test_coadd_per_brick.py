@@ -27,6 +27,7 @@ from dagster_graphql.test.utils import define_out_of_process_workspace, execute_
 from darkhalo_assets.cli import (PARTITION_RANGE_END, PARTITION_RANGE_START, fill_tier_cache)
 from darkhalo_assets.definitions import ALL_ASSETS
 from darkhalo_assets.engines.local import LocalEngine
+from darkhalo_assets.jobs import stage_jobs
 from darkhalo_assets.layout import layout
 from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache
 from darkhalo_assets.survey.dr10 import COADD_FILES
@@ -235,7 +236,7 @@ def test_cli_tier_loop_carries_on_past_bad_keys(tier, upstream, capsys):
     existing = set(inst.get_dynamic_partitions("bricks"))
     inst.add_dynamic_partitions("bricks", [k for k in ("", NOT_A_BRICK) if k not in existing])
     resources = _resources(tier, root / "cache_cli", upstream)
-    defs = Definitions(assets=ALL_ASSETS, resources=resources)
+    defs = Definitions(assets=ALL_ASSETS, jobs=stage_jobs, resources=resources)   # the CLI runs the named jobs
     failed = fill_tier_cache(defs, inst, {*tier["bricks"], "", NOT_A_BRICK}, {"ops": {"coadd_cache": {"config": {}}}})
     assert set(failed) == {"", NOT_A_BRICK, forbidden}
     assert "invalid brick name" in failed[""] and "is not a DR10 brick" in failed[NOT_A_BRICK]

@@ -42,12 +42,12 @@ def kill9(proc: subprocess.Popen) -> None:
     proc.wait(timeout=DEADLINE_S)
 
 
-# A `darkhalo run`-like process: the CLI's own _materialize over one asset in the "downloads"
+# A `darkhalo run`-like process: the CLI's own _materialize of a job over one asset in the "downloads"
 # pool that, when told to hold, keeps its slot until released (never, here: it is killed).
 CLI_RUN = textwrap.dedent('''
     import os, sys, time
     from pathlib import Path
-    from dagster import Definitions, DagsterInstance, asset
+    from dagster import Definitions, DagsterInstance, asset, define_asset_job
     from darkhalo_assets.cli import _materialize
 
     flags, name, hold = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "hold"
@@ -59,7 +59,9 @@ CLI_RUN = textwrap.dedent('''
         while hold and time.monotonic() < end and not (flags / "release").exists():
             time.sleep(0.2)
 
-    _materialize(Definitions(assets=[slot_user]), DagsterInstance.get(), ["slot_user"], label=name)
+    # the CLI runs named jobs (darkhalo_assets/jobs.py)
+    defs = Definitions(assets=[slot_user], jobs=[define_asset_job("slot_job", selection=["slot_user"])])
+    _materialize(defs, DagsterInstance.get(), "slot_job", label=name)
     print("DONE", flush=True)
 ''')
 
