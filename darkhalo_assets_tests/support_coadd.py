@@ -223,6 +223,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self.close_connection = True
             return
+        if parts[-1] in srv.hold_files and not srv.released.is_set():
+            # half the body, then nothing until the test releases it: the client holds a partial
+            # temporary file for as long as the test needs, however loaded the machine is
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            srv.released.wait(600)
+            self.wfile.write(data[len(data) // 2:])
+            return
         rate = srv.throttle_bytes_per_s   # read once: a test may change it mid-response
         if rate:
             step = max(1024, min(16384, int(rate * 0.05)))
@@ -250,8 +258,11 @@ class SurveyServer:
     """
 
     def __init__(self, root: str, *, faults: FaultPlan | None = None, missing_bricks=(), missing_files=(),
-                 forbidden_bricks=(), throttle_bytes_per_s: float | None = None, port: int = 0):
+                 forbidden_bricks=(), throttle_bytes_per_s: float | None = None, port: int = 0,
+                 hold_files=()):
         self.root = root
+        self.hold_files = set(hold_files)          # file names whose responses stop halfway ...
+        self.released = threading.Event()          # ... until this is set
         self.faults = faults
         self.missing_bricks = set(missing_bricks)
         self.missing_files = set(missing_files)

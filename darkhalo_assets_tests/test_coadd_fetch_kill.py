@@ -37,19 +37,22 @@ def test_sigkill_mid_fill_then_rerun_resumes_without_refetching_and_matches_a_cl
     survey = str(tmp_path / "survey")
     write_survey(survey, BRICKS, SHAPE)
     cache, clean = str(tmp_path / "cache"), str(tmp_path / "clean")
-    # 60 kB/s per response: the child's fill would take several seconds
-    with SurveyServer(survey, throttle_bytes_per_s=60_000) as srv:
+    # The maskbits of every brick but the first stop halfway until released: the first brick
+    # completes, the others get every other file verified and one partial download, and the kill
+    # lands in that state however slow the machine is (no race with the fill finishing).
+    held = {f.filename(b) for b in BRICKS[1:] for f in COADD_FILES if f.kind == "maskbits"}
+    with SurveyServer(survey, hold_files=held) as srv:
         child = subprocess.Popen([sys.executable, "-c", CHILD, srv.base_url, cache, *BRICKS],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600
         try:
             while time.monotonic() < deadline and child.poll() is None:
                 # kill once some bricks are complete and others hold verified files but no _SUCCESS
                 done = sum(p.endswith("/_SUCCESS") for p in list_files(cache))
                 if done and len(committed(cache)) >= 10 * done + 2 and temp_files(cache):
                     break
-                time.sleep(0.02)
-            assert child.poll() is None, "the fill finished before it could be killed: slow the server down"
+                time.sleep(0.05)
+            assert child.poll() is None, "the fill finished before it could be killed"
             os.kill(child.pid, signal.SIGKILL)
         finally:
             child.kill()
@@ -61,7 +64,7 @@ def test_sigkill_mid_fill_then_rerun_resumes_without_refetching_and_matches_a_cl
         assert left_behind, "the kill did not land in the middle of a download"
         assert len(verified_before) < 10 * len(BRICKS)
 
-        srv.throttle_bytes_per_s = None
+        srv.released.set()
         srv.wait_idle()      # requests the child sent just before dying are answered (and counted) now
         srv.reset_counts()
         with CoaddFetcher(srv.base_url, Store(cache), retry=RetryPolicy(3, 0.01, 0.05), concurrency=3,
