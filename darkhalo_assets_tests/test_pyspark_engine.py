@@ -79,7 +79,7 @@ def test_4a_manifests_equal_the_local_engine(phase3_tables, tmp_path):  # noqa: 
                    "phase3": Phase3SourceResource(mode="synthetic")},
         run_config={"ops": {"injection_manifests": {"config": {"config_overrides": man4a.OVERRIDES}}}})
     assert result.success
-    ref_store, _ = man4a._local_reference(phase3_tables, tmp_path / "local")
+    ref_store, _ = man4a._local_reference(phase3_tables, tmp_path / "local", store)
     cfg = man4a.load_config(man4a.load_overrides())
     for exp_id, *_ in cfg.experiments(man4a.TIER):
         got = read_dataset(store, layout.manifest(exp_id)).sort_by("task_id")
@@ -88,7 +88,12 @@ def test_4a_manifests_equal_the_local_engine(phase3_tables, tmp_path):  # noqa: 
         s_rec, l_rec = read_success(store, layout.manifest(exp_id)), read_success(ref_store, layout.manifest(exp_id))
         assert {k: s_rec[k] for k in ("rows", "fingerprint", "controls")} == \
                {k: l_rec[k] for k in ("rows", "fingerprint", "controls")}
-    assert json.loads(store.read_bytes(layout.stage_config(man4a.TIER))) == \
+    # The stage summary is the local one, but for the run's own fields (the reference has none).
+    run_fields = ("run_id", "provenance")
+    got_cfg = json.loads(store.read_bytes(layout.stage_config(man4a.TIER)))
+    assert got_cfg["run_id"] == result.run_id
+    assert {e.pop("run_id") for e in got_cfg["experiments"].values()} == {result.run_id}
+    assert {k: v for k, v in got_cfg.items() if k not in run_fields} == \
         json.loads(ref_store.read_bytes(layout.stage_config(man4a.TIER)))
     assert store.read_bytes(f"phase4a/tier_bricks/{man4a.TIER}.parquet") == \
         ref_store.read_bytes(f"phase4a/tier_bricks/{man4a.TIER}.parquet")
