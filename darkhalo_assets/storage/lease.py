@@ -77,25 +77,37 @@ def _read_json(store: Store, rel: str) -> dict | None:
         return None
 
 
+class _Waiting:
+    """A writer waiting for a lease: says once per holder whom it waits for, and gives up with
+    LeaseBusy after ``wait_s``."""
+
+    def __init__(self, store: Store, name: str, wait_s: float, log):
+        self.store, self.name, self.wait_s, self.log = store, name, wait_s, log
+        self.t0, self.tries, self.said = time.monotonic(), 0, None
+
+    def blocked(self, other: dict | None) -> None:
+        self.tries += 1
+        waited = time.monotonic() - self.t0
+        if waited >= self.wait_s:
+            raise _busy(self.store, self.name, other, waited) from None
+        if self.tries == 1 or self.said != (other or {}).get("since"):
+            self.said = (other or {}).get("since")
+            self.log(f"waiting for lease {self.name}: held by {_describe(other)}")
+
+
 @contextlib.contextmanager
 def _local_lease(store: Store, name: str, rec: dict, wait_s: float, log, poll_s: float):
     from filelock import FileLock, Timeout
     path = store.url(layout.lease(name))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     lock = FileLock(path, thread_local=False)
-    t0, said = time.monotonic(), None
+    waiting = _Waiting(store, name, wait_s, log)
     while True:
         try:
-            lock.acquire(timeout=0 if said is None else poll_s)
+            lock.acquire(timeout=0 if waiting.tries == 0 else poll_s)
             break
         except Timeout:
-            other = _read_json(store, layout.lease_holder(name))
-            waited = time.monotonic() - t0
-            if waited >= wait_s:
-                raise _busy(store, name, other, waited) from None
-            if said != (other or {}).get("since"):
-                said = (other or {}).get("since")
-                log(f"waiting for lease {name}: held by {_describe(other)}")
+            waiting.blocked(_read_json(store, layout.lease_holder(name)))
     try:
         store.write_bytes_atomic(layout.lease_holder(name), json.dumps(rec, indent=1).encode())
         yield
@@ -108,7 +120,7 @@ def _local_lease(store: Store, name: str, rec: dict, wait_s: float, log, poll_s:
 def _s3_lease(store: Store, name: str, rec: dict, wait_s: float, log, poll_s: float):
     rel = layout.lease_holder(name)
     url = store.url(rel)
-    t0, said = time.monotonic(), None
+    waiting = _Waiting(store, name, wait_s, log)
     while True:
         body = {**rec, "expires": time.time() + S3_TTL_S}
         try:
@@ -122,12 +134,7 @@ def _s3_lease(store: Store, name: str, rec: dict, wait_s: float, log, poll_s: fl
                 log(f"lease {name}: taking over from {_describe(other)}, whose lease expired unrenewed")
                 store.rm(rel)
                 continue
-            waited = time.monotonic() - t0
-            if waited >= wait_s:
-                raise _busy(store, name, other, waited) from None
-            if said != (other or {}).get("since"):
-                said = (other or {}).get("since")
-                log(f"waiting for lease {name}: held by {_describe(other)}")
+            waiting.blocked(other)
             time.sleep(poll_s)
     stop = threading.Event()
 
