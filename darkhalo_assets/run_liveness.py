@@ -1,6 +1,6 @@
 """Pool slots of ``darkhalo run`` processes that died must not wedge later runs.
 
-The CLI executes runs in its own process (``materialize``), so a ``kill -9``, a crash or a
+The CLI executes runs in its own process (``execute_in_process``), so a ``kill -9``, a crash or a
 reboot ends the process before Dagster's executor can release the run's pool slots
 (``downloads``, ``compute``); the run stays STARTED forever and every later run waits for a
 slot that is never freed. Each CLI run is therefore tagged with the process that executes it

@@ -124,20 +124,17 @@ def log_brick_events(context, rows: list[dict], cache_url, *, blocking: bool, ex
 def failure_report(rows: list[dict], limit_per_cause: int = 20) -> tuple[str, dict]:
     """Every failed or unverified brick grouped by its cause, as text (each cause with its count and
     bricks) and as metadata (every brick's error, up to 500 bricks; counts per cause for all)."""
+    errors = {r["brickname"]: (r["error"] or "unknown error") if r["status"] == "failed"
+              else "failed verification: " + "; ".join(r["problems"] or [])
+              for r in rows if r["status"] == "failed" or r["verified_ok"] is False}
     causes: dict[str, list[str]] = defaultdict(list)
-    for r in rows:
-        if r["status"] == "failed":
-            causes[r["error"] or "unknown error"].append(r["brickname"])
-        elif r["verified_ok"] is False:
-            causes["failed verification: " + "; ".join(r["problems"] or [])].append(r["brickname"])
+    for brick, cause in errors.items():
+        causes[cause].append(brick)
     lines = []
     for cause, bricks in sorted(causes.items(), key=lambda kv: -len(kv[1])):
         shown = ", ".join(repr(b) if not b else b for b in bricks[:limit_per_cause])
         more = f" ... (+{len(bricks) - limit_per_cause})" if len(bricks) > limit_per_cause else ""
         lines.append(f"  {cause} ({len(bricks)} brick{'s' if len(bricks) > 1 else ''}): {shown}{more}")
-    errors = {r["brickname"]: (r["error"] if r["status"] == "failed" else "failed verification: "
-                               + "; ".join(r["problems"] or []))
-              for r in rows if r["status"] == "failed" or r["verified_ok"] is False}
     md = {"failed_bricks": json_md(dict(list(errors.items())[:500])),
           "failures_by_cause": json_md({c: len(b) for c, b in causes.items()})}
     return "\n".join(lines), md

@@ -374,13 +374,12 @@ class CoaddFetcher:
         problems, checked = [], 0
         for f in self.files:
             name = f.filename(brickname)
-            if name not in record:
-                problems.append(f"{name}: not listed in {SUCCESS_NAME}")
-            elif name not in present:
-                problems.append(f"{name}: listed but absent from the cache")
-            elif present[name] != record[name]["size"]:
-                problems.append(f"{name}: size {present[name]} != listed {record[name]['size']}")
-            elif deep and self._sha256(self.survey.cache_path(brickname, name)) != record[name]["sha256"]:
-                problems.append(f"{name}: sha256 differs from {SUCCESS_NAME}")
+            listed = record.get(name)
+            # shallow: the listed digest stands in for the file's, so only presence and size are checked
+            sha256 = (lambda n=name: self._sha256(self.survey.cache_path(brickname, n))) if deep \
+                else (listed or {}).get("sha256")
+            problem = check_file(brickname, name, listed, present.get(name), sha256)
+            if problem is not None:
+                problems.append(f"{name}: {problem.problem}")
             checked += 1
         return BrickVerification(brickname, not problems, problems, checked)
