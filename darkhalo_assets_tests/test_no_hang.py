@@ -73,6 +73,11 @@ def cli_env(tmp_path):
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")   # pools: default_limit 2
     (tmp_path / "cli_run.py").write_text(CLI_RUN)
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    # Create the instance's SQLite storages here: CLI processes started together would otherwise
+    # race to create the same fresh schema.
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
+        instance.event_log_storage.get_concurrency_keys()
     return tmp_path, env
 
 
@@ -82,13 +87,21 @@ def test_killed_cli_runs_do_not_wedge_the_pool(cli_env):
     tmp, env = cli_env
 
     def start(name, hold, out=None):
+        if out is None:
+            out = open(tmp / f"{name}.log", "wb")
         return subprocess.Popen([sys.executable, str(tmp / "cli_run.py"), str(tmp), name, hold], cwd=REPO, env=env,
-                                stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT)
+
+    def holding():
+        for name, p in zip("ab", holders):
+            assert p.poll() is None, f"holder {name} exited ({p.returncode}):\n" + \
+                (tmp / f"{name}.log").read_text(errors="replace")[-4000:]
+        return (tmp / "a.started").exists() and (tmp / "b.started").exists()
 
     holders = [start("a", "hold"), start("b", "hold")]
     procs = list(holders)
     try:
-        poll(lambda: (tmp / "a.started").exists() and (tmp / "b.started").exists(), "both holders to take a slot")
+        poll(holding, "both holders to take a slot")
         with open(tmp / "c.log", "wb") as out:
             waiter = start("c", "go", out)
         procs.append(waiter)

@@ -87,12 +87,9 @@ def shard_provenance(shards: list[tuple[str, pa.Table]], cache: Store, settings:
     the settings, the survey and the code version; ``fingerprint`` hashes them all."""
     survey_def = survey_named(survey)
     bricks = sorted({b for _, t in shards for b in pc.unique(t.column("brickname")).to_pylist()})
-    urls = {b: cache.url(survey_def.cache_path(b, layout.commit_marker)) for b in bricks}
-    # One concurrent fetch of the small records (S3 too), not a request per brick in turn.
-    found = cache.fs.cat(list(urls.values()), on_error="omit") if urls else {}
-    found = {k.split("://", 1)[-1]: v for k, v in found.items()}
-    brick_digest = {b: digest_bytes(found[u.split("://", 1)[-1]]) if u.split("://", 1)[-1] in found else None
-                    for b, u in urls.items()}
+    rels = {b: survey_def.cache_path(b, layout.commit_marker) for b in bricks}
+    found = cache.read_many(list(rels.values()))
+    brick_digest = {b: digest_bytes(found[r]) if r in found else None for b, r in rels.items()}
     base = {"settings": asdict(settings), "survey": survey_def.name, "code_version": code_version}
     out = {}
     for name, t in shards:
@@ -147,22 +144,28 @@ def prepare_output(out: Store, shards: list[tuple[str, pa.Table]], force: bool,
             if f.removesuffix(ext) not in names or f.startswith("."):
                 out.rm(f"{sub}/{f}")
     present = {f.removesuffix(".parquet") for f in out.ls(layout.metrics_dir)}
-    recorded = {f.removesuffix(".json") for f in out.ls(layout.commits_dir)}
+    has_record = {f.removesuffix(".json") for f in out.ls(layout.commits_dir)}
+    recorded = {} if records is None or force else _recorded_fingerprints(out, sorted(present & has_record))
     todo = []
     for n, t in shards:
-        if not force and n in present and (records is None or (n in recorded and _recorded_fingerprint(out, n)
-                                                                == records[n]["fingerprint"])):
+        if not force and n in present and (records is None or recorded.get(n) == records[n]["fingerprint"]):
             continue
-        out.rm(layout.shard_record(n))   # before anything of the shard is replaced
+        if n in has_record:
+            out.rm(layout.shard_record(n))   # before anything of the shard is replaced
         todo.append((n, t))
     return todo
 
 
-def _recorded_fingerprint(out: Store, shard: str) -> str | None:
-    try:
-        return json.loads(out.read_bytes(layout.shard_record(shard))).get("fingerprint")
-    except (FileNotFoundError, ValueError):
-        return None
+def _recorded_fingerprints(out: Store, shards: list[str]) -> dict[str, str | None]:
+    """shard -> the fingerprint its commit record holds (shards without a readable record left out)."""
+    found = out.read_many([layout.shard_record(n) for n in shards])
+    fps = {}
+    for n in shards:
+        try:
+            fps[n] = json.loads(found[layout.shard_record(n)]).get("fingerprint")
+        except (KeyError, ValueError):
+            pass
+    return fps
 
 
 def commit_injection(out: Store, shards: list[tuple[str, pa.Table]], n_tasks: int,
