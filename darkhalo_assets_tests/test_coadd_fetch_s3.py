@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from support_coadd import S3_KEY, S3_SECRET, SurveyServer, moto_s3, s3_listing, some_bricks, write_survey
+from support_coadd import SurveyServer, some_bricks, write_survey
+from support_s3 import S3_KEY, S3_SECRET, moto_s3, s3_listing
 
 from darkhalo_assets.stages.coadds.fill import CoaddFetcher, CoaddFetchError, RetryPolicy, fill_cache
 from darkhalo_assets.storage.store import Store

@@ -13,7 +13,7 @@ import pytest
 
 from darkhalo_assets.storage.lease import LeaseBusy, lease
 from darkhalo_assets.storage.store import Store
-from darkhalo_assets_tests.support_coadd import moto_s3
+from darkhalo_assets_tests.support_s3 import moto_s3
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
