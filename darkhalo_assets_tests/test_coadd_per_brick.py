@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance, Definitions, materialize
+from dagster import DagsterEventType, Definitions, materialize
 from dagster_graphql.test.utils import define_out_of_process_workspace, execute_dagster_graphql
+from support_world import register_tier, small_world
 
 from darkhalo_assets.cli import (PARTITION_RANGE_END, PARTITION_RANGE_START, fill_tier_cache)
 from darkhalo_assets.definitions import ALL_ASSETS
@@ -55,20 +56,8 @@ query($key: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $ke
 def tier(tmp_path_factory):
     """Phase 3, the debug tier's manifests and registered brick partitions on a fresh instance."""
     root = tmp_path_factory.mktemp("coadd_per_brick")
-    (root / "dagster_home").mkdir()
-    instance = DagsterInstance.local_temp(tempdir=str(root / "dagster_home"),
-                                          overrides={"telemetry": {"enabled": False}})
-    phase3 = Phase3SourceResource(survey_root=str(root / "survey"), regions_train=2, regions_val=1, regions_test=1,
-                                  bricks_per_region=2, lrgs_per_brick=20, brick_pixels=PIX, n_missing_bricks=1,
-                                  workers=1)
-    resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / "unused"),
-                                                 allowed_cache_prefix=str(root)),
-                 "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=PIX),
-                 "phase3": phase3, "compute": LocalEngine()}
-    for selection, kw in [(["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"], {}),
-                          (["injection_manifests"], {"partition_key": TIER}),
-                          (["bricks_manifest"], {"partition_key": TIER})]:
-        assert materialize(ALL_ASSETS, selection=selection, instance=instance, resources=resources, **kw).success
+    instance, resources = small_world(root, PIX, cache="unused")
+    register_tier(instance, resources, TIER)
     bricks = pq.read_table(root / "out" / layout.bricks_manifest(TIER))["brickname"].to_pylist()
     missing = set(json.loads((root / "survey" / "synthetic_survey.json").read_text())["missing_bricks"]) & set(bricks)
     served = [b for b in bricks if b not in missing]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterEventType, DagsterInstance, Definitions, materialize
+from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterEventType, DagsterInstance, Definitions
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.base import PartitionKeyFilter
@@ -27,6 +27,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
+from support_world import register_tier, small_world
 
 from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache
 from darkhalo_assets.definitions import ALL_ASSETS
@@ -48,21 +49,8 @@ SUCCEEDED, FAILED = AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecuti
 def tier(tmp_path_factory):
     """Phase 3 tables, the debug tier's manifests and registered brick partitions on a fresh instance."""
     root = tmp_path_factory.mktemp("tier_fill_checks")
-    # persistent (sqlite in a temp dir): the GraphQL workspace needs an instance it can reference
-    (root / "dagster_home").mkdir()
-    instance = DagsterInstance.local_temp(tempdir=str(root / "dagster_home"),
-                                          overrides={"telemetry": {"enabled": False}})
-    phase3 = Phase3SourceResource(survey_root=str(root / "survey"), regions_train=2, regions_val=1, regions_test=1,
-                                  bricks_per_region=2, lrgs_per_brick=20, brick_pixels=PIX, n_missing_bricks=1,
-                                  workers=1)
-    resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / "unused_cache"),
-                                                 allowed_cache_prefix=str(root)),
-                 "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=PIX),
-                 "phase3": phase3, "compute": LocalEngine()}
-    for selection, kw in [(["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"], {}),
-                          (["injection_manifests"], {"partition_key": TIER}),
-                          (["bricks_manifest"], {"partition_key": TIER})]:
-        assert materialize(ALL_ASSETS, selection=selection, instance=instance, resources=resources, **kw).success
+    instance, resources = small_world(root, PIX, cache="unused_cache")
+    register_tier(instance, resources, TIER)
     bricks = pq.read_table(root / "out" / "phase4a" / "tier_bricks" / f"{TIER}.parquet")["brickname"].to_pylist()
     missing = set(json.loads((root / "survey" / "synthetic_survey.json").read_text())["missing_bricks"])
     served = [b for b in bricks if b not in missing]

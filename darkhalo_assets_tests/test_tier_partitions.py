@@ -8,19 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
-from dagster import (AssetKey, AssetRecordsFilter, DagsterInstance, DynamicPartitionsDefinition,
-                     StaticPartitionsDefinition, materialize)
+from dagster import (AssetKey, AssetRecordsFilter, DynamicPartitionsDefinition,
+                     StaticPartitionsDefinition)
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+from support_world import PHASE3_ASSETS, materialize_ok, small_world
 
 from darkhalo_assets.cli import PARTITION_RANGE_END, PARTITION_RANGE_START
-from darkhalo_assets.definitions import ALL_ASSETS
-from darkhalo_assets.engines.local import LocalEngine
 from darkhalo_assets.layout import layout
 from darkhalo_assets.readers import read_blacklist, read_tier_bricks
 from darkhalo_assets.storage.store import Store
-from resources.phase3 import Phase3SourceResource
-from resources.storage import DataStoreResource
-from resources.survey import SurveyResource
 
 REPO = Path(__file__).resolve().parents[1]
 PIX = 128
@@ -54,27 +50,15 @@ def test_every_named_output_is_partitioned():
 @pytest.fixture(scope="module")
 def two_tiers(tmp_path_factory):
     root = tmp_path_factory.mktemp("tier_partitions")
-    (root / "dagster_home").mkdir()
-    # persistent (sqlite in a temp dir): the GraphQL workspace reads the same instance
-    instance = DagsterInstance.local_temp(tempdir=str(root / "dagster_home"),
-                                          overrides={"telemetry": {"enabled": False}})
-    phase3 = Phase3SourceResource(survey_root=str(root / "survey"), regions_train=2, regions_val=1, regions_test=1,
-                                  bricks_per_region=2, lrgs_per_brick=20, brick_pixels=PIX, n_missing_bricks=1,
-                                  workers=1)
-    resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / "cache"),
-                                                 allowed_cache_prefix=str(root)),
-                 "survey": SurveyResource(synthetic_root=phase3.survey_root, brick_pixels=PIX, backoff_base_s=0.05),
-                 "phase3": phase3, "compute": LocalEngine()}
+    instance, resources = small_world(root, PIX, backoff_base_s=0.05)
 
     def run(selection, **kw):
-        res = materialize(ALL_ASSETS, selection=selection, instance=instance, resources=resources, **kw)
-        assert res.success
-        return res
+        return materialize_ok(instance, resources, selection, **kw)
 
     def small(*keys):
         return {"run_config": {"ops": {k: {"config": {"config_overrides": SMALL_GRID}} for k in keys}}}
 
-    run(["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"])
+    run(PHASE3_ASSETS)
     run(["injection_manifests"], partition_key="debug")
     run(["injection_manifests"], partition_key=OTHER, **small("injection_manifests"))
     run(["bricks_manifest"], partition_key="debug")
