@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from darkhalo_assets.science.detect import blind_residual_snr, blind_residual_snr_batch
-from darkhalo_assets.survey.dr10 import BAD_PIXEL_BITS, MASKBITS
+from darkhalo_assets.survey.dr10 import BAD_PIXEL_BITS, DR10_SOUTH, MASKBITS
 
 from support_completeness import arc_template, host_stamp, noise_invvar, scale_to_snr
 
@@ -65,6 +65,32 @@ def test_masked_pixels_are_ignored(setup):
     mb = mb0.copy()
     mb[blob] = (1 << MASKBITS["WISEM1"]) | (1 << MASKBITS["GALAXY"])
     assert blind_residual_snr(bright, iv, mb) > 100
+
+
+def test_each_band_is_masked_by_its_own_bits(setup):
+    """A star saturated in z only (DR10 maskbits bit 4, SATUR_Z, per the DR10 documentation) is dropped
+    from z and nowhere else; the seed's r-only mask (bits 0,1,3,6,10,11) let it through."""
+    host, iv, mb0 = setup
+    img = _noisy(host, 9)
+    blob = np.zeros((64, 64), bool)
+    blob[38:42, 24:28] = True
+    bright = img.copy()
+    bright[2, blob] = 1e4                      # z band (g, r, z)
+    mb = mb0.copy()
+    mb[blob] = 1 << 4                          # SATUR_Z
+    common = (1 << 0) | (1 << 1) | (1 << 10) | (1 << 11)      # NPRIMARY, BRIGHT, BAILOUT, MEDIUM
+    per_band = [common | (1 << 2) | (1 << 5), common | (1 << 3) | (1 << 6), common | (1 << 4) | (1 << 7)]
+    assert per_band == [DR10_SOUTH.band_bad_pixel_masks("per_band")[b] for b in "grz"]
+    assert blind_residual_snr(bright, iv, mb) > 100                  # r-only rule: the z star counts
+    score = blind_residual_snr(bright, iv, mb, bad_bits=per_band)
+    # z's blob pixels have no weight: the same as the blob's z pixels having no inverse variance
+    iv_z = iv.copy()
+    iv_z[2, blob] = 0.0
+    assert score == pytest.approx(blind_residual_snr(img, iv_z, mb0), rel=1e-12)
+    # and g and r keep those pixels: dropping them in every band scores differently
+    assert score != blind_residual_snr(img, iv, mb, bad_bits=1 << 4)
+    with pytest.raises(ValueError, match="one per band"):
+        blind_residual_snr(img, iv, mb, bad_bits=per_band[:2])
 
 
 def test_zero_invvar_and_nan_pixels_are_ignored(setup):

@@ -14,6 +14,7 @@ from astropy.io import fits
 from darkhalo_assets.stages.injection.cutouts import BrickImages
 from darkhalo_assets.stages.injection.inject import inject_brick
 from darkhalo_assets.stages.injection.run import _brick_groups
+from darkhalo_assets.survey.dr10 import DR10_SOUTH
 from darkhalo_assets.stages.manifests.sampling import iter_manifest_chunks, prepare_candidates, sample_tier
 from darkhalo_assets.config.phase4 import load_config
 from darkhalo_assets.storage.store import Store
@@ -108,7 +109,8 @@ def test_crops_band_subsets_and_controls_share_the_host_pixels(world):
             if r["is_control"]:
                 assert np.array_equal(st["image"][i], cut.image[idx]) and st["arc_model"][i] is None
                 # controls of one host share a detector score: it must be this stamp's own
-                own = blind_residual_snr(cut.image[idx], cut.invvar[idx], cut.maskbits)
+                bits = [DR10_SOUTH.band_bad_pixel_masks("per_band")[b] for b in r["bands"]]
+                own = blind_residual_snr(cut.image[idx], cut.invvar[idx], cut.maskbits, bad_bits=bits)
                 assert score[r["task_id"]] == np.float32(own)
             else:
                 assert np.array_equal(st["image"][i], cut.image[idx] + st["arc_model"][i])

@@ -4,8 +4,11 @@ It never looks at the truth (no theta_E, no injected model): it sees only the st
 pixels, their inverse variance and the maskbits, exactly as a finder on real data would.
 
 Algorithm (``blind_residual_snr``):
-1. Good pixels: finite, invvar > 0 and no bit of ``survey_layout.BAD_PIXEL_MASK`` set
-   (maskbits bits 0,1,3,6,10,11). Everything else has zero weight everywhere below.
+1. Good pixels, per band: finite, invvar > 0 and no bit of that band's bad-pixel mask set
+   (``bad_bits``: one int for every band, or one per band; the pipeline passes the survey's
+   ``band_bad_pixel_masks`` for its ``bad_pixel_rule``, so a pixel saturated in z only is
+   dropped from z only; the default is DR10's r-only ``BAD_PIXEL_MASK``, bits 0,1,3,6,10,11,
+   the seed's rule). Everything else has zero weight everywhere below.
 2. Centre: the given ``center`` (x, y) in pixel-index coordinates (pixel i spans
    [i - 0.5, i + 0.5]), else the stamp centre ((W-1)/2, (H-1)/2) refined by an iterated
    Gaussian-weighted (sigma 1.5 px) centroid of the band-summed light in which pixels more
@@ -56,6 +59,7 @@ Limitations (say them when quoting completeness from this detector):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -208,10 +212,11 @@ def _annulus_medians(vals: np.ndarray, good: np.ndarray, ann: np.ndarray, n_ann:
 def blind_residual_snr(image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarray, *,
                        pixscale: float = PIXEL_SCALE_ARCSEC, center: tuple[float, float] | None = None,
                        radial_edges_arcsec=DEFAULT_RADIAL_EDGES_ARCSEC, annulus_width_pix: float = 1.0,
-                       elliptical: bool = True) -> float:
+                       elliptical: bool = True, bad_bits: int | Sequence[int] = BAD_PIXEL_MASK) -> float:
     """Maximum host-subtracted residual S/N over annular sectors (see module docstring).
 
     image, invvar: (bands, H, W) (a 2-D array is one band); maskbits: (H, W) int.
+    bad_bits: the maskbits that make a pixel bad, for every band (int) or per band (one per band).
     Returns NaN when no window has a good pixel.
     """
     image = np.asarray(image, dtype=np.float64)
@@ -226,7 +231,11 @@ def blind_residual_snr(image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarr
     if edges_pix.ndim != 1 or edges_pix.size < 2 or np.any(np.diff(edges_pix) <= 0):
         raise ValueError(f"radial_edges_arcsec must be increasing with >= 2 entries, got {radial_edges_arcsec!r}")
     nb, h, w = image.shape
-    good_full = np.isfinite(image) & (invvar > 0) & ((maskbits.astype(np.int64) & BAD_PIXEL_MASK) == 0)[None]
+    bits = np.broadcast_to(np.asarray(bad_bits, dtype=np.int64), (nb,)) if np.ndim(bad_bits) == 0 else \
+        np.asarray(bad_bits, dtype=np.int64)
+    if bits.shape != (nb,):
+        raise ValueError(f"bad_bits must be one mask or one per band ({nb} bands), got {bad_bits!r}")
+    good_full = np.isfinite(image) & (invvar > 0) & ((maskbits.astype(np.int64)[None] & bits[:, None, None]) == 0)
     light_full = np.where(good_full, image, 0.0).sum(axis=0)
     if center is None:
         var_full = np.where(good_full, 1.0 / np.where(good_full, invvar, 1.0), 0.0).sum(axis=0)

@@ -136,6 +136,7 @@ class _Stamp:
     bad_frac: float         # pixels bad in at least one of the stamp's bands
     band_bad_frac: dict     # band -> fraction of pixels bad in that band
     wise_frac: float
+    bad_bits: tuple         # per band of the stamp: the maskbits that make its pixels bad (the detector's)
     # the detector's score of the untouched cutout: controls of one host (replicates) have
     # the same pixels, so the same score (~1.4 ms each; half the tasks of a training tier)
     control_score: float | None = None
@@ -147,7 +148,7 @@ class _Stamp:
         weight = np.where(~bad & (cut.invvar > 0), cut.invvar, 0.0)
         return cls(cut, weight, float(bad.any(axis=0).mean()),
                    {b: float(bad[k].mean()) for k, b in enumerate(bands)},
-                   float(((cut.maskbits & survey.wise_mask) != 0).mean()))
+                   float(((cut.maskbits & survey.wise_mask) != 0).mean()), tuple(masks[b] for b in bands))
 
 
 def _float_column(tasks: pa.Table, name: str) -> np.ndarray:
@@ -265,7 +266,7 @@ def _inject_task(i: int, st: _Stamp, row: dict, is_control: bool, bands: str, br
     if is_control:
         num["arc_snr"][i] = 0.0
         if st.control_score is None:
-            st.control_score = blind_residual_snr(cut.image, cut.invvar, cut.maskbits)
+            st.control_score = blind_residual_snr(cut.image, cut.invvar, cut.maskbits, bad_bits=st.bad_bits)
         num["blind_resid_snr"][i] = st.control_score
         return cut.image, None
     p = draw_task_params(row)
@@ -293,7 +294,7 @@ def _inject_task(i: int, st: _Stamp, row: dict, is_control: bool, bands: str, br
         num[f"injected_flux_{b}"][i] = r.injected_flux[k] if k >= 0 else math.nan
     for name, attr in zip(_PARAM_FIELDS, _PARAM_ATTRS):
         num[name][i] = getattr(p, attr)
-    num["blind_resid_snr"][i] = blind_residual_snr(injected, cut.invvar, cut.maskbits)
+    num["blind_resid_snr"][i] = blind_residual_snr(injected, cut.invvar, cut.maskbits, bad_bits=st.bad_bits)
     return injected, arc
 
 
