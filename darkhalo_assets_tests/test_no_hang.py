@@ -213,6 +213,21 @@ def test_pool_workers_die_with_their_killed_parent(tmp_path):
     assert not list(tmp_path.glob("committed-*"))
 
 
+def test_every_process_pool_dies_with_its_parent():
+    """Item 9 for every pool, not only the local engine's: each ProcessPoolExecutor in the package
+    is built with ``initializer=die_with_parent`` (the test above shows what that initializer does)."""
+    import ast
+    pools, bad = 0, []
+    for path in sorted((REPO / "darkhalo_assets").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "ProcessPoolExecutor":
+                pools += 1
+                init = {k.arg: k.value for k in node.keywords}.get("initializer")
+                if getattr(init, "id", None) != "die_with_parent":
+                    bad.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert pools >= 3 and not bad, f"process pools whose workers outlive a killed parent: {bad}"
+
+
 def test_spark_submit_launcher_dies_with_its_killed_parent(tmp_path):
     """Item 9: the spark engine's tee_run and the command it launched (spark-submit's driver
     locally) do not outlive a killed Dagster process."""

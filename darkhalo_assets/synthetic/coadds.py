@@ -21,6 +21,7 @@ from typing import Callable, Collection, Mapping
 import numpy as np
 import pandas as pd
 
+from darkhalo_assets.engines.parent_death import die_with_parent
 from darkhalo_assets.survey.bricks import validate_brickname
 from darkhalo_assets.science.hashing import stable_hash64
 from darkhalo_assets.survey.base import Survey, survey_named
@@ -239,7 +240,8 @@ def write_survey_coadds(out_root: str | Path, bricks: pd.DataFrame, parent: pd.D
     else:
         # spawn: safe even when the caller has threads (Dagster, the HTTP server).
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(workers, total, os.cpu_count() or 1), mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=min(workers, total, os.cpu_count() or 1), mp_context=ctx,
+                                    initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_survey_task, str(out_root), row, lrgs, brick_pixels, survey.name) for row, lrgs in todo]
             try:
                 for fut in cf.as_completed(futures):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from darkhalo_assets import schemas
+from darkhalo_assets.engines.parent_death import die_with_parent
 from darkhalo_assets.layout import layout
 from darkhalo_assets.storage.datasets import SUCCESS
 from darkhalo_assets.storage.provenance import digest_bytes, fingerprint
@@ -216,7 +218,7 @@ def run_injection(tasks: pa.Table, cache: Store, out: Store, *, shard_tasks: int
             done += 1
             progress(f"shard {done}/{len(shards)}: {results[-1]['tasks']} tasks in {results[-1]['seconds']:.1f}s")
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futs = [pool.submit(run_shard, n, t, *args, record={**records[n], "run_id": run_id}) for n, t in todo]
             for f in as_completed(futs):
                 results.append(f.result())
