@@ -34,6 +34,7 @@ from support_dagster_ui import (ARTIFACTS_UI, CHROMIUM, CHROMIUM_INSTALL, DOCS_S
                                 chromium_available,
                                 chromium_page, dismiss_onboarding, make_dagster_home, seed_instance)
 
+from darkhalo_assets.stages.coadds.assets import tier_fill_run_config
 from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
 from darkhalo_assets.layout import layout
 
@@ -97,7 +98,7 @@ def operations(stack):
     """Everything an operator does for a tier, submitted through GraphQL; awaited together."""
     gql, out, t0 = stack.gql, {}, time.monotonic()
     out["tier_backfill"] = launch_asset_backfill(gql, ["injection_manifests"], [TIER], title=f"tier {TIER}")
-    out["tier_fill"] = launch_run(gql, TIER_FILL_JOB, partition=TIER)
+    out["tier_fill"] = launch_run(gql, TIER_FILL_JOB, run_config=tier_fill_run_config(TIER))
     _expect_success(stack, [out["tier_fill"]])
     # Two bricks adjacent in partition order form one range, which BackfillPolicy runs as one run.
     keys, missing = stack.seed["bricks"], _survey_missing(stack)
