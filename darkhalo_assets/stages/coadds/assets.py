@@ -153,8 +153,7 @@ def brick_blacklist(context: AssetExecutionContext, data_store: DataStoreResourc
     only the tier's list: `phase4b/brick_blacklist/<tier>.parquet` (with the evidence) and
     `<tier>.json` (the seed's JSON list of names).
     """
-    tier = config.tier
-    context.instance.add_run_tags(context.run_id, {"darkhalo/tier": tier})
+    tier = context.partition_key
     store = data_store.store()
     bricks = read_tier_bricks(store, tier)
     if bricks is None:
