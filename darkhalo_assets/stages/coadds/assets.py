@@ -201,7 +201,7 @@ def blacklist_evidence_table(records: list[dict]):
 class TierFillConfig(CacheFillConfig):
     # The tier is the op's config, not a partition of the job: the Launchpad of a partitioned op
     # job always opens with an empty, red partition box (Dagster has no default partition), while
-    # a config field opens with its default, and the run tag darkhalo/tier names it in the runs list.
+    # a config field opens with its default, and the CLI tags its runs darkhalo/tier.
     tier: Literal[TIERS] = Field(default=TIERS[0], description=(
         f"The tier whose bricks to fill ({' | '.join(TIERS)}); its bricks_manifest must exist"))
 
@@ -223,7 +223,6 @@ def fill_tier_bricks(context: OpExecutionContext, config: TierFillConfig, survey
     `brick_blacklist[tier]`, which this fill marks stale (materialize it next).
     """
     tier = config.tier
-    context.instance.add_run_tags(context.run_id, {"darkhalo/tier": tier})
     store = data_store.store()
     bricks = read_tier_bricks(store, tier)
     if bricks is None:
