@@ -161,8 +161,8 @@ def measure_submissions(gql: GraphQLClient, names: list[str]) -> dict:
            timed(lambda: _launch_all(gql))}
     jobs = {j["name"] for r in gql.query(ASSET_NODE_JOBS)["repositoriesOrError"]["nodes"] for j in r["jobs"]}
     if TIER_FILL_JOB in jobs:
-        out[f"GraphQL launchRun: {TIER_FILL_JOB}[debug]"] = timed(lambda: launch_run(gql, TIER_FILL_JOB,
-                                                                                     partition="debug"))
+        out[f"GraphQL launchRun: {TIER_FILL_JOB}[debug]"] = timed(lambda: launch_run(
+            gql, TIER_FILL_JOB, run_config={"ops": {"fill_tier_bricks": {"config": {"tier": "debug"}}}}))
     return out
 
 

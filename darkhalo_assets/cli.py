@@ -94,11 +94,11 @@ def tier_brick_batches(registered: list[str], tier_bricks: set[str], size: int) 
 
 def run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> None:
     _ensure_instance_home()
-    from darkhalo_assets.definitions import defs
+    from darkhalo_assets.definitions import RESOURCES
     from darkhalo_assets.storage.lease import lease
     # One `darkhalo run` per data store at a time: a second one regenerating the Phase 3 tables
     # would pull them from under the first one's readers. It waits, saying for whom.
-    with lease(defs.resources["data_store"].store(), "darkhalo_run", f"darkhalo run --tier {tier}",
+    with lease(RESOURCES["data_store"].store(), "darkhalo_run", f"darkhalo run --tier {tier}",
                log=lambda msg: print(f"[darkhalo] {msg}", flush=True)):
         _run_tier(tier, force, reverify_cache)
 
@@ -106,7 +106,7 @@ def run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> No
 def _run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> None:
     from dagster import DagsterInstance
 
-    from darkhalo_assets.definitions import defs
+    from darkhalo_assets.definitions import RESOURCES, defs
 
     instance = DagsterInstance.get()
     rc = {"force": force}
@@ -116,7 +116,7 @@ def _run_tier(tier: str, force: bool = False, reverify_cache: bool = False) -> N
     _materialize(defs, instance, "manifests", partition_key=tier, tags=tier_tag,
                  run_config=cfg("injection_manifests"), label=f"manifests[{tier}]")
     from darkhalo_assets.readers import read_tier_bricks
-    tier_bricks = set(read_tier_bricks(defs.resources["data_store"].store(), tier))
+    tier_bricks = set(read_tier_bricks(RESOURCES["data_store"].store(), tier))
     failed = fill_tier_cache(defs, instance, tier_bricks,
                              {"ops": {"coadd_cache": {"config": {**rc, "reverify": reverify_cache}}}},
                              tags=tier_tag)

@@ -12,6 +12,7 @@ from dagster import AssetSpec, BetaWarning, Definitions, MetadataValue, map_asse
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 
 from resources import resources_for_env
+from resources.bound import bound_for_runs
 
 from darkhalo_assets.jobs import stage_jobs
 from darkhalo_assets.stages.coadds import assets as coadds
@@ -44,8 +45,12 @@ def with_stage_page(spec: AssetSpec) -> AssetSpec:
 
 ALL_ASSETS = map_asset_specs(with_stage_page, ASSETS)
 
+# The environment's resources as built (the CLI reads the data store through them); the code
+# location binds them fixed, so no run's config (or Launchpad draft) carries them.
+RESOURCES = resources_for_env()
+
 defs = Definitions(
     assets=ALL_ASSETS,
     jobs=[*stage_jobs, coadds.fill_tier_coadd_cache],
-    resources=resources_for_env(),
+    resources=bound_for_runs(RESOURCES),
 )

@@ -5,8 +5,8 @@ itself uses) is in ``support_dagster_graphql``.
 Everything runs as real subprocesses of the repo's venv (``dagster-webserver``,
 ``dagster-daemon``), with ``cwd`` = the repo and ``-w workspace.yaml``, exactly as an operator
 starts them. Run this file as a script (``python support_dagster_ui.py seed --tier debug``)
-to materialize the Phase 3 inputs, one tier's manifests and ``bricks_manifest[tier]`` into the
-instance named by DAGSTER_HOME / DARKHALO_DATA_DIR (a subprocess keeps the test process free
+to run the stage jobs ``phase3`` and ``manifests[tier]`` (the Phase 3 inputs, one tier's manifests
+and ``bricks_manifest[tier]``) into the instance named by DAGSTER_HOME / DARKHALO_DATA_DIR (a subprocess keeps the test process free
 of import-time environment lookups).
 """
 from __future__ import annotations
@@ -234,7 +234,8 @@ class DagsterStack:
 
 
 def seed_instance(env: dict, tier: str, log_path: Path, timeout_s: float = 600.0) -> dict:
-    """Materialize Phase 3, ``injection_manifests[tier]`` and ``bricks_manifest[tier]`` in a subprocess."""
+    """Run the stage jobs ``phase3`` and ``manifests[tier]`` (``injection_manifests[tier]``,
+    ``bricks_manifest[tier]``) in a subprocess."""
     with open(log_path, "wb") as log:
         proc = subprocess.run([sys.executable, __file__, "seed", "--tier", tier], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=log, timeout=timeout_s)
@@ -244,19 +245,19 @@ def seed_instance(env: dict, tier: str, log_path: Path, timeout_s: float = 600.0
 
 
 def _seed_main(tier: str) -> dict:
-    from dagster import DagsterInstance, materialize
+    from dagster import DagsterInstance
 
     from darkhalo_assets.definitions import defs
 
     instance = DagsterInstance.get()
-    assets, out = list(defs.assets), {}
-    steps = [("phase3", ["parent_catalog", "bricks_with_region", "region_selections", "region_metrics"], None),
-             (f"injection_manifests[{tier}]", ["injection_manifests"], tier),
-             (f"bricks_manifest[{tier}]", ["bricks_manifest"], tier)]
-    for label, selection, pk in steps:
+    out = {}
+    # The stage jobs the CLI runs (darkhalo_assets/jobs.py), so the runs list reads "phase3" and
+    # "manifests" as after the demo, not Dagster's ephemeral asset job.
+    steps = [("phase3", "phase3", None), (f"manifests[{tier}]", "manifests", tier)]
+    for label, job, pk in steps:
         t0 = time.time()
-        res = materialize(assets, selection=selection, partition_key=pk, instance=instance,
-                          resources=defs.resources, raise_on_error=False)
+        res = defs.resolve_job_def(job).execute_in_process(
+            instance=instance, partition_key=pk, tags={"darkhalo/tier": pk} if pk else None, raise_on_error=False)
         if not res.success:
             msgs = [ev.message for ev in res.all_events if ev.is_failure]
             raise SystemExit(f"seeding {label} failed: {msgs}")

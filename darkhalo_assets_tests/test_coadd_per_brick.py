@@ -30,7 +30,7 @@ from darkhalo_assets.definitions import ALL_ASSETS
 from darkhalo_assets.engines.local import LocalEngine
 from darkhalo_assets.jobs import stage_jobs
 from darkhalo_assets.layout import layout
-from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache
+from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache, tier_fill_run_config
 from darkhalo_assets.survey.dr10 import COADD_FILES
 from resources.phase3 import Phase3SourceResource
 from resources.storage import DataStoreResource
@@ -239,7 +239,7 @@ def test_tier_fill_job_records_the_same_per_brick_truth(tier):
     root, inst = tier["root"], tier["instance"]
     job = Definitions(assets=ALL_ASSETS, jobs=[fill_tier_coadd_cache],
                       resources=_resources(tier, root / "cache_tier_fill")).get_job_def("fill_tier_coadd_cache")
-    result = job.execute_in_process(partition_key=TIER, instance=inst, raise_on_error=False)
+    result = job.execute_in_process(run_config=tier_fill_run_config(TIER), instance=inst, raise_on_error=False)
     assert result.success
     md = _metadata_by_partition(tier, result.run_id, tier["bricks"])
     assert {b: m["status"] for b, m in md.items()} == {b: "missing" if b in tier["missing"] else "cached"

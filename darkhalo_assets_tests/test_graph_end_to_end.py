@@ -124,7 +124,7 @@ def test_rerun_skips_finished_work(graph):
 def test_fill_tier_job_records_each_brick_of_the_tier(graph):
     from dagster import Definitions
 
-    from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache
+    from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache, tier_fill_run_config
 
     root, inst = graph["root"], graph["instance"]
     resources = {"data_store": DataStoreResource(root=str(root / "out"), cache_root=str(root / "cache")),
@@ -132,7 +132,7 @@ def test_fill_tier_job_records_each_brick_of_the_tier(graph):
                  "phase3": Phase3SourceResource(), "compute": LocalEngine()}
     job = Definitions(assets=ALL_ASSETS, jobs=[fill_tier_coadd_cache], resources=resources).get_job_def(
         "fill_tier_coadd_cache")
-    result = job.execute_in_process(partition_key="debug", instance=inst)
+    result = job.execute_in_process(run_config=tier_fill_run_config("debug"), instance=inst)
     assert result.success
     recorded = {e.partition for e in result.get_asset_materialization_events()
                 for e in [e.event_specific_data.materialization]}

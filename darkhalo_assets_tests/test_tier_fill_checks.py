@@ -29,7 +29,7 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
 from support_world import register_tier, small_world
 
-from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache
+from darkhalo_assets.stages.coadds.assets import fill_tier_coadd_cache, tier_fill_run_config
 from darkhalo_assets.definitions import ALL_ASSETS
 from darkhalo_assets.survey.dr10 import COADD_FILES, coadd_relpath
 from darkhalo_assets.engines.base import ComputeEngine
@@ -66,7 +66,8 @@ def _fill(tier, cache: str, survey: SurveyResource, compute: ComputeEngine | Non
                  "survey": survey, "phase3": Phase3SourceResource(), "compute": compute or LocalEngine()}
     job = Definitions(assets=ALL_ASSETS, jobs=[fill_tier_coadd_cache], resources=resources).get_job_def(
         "fill_tier_coadd_cache")
-    return job.execute_in_process(partition_key=TIER, instance=tier["instance"], raise_on_error=False)
+    return job.execute_in_process(run_config=tier_fill_run_config(TIER), instance=tier["instance"],
+                                  raise_on_error=False)
 
 
 def _evaluations(instance: DagsterInstance, run_id: str) -> list:

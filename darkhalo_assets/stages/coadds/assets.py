@@ -9,6 +9,7 @@ brick none - the run fails after the others are recorded, naming every failed br
 
 import hashlib
 import json
+from typing import Literal
 
 import pyarrow as pa
 import warnings
@@ -29,7 +30,7 @@ from resources.survey import SurveyResource
 
 from darkhalo_assets.metadata import json_md
 from darkhalo_assets.readers import read_tier_bricks
-from darkhalo_assets.partitions import brick_partitions, tier_partitions
+from darkhalo_assets.partitions import TIERS, brick_partitions, tier_partitions
 from darkhalo_assets.config.run_config import Phase4RunConfig
 from darkhalo_assets.layout import layout
 
@@ -197,8 +198,21 @@ def blacklist_evidence_table(records: list[dict]):
         "time": None, "evidence": ("The brick's evidence record, under the outputs root", "")})
 
 
+class TierFillConfig(CacheFillConfig):
+    # The tier is the op's config, not a partition of the job: the Launchpad of a partitioned op
+    # job always opens with an empty, red partition box (Dagster has no default partition), while
+    # a config field opens with its default, and the CLI tags its runs darkhalo/tier.
+    tier: Literal[TIERS] = Field(default=TIERS[0], description=(
+        f"The tier whose bricks to fill ({' | '.join(TIERS)}); its bricks_manifest must exist"))
+
+
+def tier_fill_run_config(tier: str, **op_config) -> dict:
+    """The run config of ``fill_tier_coadd_cache`` for ``tier`` (e.g. ``force=True``)."""
+    return {"ops": {"fill_tier_bricks": {"config": {"tier": tier, **op_config}}}}
+
+
 @op(out=Out(Nothing), pool="downloads")
-def fill_tier_bricks(context: OpExecutionContext, config: CacheFillConfig, survey: SurveyResource,
+def fill_tier_bricks(context: OpExecutionContext, config: TierFillConfig, survey: SurveyResource,
                      data_store: DataStoreResource, compute: ComputeEngine) -> None:
     """Fill the coadd cache for every brick of one tier, in one run.
 
@@ -208,7 +222,7 @@ def fill_tier_bricks(context: OpExecutionContext, config: CacheFillConfig, surve
     The tier's bricks are those `bricks_manifest[tier]` registered; the missing ones then reach
     `brick_blacklist[tier]`, which this fill marks stale (materialize it next).
     """
-    tier = context.partition_key
+    tier = config.tier
     store = data_store.store()
     bricks = read_tier_bricks(store, tier)
     if bricks is None:
@@ -231,7 +245,8 @@ def fill_tier_bricks(context: OpExecutionContext, config: CacheFillConfig, surve
     _raise_for(rows, job.summary["summary"])
 
 
-@job(partitions_def=tier_partitions,
-     description="Fill the coadd cache for every brick of a tier in one run (records coadd_cache[brick])")
+@job(tags={"darkhalo/stage": "4b"},
+     description="Fill the coadd cache for every brick of a tier in one run (records coadd_cache[brick]); "
+                 "the tier is the op config's `tier`")
 def fill_tier_coadd_cache():
     fill_tier_bricks()
