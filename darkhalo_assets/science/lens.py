@@ -63,8 +63,15 @@ class LensParams:
         return float(self.theta_e * np.sqrt(self.q) / f * max(np.arctan(f), np.arctanh(f)))
 
 
+_TINY: dict = {}
+
+
 def _tiny(x: np.ndarray) -> float:
-    return float(np.finfo(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64).tiny)
+    # once per dtype: finfo costs more than the deflection of a small array
+    t = _TINY.get(x.dtype)
+    if t is None:
+        t = _TINY[x.dtype] = float(np.finfo(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64).tiny)
+    return t
 
 
 def sis_deflection(x, y, theta_e: float) -> tuple[np.ndarray, np.ndarray]:

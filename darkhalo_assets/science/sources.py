@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy.special import gamma as gamma_fn
@@ -134,6 +134,11 @@ class Gaussian(LightProfile):
         return self.r_eff / _GAUSS_HLR_PER_SIGMA
 
     def central_sb(self) -> float:
+        return self._central_sb
+
+    @cached_property
+    def _central_sb(self) -> float:
+        # once per profile: profile_r2 scales by it on every sub-pixel level
         return 1.0 / (2.0 * math.pi * self.sigma**2)
 
     def total_flux(self, central_sb: float = 1.0) -> float:
@@ -170,6 +175,11 @@ class Sersic(LightProfile):
             raise ValueError(f"Sersic index must be in [0.2, 8], got {self.n!r}")
 
     def central_sb(self) -> float:
+        return self._central_sb
+
+    @cached_property
+    def _central_sb(self) -> float:
+        # once per profile: profile_r2 scales by it on every sub-pixel level
         return sersic_ie(self.n, self.r_eff) * math.exp(sersic_bn(self.n))
 
     def total_flux(self, central_sb: float = 1.0) -> float:
@@ -294,11 +304,7 @@ class SourceModel:
         Written as the quadratic form a dx^2 + b dx dy + c dy^2 with in-place steps: on the
         sub-pixel grids this is as costly as the lens model itself.
         """
-        a = math.radians(self.pa_deg)
-        ca, sa, q = math.cos(a), math.sin(a), self.q
-        ka = q * ca * ca + sa * sa / q
-        kb = 2.0 * ca * sa * (q - 1.0 / q)
-        kc = q * sa * sa + ca * ca / q
+        ka, kb, kc = self._quadratic_form
         dx = np.subtract(bx, self.x)
         dy = np.subtract(by, self.y)
         if dx.shape != dy.shape:
@@ -313,6 +319,13 @@ class SourceModel:
         dy *= kc
         r2 += dy
         return r2
+
+    @cached_property
+    def _quadratic_form(self) -> tuple[float, float, float]:
+        """(a, b, c) of R^2 = a dx^2 + b dx dy + c dy^2, once per source."""
+        a = math.radians(self.pa_deg)
+        ca, sa, q = math.cos(a), math.sin(a), self.q
+        return q * ca * ca + sa * sa / q, 2.0 * ca * sa * (q - 1.0 / q), q * sa * sa + ca * ca / q
 
     def profile_r2(self, r2: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Surface brightness per unit flux (1/arcsec^2) as a function of R^2; may reuse r2."""
