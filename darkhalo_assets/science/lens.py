@@ -156,52 +156,6 @@ def ray_shoot(x, y, lens: LensParams) -> tuple[np.ndarray, np.ndarray]:
     return ax, ay
 
 
-def _sie_stacked(c: np.ndarray, theta_e: float, q: float) -> np.ndarray:
-    """sie_deflection at PA 0 on stacked positions c = (x, y): the same operations, stacked."""
-    sq = c * c
-    if q == 1.0:
-        r = np.add(sq[0], sq[1], out=sq[0])
-        np.sqrt(r, out=r)
-        np.maximum(r, _tiny(r), out=r)
-        k = np.divide(float(theta_e), r, out=r)
-        return c * k
-    f = math.sqrt((1.0 - q) * (1.0 + q))
-    b = float(theta_e) * math.sqrt(q) / f
-    psi = np.multiply(sq[0], q * q, out=sq[0])
-    psi += sq[1]
-    np.sqrt(psi, out=psi)
-    np.maximum(psi, _tiny(psi), out=psi)
-    np.divide(f, psi, out=psi)
-    a = c * psi
-    np.arctan(a[0], out=a[0])
-    np.arctanh(a[1], out=a[1])
-    a *= b
-    return a
-
-
-def ray_shoot_stacked(c: np.ndarray, lens: LensParams) -> np.ndarray:
-    """ray_shoot on positions stacked as c = (x, y) (shape (2, ...)); returns beta stacked alike.
-
-    Bit-identical to ray_shoot (the same floating-point operations in the same order) in half
-    as many numpy calls: the renderer's finer sub-pixel levels hold a few hundred samples,
-    where the per-call overhead costs more than the arithmetic.
-    """
-    if lens.is_null:
-        return c.copy()
-    if lens.pa_deg != 0.0:
-        return np.stack(ray_shoot(c[0], c[1], lens))
-    a = _sie_stacked(c, lens.theta_e, lens.q)
-    g1, g2 = float(lens.gamma1), float(lens.gamma2)
-    if g1 != 0.0 or g2 != 0.0:
-        # terms[i, j] = shear[i, j] * c[j]; adding -g1 y is subtracting g1 y exactly
-        shear = np.array([[g1, g2], [g2, -g1]], dtype=c.dtype).reshape((2, 2) + (1,) * (c.ndim - 1))
-        terms = shear * c[None]
-        a += terms[:, 0]
-        a += terms[:, 1]
-    np.subtract(c, a, out=a)
-    return a
-
-
 def in_lens_frame(lens: LensParams) -> tuple[LensParams, float, float]:
     """The same lens in its own frame (PA 0, shear rotated as a spin-2 quantity).
 

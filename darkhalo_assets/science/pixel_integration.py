@@ -33,7 +33,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from darkhalo_assets.science.lens import LensParams, in_lens_frame, ray_shoot, ray_shoot_stacked
+from darkhalo_assets.science.lens import LensParams, in_lens_frame, ray_shoot
 from darkhalo_assets.science.sources import SourceModel
 from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 
@@ -155,16 +155,15 @@ def _lipschitz(lens: LensParams, radius: np.ndarray, half_diag: float) -> np.nda
 
     The SIE's deflection Jacobian is the Hessian of an isothermal potential: eigenvalues 0 and
     2 kappa <= theta_E / (sqrt(q) |theta|); the shear adds |gamma|. A cell that may contain
-    the lens centre has no bound (inf). Call it with division by zero ignored (np.errstate):
-    that is how a cell reaching the centre gets inf.
+    the lens centre has no bound (inf).
     """
     g = math.hypot(lens.gamma1, lens.gamma2)
     if lens.theta_e == 0.0:
         return np.full(np.shape(radius), 1.0 + g)
     r_min = np.subtract(radius, half_diag, dtype=np.float64)
-    # radius >= +0 and half_diag > 0, so r_min is never -0: max(., 0) then c / +0 = +inf
-    np.maximum(r_min, 0.0, out=r_min)
-    bound = np.divide(lens.theta_e / math.sqrt(lens.q), r_min, out=r_min)
+    bound = np.full(r_min.shape, np.inf)
+    # divide only where defined (no errstate context: this runs once per level)
+    np.divide(lens.theta_e / math.sqrt(lens.q), r_min, out=bound, where=r_min > 0.0)
     bound += 1.0 + g
     return bound
 
@@ -176,27 +175,24 @@ def _ones(k: int, dtype) -> np.ndarray:
     return a
 
 
-def _corner_pairs(split: int) -> tuple[slice, slice]:
-    """Children (0, split - 1) and (kk - 1, kk - split): the two diagonals' ends, as slices."""
-    kk = split * split
-    return slice(0, split, split - 1), slice(kk - 1, kk - split - 1, 1 - split)
+def _dist2(bx: np.ndarray, by: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Squared source-plane distance between children a and b of every cell."""
+    dx = bx[:, a] - bx[:, b]
+    dy = by[:, a] - by[:, b]
+    return dx * dx + dy * dy
 
 
-def _refine(frame: _Frame, lens, src, pix, t, value, size: float, split: int, flux: np.ndarray,
+def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: int, flux: np.ndarray,
             abs_tol: float, rel_tol: float) -> int:
     """Adaptive quadtree over cells; adds each pixel's converged integral into ``flux`` (flat).
 
-    A parent cell (lens-frame centre t = (tx, ty) arcsec, shape (2, n), side ``size`` pixels,
-    midpoint estimate ``value``) is split into split x split children (then 2 x 2). Its children
-    are accepted when they change its estimate by <= abs_tol + rel_tol x their sum (the midpoint
-    rule's error then is a fraction of that change), unless a child may hide light: its
-    source-plane footprint (Lipschitz bound of the lens map over the parent) is wider than the
-    profile's local scale and could reach surface brightness worth abs_tol over the cell.
-    Refinement stops only when every cell passes both tests. Returns the finest split used per
-    pixel.
-
-    Positions and deflections travel stacked as (x, y) arrays: a level is ~70 numpy calls, and
-    on the finer levels (a few hundred cells) their overhead, not the arithmetic, is the cost.
+    A parent cell (lens-frame centre (tx, ty) arcsec, side ``size`` pixels, midpoint estimate
+    ``value``) is split into split x split children (then 2 x 2). Its children are accepted
+    when they change its estimate by <= abs_tol + rel_tol x their sum (the midpoint rule's
+    error then is a fraction of that change), unless a child may hide light: its source-plane
+    footprint (Lipschitz bound of the lens map over the parent) is wider than the profile's
+    local scale and could reach surface brightness worth abs_tol over the cell. Refinement
+    stops only when every cell passes both tests. Returns the finest split used per pixel.
     """
     p = frame.p
     finest = 1
@@ -206,95 +202,78 @@ def _refine(frame: _Frame, lens, src, pix, t, value, size: float, split: int, fl
     probe = src.local_scale(np.array([0.0, 1.0, 10.0]))
     fixed_scale = float(probe[0]) if probe.min() == probe.max() else None    # Sersic n = 1
     done_pix, done_flux = [], []
-    unit_offsets = {}     # split -> lens-frame child offsets (x, y) for a cell of side 1 pixel
-    with np.errstate(divide="ignore"):     # _lipschitz: c / 0 = inf on cells reaching the lens centre
-        for _ in range(_MAX_LEVELS):
-            if pix.size == 0:
-                break
-            child = size / split
-            kk = split * split
-            finest = max(finest, int(round(1.0 / child)))
-            if split not in unit_offsets:
-                o = _sub_offsets(split)
-                unit_offsets[split] = np.stack([(frame.ca * o[None, :] + frame.sa * o[:, None]).ravel(),   # [row sub-step,
-                                                (frame.ca * o[:, None] - frame.sa * o[None, :]).ravel()])  # column sub-step]
-            off = unit_offsets[split] * (size * p)
-            if child * p >= _FLOAT32_MIN_CELL_ARCSEC:
-                # add in the tracing dtype directly: no float64 temporaries to convert
-                t, off = t.astype(frame.dtype, copy=False), off.astype(frame.dtype, copy=False)
-            else:
-                t = t.astype(np.float64, copy=False)
-            c = t[:, :, None] + off[:, None, :]
-            beta = ray_shoot_stacked(c, lens)
-            r2 = src.elliptical_radius2_stacked(beta)
-            area = (child * p) ** 2
-            # in the tracing dtype: float32 holds a cell's flux to ~1e-7, far below the tolerances
-            v = src.profile_r2(r2)
-            v *= area
-            ones = _ones(kk, v.dtype)
-            total = v @ ones    # a matrix-vector product sums the (n, kk) rows far faster than sum(axis=1)
-            settled = np.abs(total - value) <= abs_tol + rel_tol * total
-            if peak * area > abs_tol:
-                # Run on every cell, not just the settled ones: most are settled, and gathering them
-                # costs more than it saves (unsettled cells are refined whatever the test says).
-                radius = t * t
-                radius = np.add(radius[0], radius[1], out=radius[0])
-                np.sqrt(radius, out=radius)
-                reach = _lipschitz(lens, radius, half * size * p)
-                reach *= half * child * p
-                # Far from the lens centre (> _LINEAR_CELLS cells) the map is linear over the
-                # parent, so the children's own spread gives the footprint; the Lipschitz bound is up
-                # to 2x too wide along an arc. For a linear map the children farthest from their
-                # mean are the corners: the spread is half the longer diagonal.
-                ends, starts = _corner_pairs(split)
-                d = beta[:, :, ends] - beta[:, :, starts]
-                d *= d
-                d2 = np.add(d[0], d[1], out=d[0])      # (n, 2): squared lengths of both diagonals
-                spread = np.sqrt(np.maximum(d2[:, 0], d2[:, 1]), dtype=np.float64)
-                spread *= 0.5
-                spread *= _FOOTPRINT_SAFETY
-                if split != 2:
-                    spread /= split - 1
-                np.minimum(reach, spread, out=reach, where=radius > _LINEAR_CELLS * size * p)
-                reach *= q_reach
-                # The profile is monotone: "could reach surface brightness worth abs_tol" is "comes
-                # within r_bright of the centre", no profile evaluation needed.
-                r_bright = src.radius_at_relative_sb(abs_tol / (peak * area))
-                if fixed_scale is not None:
-                    # one scale everywhere: the width test is per parent, and R_lo < r_bright is
-                    # R^2 < (r_bright + reach)^2, so one R^2 limit per parent decides its children
-                    # (-1: none go on, a narrow cell; inf: all go on, an unsettled one)
-                    tip = min(r_bright, _TIP_SCALES * fixed_scale)
-                    limit = np.add(reach, tip)
-                    np.square(limit, out=limit)
-                    if tip != r_bright:
-                        wider = np.add(reach, r_bright)
-                        np.square(wider, out=wider)
-                        np.copyto(limit, wider, where=reach > _RESOLVE_SMOOTH * fixed_scale)
-                    # (r_bright <= tip: both limits are the same square)
-                    limit = np.where(reach > _RESOLVE * fixed_scale, limit, -1.0)
-                    np.copyto(limit, np.inf, where=~settled)
-                    go = r2 < limit.astype(r2.dtype)[:, None]
-                else:
-                    r_lo = np.sqrt(r2, dtype=np.float64)
-                    r_lo -= reach[:, None]
-                    np.maximum(r_lo, 0.0, out=r_lo)
-                    go = (r_lo < r_bright) & (reach[:, None] > _RESOLVE * src.local_scale(r_lo))
-                    go |= ~settled[:, None]
-            else:
-                go = np.broadcast_to(~settled[:, None], v.shape)
-            # one weight per parent (its accepted children); summed into flux once, after the loop
-            done_pix.append(pix)
-            done_flux.append(np.where(go, 0.0, v) @ ones)
-            # flat indices: 1-d takes are cheaper than 2-d fancy indexing
-            keep = go.ravel().nonzero()[0]
-            pix = pix.take(keep // kk)
-            t = c.reshape(2, -1).take(keep, axis=1)
-            value = v.take(keep)
-            size, split = child, _SPLIT
+    unit_offsets = {}     # split -> lens-frame child offsets for a cell of side 1 pixel
+    for _ in range(_MAX_LEVELS):
+        if pix.size == 0:
+            break
+        child = size / split
+        kk = split * split
+        finest = max(finest, int(round(1.0 / child)))
+        if split not in unit_offsets:
+            o = _sub_offsets(split)
+            unit_offsets[split] = ((frame.ca * o[None, :] + frame.sa * o[:, None]).ravel(),    # [row sub-step,
+                                   (frame.ca * o[:, None] - frame.sa * o[None, :]).ravel())    # column sub-step]
+        off_x, off_y = (u * (size * p) for u in unit_offsets[split])
+        if child * p >= _FLOAT32_MIN_CELL_ARCSEC:
+            # add in the tracing dtype directly: no float64 temporaries to convert
+            tx, ty, off_x, off_y = (a.astype(frame.dtype, copy=False) for a in (tx, ty, off_x, off_y))
         else:
-            done_pix.append(pix)
-            done_flux.append(value)
+            tx, ty = tx.astype(np.float64, copy=False), ty.astype(np.float64, copy=False)
+        cx = tx[:, None] + off_x[None, :]
+        cy = ty[:, None] + off_y[None, :]
+        bx, by = ray_shoot(cx, cy, lens)
+        r2 = src.elliptical_radius2(bx, by)
+        area = (child * p) ** 2
+        # in the tracing dtype: float32 holds a cell's flux to ~1e-7, far below the tolerances
+        v = src.profile_r2(r2)
+        v *= area
+        ones = _ones(kk, v.dtype)
+        total = v @ ones    # a matrix-vector product sums the (n, kk) rows far faster than sum(axis=1)
+        settled = np.abs(total - value) <= abs_tol + rel_tol * total
+        if peak * area > abs_tol:
+            # Run on every cell, not just the settled ones: most are settled, and gathering them
+            # costs more than it saves (unsettled cells are refined whatever the test says).
+            radius = np.sqrt(tx * tx + ty * ty)
+            reach = _lipschitz(lens, radius, half * size * p) * (half * child * p)
+            # Far from the lens centre (> _LINEAR_CELLS cells) the map is linear over the
+            # parent, so the children's own spread gives the footprint; the Lipschitz bound is up
+            # to 2x too wide along an arc. For a linear map the children farthest from their
+            # mean are the corners: the spread is half the longer diagonal.
+            spread = 0.5 * np.sqrt(np.maximum(_dist2(bx, by, 0, kk - 1), _dist2(bx, by, split - 1, kk - split)),
+                                   dtype=np.float64)
+            linear = radius > _LINEAR_CELLS * size * p
+            reach = np.where(linear, np.minimum(reach, _FOOTPRINT_SAFETY * spread / (split - 1)), reach) * q_reach
+            # The profile is monotone: "could reach surface brightness worth abs_tol" is "comes
+            # within r_bright of the centre", no profile evaluation needed.
+            r_bright = src.radius_at_relative_sb(abs_tol / (peak * area))
+            if fixed_scale is not None:
+                # one scale everywhere: the width test is per parent, and R_lo < r_bright is
+                # R^2 < (r_bright + reach)^2, so one R^2 limit per parent decides its children
+                # (-1: none go on, a narrow cell; inf: all go on, an unsettled one)
+                limit = np.where(reach > _RESOLVE * fixed_scale,
+                                 np.square(min(r_bright, _TIP_SCALES * fixed_scale) + reach), -1.0)
+                np.copyto(limit, np.square(r_bright + reach), where=reach > _RESOLVE_SMOOTH * fixed_scale)
+                limit[~settled] = np.inf
+                go = r2 < limit.astype(r2.dtype)[:, None]
+            else:
+                r_lo = np.sqrt(r2, dtype=np.float64)
+                r_lo -= reach[:, None]
+                np.maximum(r_lo, 0.0, out=r_lo)
+                go = (r_lo < r_bright) & (reach[:, None] > _RESOLVE * src.local_scale(r_lo))
+                go |= ~settled[:, None]
+        else:
+            go = np.broadcast_to(~settled[:, None], v.shape)
+        # one weight per parent (its accepted children); summed into flux once, after the loop
+        done_pix.append(pix)
+        done_flux.append(np.where(go, 0.0, v) @ ones)
+        # flat indices: 1-d takes are cheaper than 2-d fancy indexing
+        keep = np.flatnonzero(go)
+        pix = pix.take(keep // kk)
+        tx, ty, value = cx.take(keep), cy.take(keep), v.take(keep)
+        size, split = child, _SPLIT
+    else:
+        done_pix.append(pix)
+        done_flux.append(value)
     if done_pix:
         flux += np.bincount(np.concatenate(done_pix), weights=np.concatenate(done_flux), minlength=flux.size)
     return finest
@@ -327,8 +306,8 @@ def _unit_image_adaptive(shape, frame: _Frame, lens, src, s, abs_tol, rel_tol):
     pix = iy * w + ix
     value = flat[pix].copy()
     flat[pix] = 0.0
-    t = np.stack(frame.points(ix, iy, np.float64))
-    finest = _refine(frame, lens, src, pix, t, value, 1.0, s, flat, abs_tol, rel_tol)
+    tx, ty = frame.points(ix, iy, np.float64)
+    finest = _refine(frame, lens, src, pix, tx, ty, value, 1.0, s, flat, abs_tol, rel_tol)
     return u, int(iy.size), finest
 
 

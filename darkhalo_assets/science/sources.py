@@ -320,22 +320,6 @@ class SourceModel:
         r2 += dy
         return r2
 
-    def elliptical_radius2_stacked(self, b: np.ndarray) -> np.ndarray:
-        """elliptical_radius2 on positions stacked as b = (bx, by) (shape (2, ...)); bit-identical,
-        in fewer numpy calls (see lens.ray_shoot_stacked)."""
-        ka, kb, kc = self._quadratic_form
-        shape = (2,) + (1,) * (b.ndim - 1)
-        d = b - np.array([self.x, self.y], dtype=b.dtype).reshape(shape)
-        sq = d * d
-        sq *= np.array([ka, kc], dtype=b.dtype).reshape(shape)
-        if kb == 0.0:
-            return np.add(sq[0], sq[1], out=sq[0])
-        r2 = np.multiply(d[0], d[1], out=d[0])
-        r2 *= kb
-        r2 += sq[0]
-        r2 += sq[1]
-        return r2
-
     @cached_property
     def _quadratic_form(self) -> tuple[float, float, float]:
         """(a, b, c) of R^2 = a dx^2 + b dx dy + c dy^2, once per source."""
