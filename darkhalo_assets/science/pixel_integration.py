@@ -139,15 +139,16 @@ def _unit_image_uniform(shape, frame: _Frame, lens, src, s) -> np.ndarray:
 
 
 def _footprint(bx: np.ndarray, by: np.ndarray) -> np.ndarray:
-    """Largest source-plane step (arcsec) from each pixel centre to its 4 neighbours'."""
-    step = np.zeros(bx.shape)
-    dx = np.hypot(np.diff(bx, axis=1), np.diff(by, axis=1))
-    dy = np.hypot(np.diff(bx, axis=0), np.diff(by, axis=0))
+    """Largest source-plane step (arcsec) from each pixel centre to its 4 neighbours', float64."""
+    # in the tracing dtype, widened once at the end: the maxima of exact values are the same
+    step = np.zeros(bx.shape, dtype=np.result_type(bx.dtype, by.dtype))
+    dx = np.hypot(bx[:, 1:] - bx[:, :-1], by[:, 1:] - by[:, :-1])
+    dy = np.hypot(bx[1:, :] - bx[:-1, :], by[1:, :] - by[:-1, :])
     step[:, :-1] = dx
     np.maximum(step[:, 1:], dx, out=step[:, 1:])
     np.maximum(step[:-1, :], dy, out=step[:-1, :])
     np.maximum(step[1:, :], dy, out=step[1:, :])
-    return step
+    return step.astype(np.float64, copy=False)
 
 
 def _lipschitz(lens: LensParams, radius: np.ndarray, half_diag: float) -> np.ndarray:
