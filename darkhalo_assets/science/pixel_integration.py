@@ -162,9 +162,10 @@ def _lipschitz(lens: LensParams, radius: np.ndarray, half_diag: float) -> np.nda
     if lens.theta_e == 0.0:
         return np.full(np.shape(radius), 1.0 + g)
     r_min = np.subtract(radius, half_diag, dtype=np.float64)
-    bound = np.full(r_min.shape, np.inf)
-    # divide only where defined (no errstate context: this runs once per level)
-    np.divide(lens.theta_e / math.sqrt(lens.q), r_min, out=bound, where=r_min > 0.0)
+    # radius >= +0 and half_diag > 0, so r_min is never -0: max(r_min, 0) then c / +0 = +inf
+    np.maximum(r_min, 0.0, out=r_min)
+    with np.errstate(divide="ignore"):
+        bound = np.divide(lens.theta_e / math.sqrt(lens.q), r_min, out=r_min)
     bound += 1.0 + g
     return bound
 
@@ -230,45 +231,60 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
         v *= area
         ones = _ones(kk, v.dtype)
         total = v @ ones    # a matrix-vector product sums the (n, kk) rows far faster than sum(axis=1)
-        settled = np.abs(total - value) <= abs_tol + rel_tol * total
+        change = np.subtract(total, value)
+        np.abs(change, out=change)
+        unsettled = change > abs_tol + rel_tol * total
         if peak * area > abs_tol:
             # Run on every cell, not just the settled ones: most are settled, and gathering them
             # costs more than it saves (unsettled cells are refined whatever the test says).
-            radius = np.sqrt(tx * tx + ty * ty)
-            reach = _lipschitz(lens, radius, half * size * p) * (half * child * p)
+            radius = tx * tx
+            radius += ty * ty
+            np.sqrt(radius, out=radius)
+            reach = _lipschitz(lens, radius, half * size * p)
+            reach *= half * child * p
             # Far from the lens centre (> _LINEAR_CELLS cells) the map is linear over the
             # parent, so the children's own spread gives the footprint; the Lipschitz bound is up
             # to 2x too wide along an arc. For a linear map the children farthest from their
             # mean are the corners: the spread is half the longer diagonal.
-            spread = 0.5 * np.sqrt(np.maximum(_dist2(bx, by, 0, kk - 1), _dist2(bx, by, split - 1, kk - split)),
-                                   dtype=np.float64)
-            linear = radius > _LINEAR_CELLS * size * p
-            reach = np.where(linear, np.minimum(reach, _FOOTPRINT_SAFETY * spread / (split - 1)), reach) * q_reach
+            spread = np.sqrt(np.maximum(_dist2(bx, by, 0, kk - 1), _dist2(bx, by, split - 1, kk - split)),
+                             dtype=np.float64)
+            spread *= 0.5
+            spread *= _FOOTPRINT_SAFETY
+            if split != 2:
+                spread /= split - 1
+            np.minimum(reach, spread, out=reach, where=radius > _LINEAR_CELLS * size * p)
+            reach *= q_reach
             # The profile is monotone: "could reach surface brightness worth abs_tol" is "comes
             # within r_bright of the centre", no profile evaluation needed.
             r_bright = src.radius_at_relative_sb(abs_tol / (peak * area))
             if fixed_scale is not None:
                 # one scale everywhere: the width test is per parent, and R_lo < r_bright is
                 # R^2 < (r_bright + reach)^2, so one R^2 limit per parent decides its children
-                # (-1: none go on, a narrow cell; inf: all go on, an unsettled one)
-                limit = np.where(reach > _RESOLVE * fixed_scale,
-                                 np.square(min(r_bright, _TIP_SCALES * fixed_scale) + reach), -1.0)
-                np.copyto(limit, np.square(r_bright + reach), where=reach > _RESOLVE_SMOOTH * fixed_scale)
-                limit[~settled] = np.inf
+                # (-1: none go on, a narrow cell; inf: all go on, an unsettled one). A parent
+                # wider than _RESOLVE_SMOOTH scales is also wider than _RESOLVE.
+                tip = min(r_bright, _TIP_SCALES * fixed_scale)
+                limit = np.add(reach, tip)
+                np.square(limit, out=limit)
+                if tip != r_bright:
+                    wider = np.add(reach, r_bright)
+                    np.square(wider, out=wider)
+                    np.copyto(limit, wider, where=reach > _RESOLVE_SMOOTH * fixed_scale)
+                np.copyto(limit, -1.0, where=reach <= _RESOLVE * fixed_scale)
+                np.copyto(limit, np.inf, where=unsettled)
                 go = r2 < limit.astype(r2.dtype)[:, None]
             else:
                 r_lo = np.sqrt(r2, dtype=np.float64)
                 r_lo -= reach[:, None]
                 np.maximum(r_lo, 0.0, out=r_lo)
                 go = (r_lo < r_bright) & (reach[:, None] > _RESOLVE * src.local_scale(r_lo))
-                go |= ~settled[:, None]
+                go |= unsettled[:, None]
         else:
-            go = np.broadcast_to(~settled[:, None], v.shape)
+            go = np.broadcast_to(unsettled[:, None], v.shape)
         # one weight per parent (its accepted children); summed into flux once, after the loop
         done_pix.append(pix)
         done_flux.append(np.where(go, 0.0, v) @ ones)
         # flat indices: 1-d takes are cheaper than 2-d fancy indexing
-        keep = np.flatnonzero(go)
+        keep = go.ravel().nonzero()[0]
         pix = pix.take(keep // kk)
         tx, ty, value = cx.take(keep), cy.take(keep), v.take(keep)
         size, split = child, _SPLIT
