@@ -34,6 +34,7 @@ from functools import lru_cache
 import numpy as np
 
 from darkhalo_assets.science.lens import LensParams, in_lens_frame, ray_shoot
+from darkhalo_assets.science.scalars import like
 from darkhalo_assets.science.sources import SourceModel
 from darkhalo_assets.survey.dr10 import PIXEL_SCALE_ARCSEC
 
@@ -228,12 +229,13 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
         area = (child * p) ** 2
         # in the tracing dtype: float32 holds a cell's flux to ~1e-7, far below the tolerances
         v = src.profile_r2(r2)
-        v *= area
+        area_t, abs_t, rel_t, linear_t = like(v, area, abs_tol, rel_tol, _LINEAR_CELLS * size * p)
+        v *= area_t
         ones = _ones(kk, v.dtype)
         total = v @ ones    # a matrix-vector product sums the (n, kk) rows far faster than sum(axis=1)
         change = np.subtract(total, value)
         np.abs(change, out=change)
-        unsettled = change > abs_tol + rel_tol * total
+        unsettled = change > abs_t + rel_t * total
         if peak * area > abs_tol:
             # Run on every cell, not just the settled ones: most are settled, and gathering them
             # costs more than it saves (unsettled cells are refined whatever the test says).
@@ -252,7 +254,7 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
             spread *= _FOOTPRINT_SAFETY
             if split != 2:
                 spread /= split - 1
-            np.minimum(reach, spread, out=reach, where=radius > _LINEAR_CELLS * size * p)
+            np.minimum(reach, spread, out=reach, where=radius > linear_t)
             reach *= q_reach
             # The profile is monotone: "could reach surface brightness worth abs_tol" is "comes
             # within r_bright of the centre", no profile evaluation needed.

@@ -35,6 +35,7 @@ from scipy.special import gamma as gamma_fn
 from scipy.special import gammainc, gammaincinv
 
 from darkhalo_assets.science.registry import build, known, lookup, parameters, register
+from darkhalo_assets.science.scalars import like
 
 KIND = "source profile"
 # The manifest column each profile parameter is drawn from (task_params.draw_task_params).
@@ -157,9 +158,10 @@ class Gaussian(LightProfile):
         return self.sigma**2 / np.maximum(r, self.sigma)
 
     def profile_r2(self, r2, out=None):
-        t = np.multiply(r2, -0.5 / self.sigma**2, out=out)
+        k, i0 = like(r2, -0.5 / self.sigma**2, self.central_sb())
+        t = np.multiply(r2, k, out=out)
         np.exp(t, out=t)
-        t *= self.central_sb()
+        t *= i0
         return t
 
 
@@ -213,10 +215,11 @@ class Sersic(LightProfile):
         half_inv_n = 0.5 / self.n
         if half_inv_n == 0.5:
             # n = 1 (the common case): R itself, scaled once; one pass fewer
+            k, i0 = like(r2, -b / self.r_eff, self.central_sb())
             t = np.sqrt(r2, out=out)
-            t *= -b / self.r_eff
+            t *= k
             np.exp(t, out=t)
-            t *= self.central_sb()
+            t *= i0
             return t
         t = np.multiply(r2, 1.0 / self.r_eff**2, out=out)
         # fast paths for common indices; np.power is ~4x slower than sqrt
@@ -304,14 +307,14 @@ class SourceModel:
         Written as the quadratic form a dx^2 + b dx dy + c dy^2 with in-place steps: on the
         sub-pixel grids this is as costly as the lens model itself.
         """
-        ka, kb, kc = self._quadratic_form
-        dx = np.subtract(bx, self.x)
-        dy = np.subtract(by, self.y)
+        sx, sy, ka, kb, kc = like(bx, self.x, self.y, *self._quadratic_form)
+        dx = np.subtract(bx, sx)
+        dy = np.subtract(by, sy)
         if dx.shape != dy.shape:
             dx, dy = (np.array(v) for v in np.broadcast_arrays(dx, dy))
         r2 = dx * dx
         r2 *= ka
-        if kb != 0.0:
+        if self._quadratic_form[1] != 0.0:
             dx *= dy
             dx *= kb
             r2 += dx
