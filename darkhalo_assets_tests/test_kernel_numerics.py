@@ -55,3 +55,11 @@ def test_pixel_selection_on_candidates_equals_the_full_evaluation(kind, n, r_eff
     r = np.abs(RNG.normal(size=(64, 64))) * RNG.uniform(0.01, 5.0)
     full = src.profile_at_radius(r) * scale >= limit
     assert np.array_equal(_bright(src, r, scale, limit), full)
+
+
+def test_footprint_hypot_equals_numpy_hypot_bit_for_bit():
+    from darkhalo_assets.science.pixel_integration import _hypot
+    x = (RNG.normal(size=200_000) * 10.0 ** RNG.uniform(-30, 30, size=200_000)).astype(np.float32)
+    y = (RNG.normal(size=200_000) * 10.0 ** RNG.uniform(-30, 30, size=200_000)).astype(np.float32)
+    assert _hypot(x, y).dtype == np.float32
+    assert np.array_equal(_hypot(x, y), np.hypot(x, y))

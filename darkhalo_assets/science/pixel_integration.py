@@ -147,12 +147,26 @@ def _unit_image_uniform(shape, frame: _Frame, lens, src, s) -> np.ndarray:
     return sums * (frame.p * frame.p / (s * s))
 
 
+def _hypot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.hypot, 2x faster for float32: glibc's hypotf (>= 2.35, what numpy calls) is exactly
+    float(sqrt(double(a)^2 + double(b)^2)) for finite values, and so is this."""
+    if a.dtype != np.float32 or b.dtype != np.float32:
+        return np.hypot(a, b)
+    a64 = a.astype(np.float64)
+    a64 *= a64
+    b64 = b.astype(np.float64)
+    b64 *= b64
+    a64 += b64
+    np.sqrt(a64, out=a64)
+    return a64.astype(np.float32)
+
+
 def _footprint(bx: np.ndarray, by: np.ndarray) -> np.ndarray:
     """Largest source-plane step (arcsec) from each pixel centre to its 4 neighbours', float64."""
     # in the tracing dtype, widened once at the end: the maxima of exact values are the same
     step = np.zeros(bx.shape, dtype=np.result_type(bx.dtype, by.dtype))
-    dx = np.hypot(bx[:, 1:] - bx[:, :-1], by[:, 1:] - by[:, :-1])
-    dy = np.hypot(bx[1:, :] - bx[:-1, :], by[1:, :] - by[:-1, :])
+    dx = _hypot(bx[:, 1:] - bx[:, :-1], by[:, 1:] - by[:, :-1])
+    dy = _hypot(bx[1:, :] - bx[:-1, :], by[1:, :] - by[:-1, :])
     step[:, :-1] = dx
     np.maximum(step[:, 1:], dx, out=step[:, 1:])
     np.maximum(step[:-1, :], dy, out=step[:-1, :])
