@@ -208,6 +208,14 @@ def _dist2(bx: np.ndarray, by: np.ndarray, a: int, b: int) -> np.ndarray:
     return dx * dx + dy * dy
 
 
+def _outer_add(t: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """t[:, None] + off[None, :], C-ordered. Broadcasting runs an inner loop of len(off) (4) per
+    row; for many rows, adding in the transposed order (inner loop over t) and copying is 2x faster."""
+    if t.size < 256:
+        return t[:, None] + off[None, :]
+    return np.ascontiguousarray((off[:, None] + t[None, :]).T)
+
+
 def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: int, flux: np.ndarray,
             abs_tol: float, rel_tol: float) -> int:
     """Adaptive quadtree over cells; adds each pixel's converged integral into ``flux`` (flat).
@@ -247,14 +255,13 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
                 tx, ty, off_x, off_y = (a.astype(frame.dtype, copy=False) for a in (tx, ty, off_x, off_y))
             else:
                 tx, ty = tx.astype(np.float64, copy=False), ty.astype(np.float64, copy=False)
-            cx = tx[:, None] + off_x[None, :]
-            cy = ty[:, None] + off_y[None, :]
+            cx, cy = _outer_add(tx, off_x), _outer_add(ty, off_y)
             bx, by = ray_shoot(cx, cy, lens)
             r2 = src.elliptical_radius2(bx, by)
             area = (child * p) ** 2
             # in the tracing dtype: float32 holds a cell's flux to ~1e-7, far below the tolerances
             v = src.profile_r2(r2)
-            area_t, abs_t, rel_t, linear_t, zero = like(v, area, abs_tol, rel_tol, _LINEAR_CELLS * size * p, 0.0)
+            area_t, abs_t, rel_t, linear_t = like(v, area, abs_tol, rel_tol, _LINEAR_CELLS * size * p)
             v *= area_t
             ones = _ones(kk, v.dtype)
             total = v @ ones    # a matrix-vector product sums the (n, kk) rows far faster than sum(axis=1)
@@ -308,7 +315,7 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
                 go = np.broadcast_to(unsettled[:, None], v.shape)
             # one weight per parent (its accepted children); summed into flux once, after the loop
             done_pix.append(pix)
-            done_flux.append(np.where(go, zero, v) @ ones)
+            done_flux.append((v * ~go) @ ones)     # v >= 0 and finite: the same as where(go, 0, v), 2x faster
             # flat indices: 1-d takes are cheaper than 2-d fancy indexing
             keep = go.ravel().nonzero()[0]
             pix = pix.take(keep // kk)
