@@ -181,8 +181,9 @@ class Sersic(LightProfile):
 
     @cached_property
     def _central_sb(self) -> float:
-        # once per profile: profile_r2 scales by it on every sub-pixel level
-        return sersic_ie(self.n, self.r_eff) * math.exp(sersic_bn(self.n))
+        # once per profile: profile_r2 scales by it on every sub-pixel level. A Python float (not
+        # scipy's np.float64), so float32 samples are scaled in float32, 10x faster than in float64
+        return float(sersic_ie(self.n, self.r_eff) * math.exp(sersic_bn(self.n)))
 
     def total_flux(self, central_sb: float = 1.0) -> float:
         b = sersic_bn(self.n)
