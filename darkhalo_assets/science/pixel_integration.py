@@ -202,18 +202,10 @@ def _ones(k: int, dtype) -> np.ndarray:
 
 
 def _dist2(bx: np.ndarray, by: np.ndarray, a: int, b: int) -> np.ndarray:
-    """Squared source-plane distance between children a and b of every cell."""
-    dx = bx[:, a] - bx[:, b]
-    dy = by[:, a] - by[:, b]
+    """Squared source-plane distance between children a and b of every cell (rows of (kk, n))."""
+    dx = bx[a] - bx[b]
+    dy = by[a] - by[b]
     return dx * dx + dy * dy
-
-
-def _outer_add(t: np.ndarray, off: np.ndarray) -> np.ndarray:
-    """t[:, None] + off[None, :], C-ordered. Broadcasting runs an inner loop of len(off) (4) per
-    row; for many rows, adding in the transposed order (inner loop over t) and copying is 2x faster."""
-    if t.size < 256:
-        return t[:, None] + off[None, :]
-    return np.ascontiguousarray((off[:, None] + t[None, :]).T)
 
 
 def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: int, flux: np.ndarray,
@@ -255,7 +247,10 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
                 tx, ty, off_x, off_y = (a.astype(frame.dtype, copy=False) for a in (tx, ty, off_x, off_y))
             else:
                 tx, ty = tx.astype(np.float64, copy=False), ty.astype(np.float64, copy=False)
-            cx, cy = _outer_add(tx, off_x), _outer_add(ty, off_y)
+            # children as (kk, n): every per-child array has the parents along its inner axis, so
+            # numpy's loops run over n, not over kk = 4 per parent (2x faster on the big levels)
+            cx = off_x[:, None] + tx[None, :]
+            cy = off_y[:, None] + ty[None, :]
             bx, by = ray_shoot(cx, cy, lens)
             r2 = src.elliptical_radius2(bx, by)
             area = (child * p) ** 2
@@ -264,7 +259,7 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
             area_t, abs_t, rel_t, linear_t = like(v, area, abs_tol, rel_tol, _LINEAR_CELLS * size * p)
             v *= area_t
             ones = _ones(kk, v.dtype)
-            total = v @ ones    # a matrix-vector product sums the (n, kk) rows far faster than sum(axis=1)
+            total = ones @ v    # a vector-matrix product sums the (kk, n) columns far faster than sum(axis=0)
             change = np.subtract(total, value)
             np.abs(change, out=change)
             unsettled = change > abs_t + rel_t * total
@@ -304,21 +299,21 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
                         np.copyto(limit, wider, where=reach > _RESOLVE_SMOOTH * fixed_scale)
                     np.copyto(limit, -1.0, where=reach <= _RESOLVE * fixed_scale)
                     np.copyto(limit, np.inf, where=unsettled)
-                    go = r2 < limit.astype(r2.dtype)[:, None]
+                    go = r2 < limit.astype(r2.dtype)[None, :]
                 else:
                     r_lo = np.sqrt(r2, dtype=np.float64)
-                    r_lo -= reach[:, None]
+                    r_lo -= reach[None, :]
                     np.maximum(r_lo, 0.0, out=r_lo)
-                    go = (r_lo < r_bright) & (reach[:, None] > _RESOLVE * src.local_scale(r_lo))
-                    go |= unsettled[:, None]
+                    go = (r_lo < r_bright) & (reach[None, :] > _RESOLVE * src.local_scale(r_lo))
+                    go |= unsettled[None, :]
             else:
-                go = np.broadcast_to(unsettled[:, None], v.shape)
+                go = np.broadcast_to(unsettled[None, :], v.shape)
             # one weight per parent (its accepted children); summed into flux once, after the loop
             done_pix.append(pix)
-            done_flux.append((v * ~go) @ ones)     # v >= 0 and finite: the same as where(go, 0, v), 2x faster
+            done_flux.append(ones @ (v * ~go))     # v >= 0 and finite: the same as where(go, 0, v), 2x faster
             # flat indices: 1-d takes are cheaper than 2-d fancy indexing
             keep = go.ravel().nonzero()[0]
-            pix = pix.take(keep // kk)
+            pix = pix.take(keep % pix.size)
             tx, ty, value = cx.take(keep), cy.take(keep), v.take(keep)
             size, split = child, (_SPLIT_FEW if keep.size <= _FEW_CELLS else _SPLIT)
         else:

@@ -33,8 +33,8 @@ from darkhalo_assets.survey.base import Survey, survey_named
 # 4c-2: per-band masks, arc shot noise option, lens axes, converged source sampling (#13); cached files
 # sha256-checked before use (#12).
 # 4c-3: shards reused only when their content fingerprint matches.
-# 4c-4: the adaptive sampling splits the last few cells 4x4, Sersic samples are scaled in float32
-# (stamps change by < 1e-4 of the peak).
+# 4c-4: the adaptive sampling splits the last few cells 4x4, Sersic samples are scaled in float32,
+# children are summed in another order (stamps change by < 1e-4 of the peak).
 CODE_VERSION = "4c-4"
 
 
