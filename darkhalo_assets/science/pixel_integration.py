@@ -259,7 +259,7 @@ def _refine(frame: _Frame, lens, src, pix, tx, ty, value, size: float, split: in
             area_t, abs_t, rel_t, linear_t = like(v, area, abs_tol, rel_tol, _LINEAR_CELLS * size * p)
             v *= area_t
             ones = _ones(kk, v.dtype)
-            total = ones @ v    # a vector-matrix product sums the (kk, n) columns far faster than sum(axis=0)
+            total = ones @ v    # a vector-matrix product sums the (kk, n) columns faster than sum(axis=0)
             change = np.subtract(total, value)
             np.abs(change, out=change)
             unsettled = change > abs_t + rel_t * total
