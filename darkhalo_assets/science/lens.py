@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from darkhalo_assets.science.scalars import like
+
 
 @dataclass(frozen=True)
 class LensParams:
@@ -63,8 +65,15 @@ class LensParams:
         return float(self.theta_e * np.sqrt(self.q) / f * max(np.arctan(f), np.arctanh(f)))
 
 
+_TINY: dict = {}
+
+
 def _tiny(x: np.ndarray) -> float:
-    return float(np.finfo(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64).tiny)
+    # once per dtype: finfo costs more than the deflection of a small array
+    t = _TINY.get(x.dtype)
+    if t is None:
+        t = _TINY[x.dtype] = float(np.finfo(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64).tiny)
+    return t
 
 
 def sis_deflection(x, y, theta_e: float) -> tuple[np.ndarray, np.ndarray]:
@@ -72,9 +81,10 @@ def sis_deflection(x, y, theta_e: float) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x)
     y = np.asarray(y)
     r = np.sqrt(x * x + y * y)
+    tiny, te = like(r, _tiny(r), float(theta_e))
     # max(r, tiny) turns 0/0 at the centre into 0/tiny = 0 without a branch.
-    np.maximum(r, _tiny(r), out=r)
-    k = np.divide(float(theta_e), r, out=r)
+    np.maximum(r, tiny, out=r)
+    k = np.divide(te, r, out=r)
     return k * x, k * y
 
 
@@ -98,8 +108,10 @@ def sie_deflection(x, y, theta_e: float, q: float, pa_deg: float = 0.0) -> tuple
     # (1-q)(1+q) keeps f accurate as q -> 1 (1 - q*q cancels catastrophically).
     f = math.sqrt((1.0 - q) * (1.0 + q))
     b = float(theta_e) * math.sqrt(q) / f       # python floats keep float32 grids float32
-    psi = np.sqrt((q * q) * (xl * xl) + yl * yl)
-    np.maximum(psi, _tiny(psi), out=psi)
+    xx = xl * xl
+    qq, tiny, f, b = like(xx, q * q, _tiny(xx), f, b)
+    psi = np.sqrt(qq * xx + yl * yl)
+    np.maximum(psi, tiny, out=psi)
     np.divide(f, psi, out=psi)                  # psi now holds f/psi
     ax_l = np.multiply(xl, psi)
     np.arctan(ax_l, out=ax_l)
@@ -140,6 +152,7 @@ def ray_shoot(x, y, lens: LensParams) -> tuple[np.ndarray, np.ndarray]:
     ax, ay = sie_deflection(x, y, lens.theta_e, lens.q, lens.pa_deg)
     g1, g2 = float(lens.gamma1), float(lens.gamma2)
     if g1 != 0.0 or g2 != 0.0:
+        g1, g2 = like(ax, g1, g2)
         ax += g1 * x
         ax += g2 * y
         ay += g2 * x

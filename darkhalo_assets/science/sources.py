@@ -28,13 +28,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy.special import gamma as gamma_fn
 from scipy.special import gammainc, gammaincinv
 
 from darkhalo_assets.science.registry import build, known, lookup, parameters, register
+from darkhalo_assets.science.scalars import like
 
 KIND = "source profile"
 # The manifest column each profile parameter is drawn from (task_params.draw_task_params).
@@ -134,6 +135,11 @@ class Gaussian(LightProfile):
         return self.r_eff / _GAUSS_HLR_PER_SIGMA
 
     def central_sb(self) -> float:
+        return self._central_sb
+
+    @cached_property
+    def _central_sb(self) -> float:
+        # once per profile: profile_r2 scales by it on every sub-pixel level
         return 1.0 / (2.0 * math.pi * self.sigma**2)
 
     def total_flux(self, central_sb: float = 1.0) -> float:
@@ -152,9 +158,10 @@ class Gaussian(LightProfile):
         return self.sigma**2 / np.maximum(r, self.sigma)
 
     def profile_r2(self, r2, out=None):
-        t = np.multiply(r2, -0.5 / self.sigma**2, out=out)
+        k, i0 = like(r2, -0.5 / self.sigma**2, self.central_sb())
+        t = np.multiply(r2, k, out=out)
         np.exp(t, out=t)
-        t *= self.central_sb()
+        t *= i0
         return t
 
 
@@ -170,7 +177,13 @@ class Sersic(LightProfile):
             raise ValueError(f"Sersic index must be in [0.2, 8], got {self.n!r}")
 
     def central_sb(self) -> float:
-        return sersic_ie(self.n, self.r_eff) * math.exp(sersic_bn(self.n))
+        return self._central_sb
+
+    @cached_property
+    def _central_sb(self) -> float:
+        # once per profile: profile_r2 scales by it on every sub-pixel level. A Python float (not
+        # scipy's np.float64), so float32 samples are scaled in float32, 10x faster than in float64
+        return float(sersic_ie(self.n, self.r_eff) * math.exp(sersic_bn(self.n)))
 
     def total_flux(self, central_sb: float = 1.0) -> float:
         b = sersic_bn(self.n)
@@ -203,10 +216,11 @@ class Sersic(LightProfile):
         half_inv_n = 0.5 / self.n
         if half_inv_n == 0.5:
             # n = 1 (the common case): R itself, scaled once; one pass fewer
+            k, i0 = like(r2, -b / self.r_eff, self.central_sb())
             t = np.sqrt(r2, out=out)
-            t *= -b / self.r_eff
+            t *= k
             np.exp(t, out=t)
-            t *= self.central_sb()
+            t *= i0
             return t
         t = np.multiply(r2, 1.0 / self.r_eff**2, out=out)
         # fast paths for common indices; np.power is ~4x slower than sqrt
@@ -294,18 +308,14 @@ class SourceModel:
         Written as the quadratic form a dx^2 + b dx dy + c dy^2 with in-place steps: on the
         sub-pixel grids this is as costly as the lens model itself.
         """
-        a = math.radians(self.pa_deg)
-        ca, sa, q = math.cos(a), math.sin(a), self.q
-        ka = q * ca * ca + sa * sa / q
-        kb = 2.0 * ca * sa * (q - 1.0 / q)
-        kc = q * sa * sa + ca * ca / q
-        dx = np.subtract(bx, self.x)
-        dy = np.subtract(by, self.y)
+        sx, sy, ka, kb, kc = like(bx, self.x, self.y, *self._quadratic_form)
+        dx = np.subtract(bx, sx)
+        dy = np.subtract(by, sy)
         if dx.shape != dy.shape:
             dx, dy = (np.array(v) for v in np.broadcast_arrays(dx, dy))
         r2 = dx * dx
         r2 *= ka
-        if kb != 0.0:
+        if self._quadratic_form[1] != 0.0:
             dx *= dy
             dx *= kb
             r2 += dx
@@ -313,6 +323,13 @@ class SourceModel:
         dy *= kc
         r2 += dy
         return r2
+
+    @cached_property
+    def _quadratic_form(self) -> tuple[float, float, float]:
+        """(a, b, c) of R^2 = a dx^2 + b dx dy + c dy^2, once per source."""
+        a = math.radians(self.pa_deg)
+        ca, sa, q = math.cos(a), math.sin(a), self.q
+        return q * ca * ca + sa * sa / q, 2.0 * ca * sa * (q - 1.0 / q), q * sa * sa + ca * ca / q
 
     def profile_r2(self, r2: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Surface brightness per unit flux (1/arcsec^2) as a function of R^2; may reuse r2."""

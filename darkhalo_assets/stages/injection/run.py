@@ -36,7 +36,9 @@ from darkhalo_assets.survey.base import Survey, survey_named
 # sha256-checked before use (#12).
 # 4c-3: shards reused only when their content fingerprint matches.
 # 4c-4: the blind detector masks each band with its own bits (bad_pixel_rule), as arc_snr does.
-CODE_VERSION = "4c-4"
+# 4c-5: the adaptive sampling splits the last few cells 4x4, Sersic samples are scaled in float32,
+# children are summed in another order (stamps change by < 1e-4 of the peak).
+CODE_VERSION = "4c-5"
 
 
 def plan_shards(tasks: pa.Table, shard_tasks: int) -> list[tuple[str, pa.Table]]:
