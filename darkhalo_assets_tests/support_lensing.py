@@ -32,25 +32,60 @@ def _radius_at_fraction(kind: str, r_eff: float, n: float, f: np.ndarray) -> np.
     return r_eff * (gammaincinv(2.0 * n, f) / b) ** n
 
 
-def source_plane_cells(kind, r_eff, n, q, pa_deg, x, y, n_f=1500, n_t=1500):
+def source_plane_cells(kind, r_eff, n, q, pa_deg, x, y, n_f=1500, n_t=1500, theta_e=0.0, axis_levels=4, split=4,
+                       axis_tol=1e-7):
     """Cells of a unit-flux source: centres (bx, by) and the flux each carries.
 
     R = sqrt(q u^2 + v^2/q): the isophote R = r is u = r cos t / sqrt(q), v = r sqrt(q) sin t,
     and the flux between two isophotes is spread evenly in t (the area element is r dr dt).
     Nodes are midpoints in g = sqrt(f), f the enclosed fraction: near the centre R ~ sqrt(f),
     so a 1/|beta| magnification at a source centred on the lens stays smooth in g.
+    A cell that may contain the lens axis (beta = 0, where the SIS magnification 1 + theta_E/|beta|
+    diverges) and carries enough flux to matter (flux x theta_E/|beta| > ``axis_tol``) is split
+    ``split`` x ``split`` in (g, t), up to ``axis_levels`` times: a node a
+    little off the axis in a wide cell (a Sersic n = 4 source's wings at beta = theta_E) would
+    otherwise carry its whole cell's flux at the node's magnification, not the cell's mean.
     """
-    g = (np.arange(n_f) + 0.5) / n_f
-    f = g * g
-    w_f = 2.0 * g / n_f
-    t = 2.0 * np.pi * (np.arange(n_t) + 0.5) / n_t
-    r = _radius_at_fraction(kind, r_eff, n, f)[:, None]
-    u = r * np.cos(t)[None, :] / math.sqrt(q)
-    v = r * np.sin(t)[None, :] * math.sqrt(q)
     a = math.radians(pa_deg)
-    bx = x + u * math.cos(a) - v * math.sin(a)
-    by = y + u * math.sin(a) + v * math.cos(a)
-    return bx.ravel(), by.ravel(), np.repeat(w_f / n_t, n_t)
+    stretch = max(1.0 / math.sqrt(q), math.sqrt(q))
+    g_lo, g_hi = np.arange(n_f) / n_f, (np.arange(n_f) + 1.0) / n_f
+    t_lo, t_hi = 2.0 * np.pi * np.arange(n_t) / n_t, 2.0 * np.pi * (np.arange(n_t) + 1.0) / n_t
+    g_lo, t_lo = (m.ravel() for m in np.meshgrid(g_lo, t_lo, indexing="ij"))
+    g_hi, t_hi = (m.ravel() for m in np.meshgrid(g_hi, t_hi, indexing="ij"))
+    out_x, out_y, out_w = [], [], []
+    for level in range(axis_levels + 1):
+        g, t = 0.5 * (g_lo + g_hi), 0.5 * (t_lo + t_hi)
+        w = (g_hi * g_hi - g_lo * g_lo) * (t_hi - t_lo) / (2.0 * np.pi)   # flux: df dt / 2 pi
+        r = _radius_at_fraction(kind, r_eff, n, g * g)
+        u = r * np.cos(t) / math.sqrt(q)
+        v = r * np.sin(t) * math.sqrt(q)
+        bx = x + u * math.cos(a) - v * math.sin(a)
+        by = y + u * math.sin(a) + v * math.cos(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r_lo = _radius_at_fraction(kind, r_eff, n, g_lo * g_lo)
+            r_hi = _radius_at_fraction(kind, r_eff, n, g_hi * g_hi)
+        # the cell spans r_lo..r_hi and (t_hi - t_lo) of angle (the outermost ring reaches R = inf:
+        # twice its inner half instead); it may hold the axis within its size, and matters only
+        # when its flux times the magnification at its node could be off by more than axis_tol
+        r_hi = np.where(np.isfinite(r_hi), r_hi, 2.0 * r - r_lo)
+        size = np.maximum(r_hi - r_lo, r_hi * (t_hi - t_lo)) * stretch
+        b = np.hypot(bx, by)
+        near = (b < 2.0 * size) & (w * theta_e > axis_tol * np.maximum(b, 1e-300)) if level < axis_levels \
+            else np.zeros(bx.size, bool)
+        out_x.append(bx[~near])
+        out_y.append(by[~near])
+        out_w.append(w[~near])
+        if not near.any():
+            break
+        k = (np.arange(split) / split)[None, :]
+        dg, dt = (g_hi - g_lo)[near][:, None], (t_hi - t_lo)[near][:, None]
+        sub_g_lo = (g_lo[near][:, None] + k * dg)
+        sub_t_lo = (t_lo[near][:, None] + k * dt)
+        g_lo = np.repeat(sub_g_lo, split, axis=1).ravel()
+        t_lo = np.tile(sub_t_lo, (1, split)).ravel()
+        g_hi = g_lo + np.repeat(dg, split * split, axis=1).ravel() / split
+        t_hi = t_lo + np.repeat(dt, split * split, axis=1).ravel() / split
+    return np.concatenate(out_x), np.concatenate(out_y), np.concatenate(out_w)
 
 
 def sis_reference(shape, lens_xy, theta_e, kind, r_eff, n=1.0, q=1.0, pa_deg=0.0, x=0.0, y=0.0,
@@ -58,7 +93,7 @@ def sis_reference(shape, lens_xy, theta_e, kind, r_eff, n=1.0, q=1.0, pa_deg=0.0
     """Pixel-integrated unit image (H, W) of the source behind an SIS, and the total lensed flux
     of all images (in or out of the stamp)."""
     h, w = shape
-    bx, by, weight = source_plane_cells(kind, r_eff, n, q, pa_deg, x, y, n_f, n_t)
+    bx, by, weight = source_plane_cells(kind, r_eff, n, q, pa_deg, x, y, n_f, n_t, theta_e=theta_e)
     b = np.hypot(bx, by)
     image = np.zeros(h * w)
     total = 0.0
