@@ -18,23 +18,42 @@ REPO = Path(__file__).resolve().parents[1]
 DEADLINE_S = 240
 
 
-def poll(predicate, what: str, timeout: float = DEADLINE_S, every: float = 0.2):
+def poll(predicate, what: str, timeout: float = DEADLINE_S, every: float = 0.2, detail=None):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}" + (f" ({detail()})" if detail else ""))
 
 
-def gone(pid: int) -> bool:
-    """No such process, or a zombie nobody reaped yet (it runs nothing any more)."""
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first), or None if there is none."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+            return fh.read().rsplit(")", 1)[1].split()
     except FileNotFoundError:
-        return True
+        return None
+
+
+def started(pid: int) -> tuple[int, str]:
+    """The process as (pid, start time in clock ticks since boot): pids are reused (pid_max is
+    32768 here, and every JVM and Chromium thread takes one), the pair is not."""
+    fields = _stat(pid)
+    assert fields is not None, f"process {pid} is already gone"
+    return pid, fields[19]
+
+
+def gone(proc: tuple[int, str]) -> bool:
+    """The process has exited: no such pid, a zombie nobody reaped yet (it runs nothing any
+    more), or the pid now belongs to another process or thread."""
+    fields = _stat(proc[0])
+    return fields is None or fields[0] in ("Z", "X") or fields[19] != proc[1]
+
+
+def describe(procs) -> str:
+    return "; ".join(f"pid {pid}: {' '.join((_stat(pid) or ['gone'])[:3])}" for pid, _ in procs)
 
 
 def kill9(proc: subprocess.Popen) -> None:
@@ -200,16 +219,18 @@ def test_pool_workers_die_with_their_killed_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(tmp_path)], cwd=REPO, env=env)
     workers: list[int] = []
     try:
-        workers = poll(lambda: (w := [int(p.name.split("-")[1]) for p in tmp_path.glob("worker-*")]) and
-                       len(w) == 2 and w, "two pool workers to start")
+        pids = poll(lambda: (w := [int(p.name.split("-")[1]) for p in tmp_path.glob("worker-*")]) and
+                    len(w) == 2 and w, "two pool workers to start")
+        workers = [started(pid) for pid in pids]
         kill9(parent)
-        poll(lambda: all(gone(pid) for pid in workers), "the workers to die with their parent", timeout=60)
+        poll(lambda: all(gone(w) for w in workers), "the workers to die with their parent", timeout=60,
+             detail=lambda: describe(workers))
     finally:
         if parent.poll() is None:
             kill9(parent)
-        for pid in workers:
-            if not gone(pid):
-                os.kill(pid, signal.SIGKILL)
+        for w in workers:
+            if not gone(w):
+                os.kill(w[0], signal.SIGKILL)
     assert not list(tmp_path.glob("committed-*"))
 
 
@@ -238,12 +259,13 @@ def test_spark_submit_launcher_dies_with_its_killed_parent(tmp_path):
     try:
         poll(lambda: (tmp_path / "driver.pid").exists() and (tmp_path / "driver.pid").read_text(),
              "the stand-in driver to start")
-        pids = [int((tmp_path / n).read_text()) for n in ("tee.pid", "driver.pid")]
+        pids = [started(int((tmp_path / n).read_text())) for n in ("tee.pid", "driver.pid")]
         kill9(parent)
-        poll(lambda: all(gone(pid) for pid in pids), "tee_run and the driver to die with their parent", timeout=60)
+        poll(lambda: all(gone(p) for p in pids), "tee_run and the driver to die with their parent", timeout=60,
+             detail=lambda: describe(pids))
     finally:
         if parent.poll() is None:
             kill9(parent)
-        for pid in pids:
-            if not gone(pid):
-                os.kill(pid, signal.SIGKILL)
+        for p in pids:
+            if not gone(p):
+                os.kill(p[0], signal.SIGKILL)
