@@ -52,8 +52,18 @@ def gone(proc: tuple[int, str]) -> bool:
     return fields is None or fields[0] in ("Z", "X") or fields[19] != proc[1]
 
 
+def _signals(pid) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return " ".join(line.split()[0] + line.split()[1] for line in fh if line.startswith(("SigBlk", "SigIgn")))
+    except FileNotFoundError:
+        return ""
+
+
 def describe(procs) -> str:
-    return "; ".join(f"pid {pid}: {' '.join((_stat(pid) or ['gone'])[:3])}" for pid, _ in procs)
+    """Each process's state, parent, group and blocked/ignored signal masks (and the test's own)."""
+    return "; ".join(f"pid {pid}: {' '.join((_stat(pid) or ['gone'])[:3])} {_signals(pid)}" for pid, _ in procs) \
+        + f"; this test: {_signals(os.getpid())}"
 
 
 def kill9(proc: subprocess.Popen) -> None:
@@ -202,7 +212,11 @@ POOL_PARENT = textwrap.dedent('''
 
 # tee_run (the spark engine's launcher) running a stand-in for a long spark-submit.
 TEE_PARENT = textwrap.dedent('''
-    import subprocess, sys
+    import signal, subprocess, sys
+    if sys.argv[2] == "ignored":       # as a process launched with SIGTERM ignored would be
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    elif sys.argv[2] == "blocked":     # or with it blocked (the mask is inherited across exec too)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     tee = subprocess.Popen([sys.executable, "-m", "darkhalo_assets.engines.tee_run", sys.argv[1] + "/tee.log", "--",
                             sys.executable, "-c",
                             "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(300)",
@@ -249,12 +263,14 @@ def test_every_process_pool_dies_with_its_parent():
     assert pools >= 3 and not bad, f"process pools whose workers outlive a killed parent: {bad}"
 
 
-def test_spark_submit_launcher_dies_with_its_killed_parent(tmp_path):
+@pytest.mark.parametrize("sigterm", ["default", "ignored", "blocked"])
+def test_spark_submit_launcher_dies_with_its_killed_parent(tmp_path, sigterm):
     """Item 9: the spark engine's tee_run and the command it launched (spark-submit's driver
-    locally) do not outlive a killed Dagster process."""
+    locally) do not outlive a killed Dagster process, even one that had SIGTERM ignored or
+    blocked when it launched them (both are inherited by tee_run and, across exec, the driver)."""
     (tmp_path / "parent.py").write_text(TEE_PARENT)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(tmp_path)], cwd=REPO, env=env)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(tmp_path), sigterm], cwd=REPO, env=env)
     pids: list[int] = []
     try:
         poll(lambda: (tmp_path / "driver.pid").exists() and (tmp_path / "driver.pid").read_text(),

@@ -21,6 +21,20 @@ def main(argv: list[str]) -> int:
         print("usage: python -m darkhalo_assets.engines.tee_run LOGFILE -- COMMAND...", file=sys.stderr)
         return 2
     log_path, cmd = argv[0], argv[2:]
+    # Our handlers go in before anything else: a process that launched us with SIGTERM or SIGINT
+    # ignored (or blocked) would otherwise have both tee_run and spark-submit (which inherits an
+    # ignored signal across exec, and the mask) deaf to the stop below. A signal before the
+    # child exists ends us; the kernel then kills the child (its parent-death signal).
+    child: list[subprocess.Popen] = []
+
+    def forward(signum, _frame):
+        if not child:
+            raise SystemExit(128 + signum)
+        child[0].send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # If the Dagster process is killed, SIGTERM reaches us and is passed on (a graceful Spark
     # stop); if we are killed, the kernel kills spark-submit (and with it the local driver,
     # whose executors are its threads and whose Python workers exit when it does).
@@ -28,8 +42,7 @@ def main(argv: list[str]) -> int:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 preexec_fn=preexec_die_with_parent(signal.SIGKILL))
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+        child.append(proc)
         out = sys.stdout.buffer
         for line in iter(proc.stdout.readline, b""):
             log.write(line)
